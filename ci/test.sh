@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test command (README.md "Tests"). Installs what the tests need that is not Rust — a Python
+# venv with moto (the S3 server the tests start on 127.0.0.1) and pyarrow (the second Parquet
+# reader) — then runs the whole test suite. Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv="${SIMGAN_VENV:-$PWD/.venv}"
+if ! "$venv/bin/python" -c 'import moto, pyarrow, PIL' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]' pyarrow pillow
+fi
+export SIMGAN_MOTO_SERVER="$venv/bin/moto_server"
+export SIMGAN_PYTHON="$venv/bin/python"
+exec cargo test --locked "$@"

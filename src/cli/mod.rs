@@ -1,0 +1,149 @@
+//! The command line: clap definitions and one function per subcommand. Nothing below this module
+//! knows about the CLI; `main.rs` only calls [`main`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::error::Error;
+use crate::pipeline::Pipeline;
+use crate::stages::Registry;
+use crate::storage::Root;
+
+mod data;
+mod inspect;
+mod run;
+mod submit;
+
+/// simgan — make simulated training images look real (SimGAN), as staged jobs on object storage.
+#[derive(Debug, Parser)]
+#[command(name = "simgan", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// More logging (-v info, -vv debug). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run what is stale or missing, in dependency order.
+    Run(run::RunArgs),
+    /// Each stage: up-to-date / stale (with the reason) / missing.
+    Status(run::StatusArgs),
+    /// A stage's manifest and shard summary (URL: <root>/<stage>[@VERSION] or a manifest .json).
+    Show(inspect::ShowArgs),
+    /// The stages and versions under a run root.
+    Ls(inspect::LsArgs),
+    /// Write the first N rows of a dataset as PNGs plus a labels CSV.
+    Export(data::ExportArgs),
+    /// SQL over a dataset's shards with polars (the table is called `data`).
+    Query(data::QueryArgs),
+    /// Submit the pipeline to Slurm (job arrays, afterok chains) or print Kubernetes Indexed Jobs.
+    Submit(submit::SubmitArgs),
+    /// The stage kinds, their inputs and params.
+    Kinds,
+}
+
+/// Pipeline file and root, shared by `run` and `status`.
+#[derive(Debug, Args)]
+struct PipelineArgs {
+    /// Pipeline definition (TOML).
+    pipeline: PathBuf,
+    /// Run root: a path, file://, s3://, gs://, az:// or memory:// (default: the pipeline's
+    /// `root`, else ./runs/<pipeline name>).
+    #[arg(long, env = "SIMGAN_ROOT")]
+    root: Option<String>,
+}
+
+impl PipelineArgs {
+    fn load(&self, rt: &tokio::runtime::Runtime) -> anyhow::Result<(Pipeline, Root)> {
+        let pipeline = Pipeline::load(&self.pipeline, &Registry::builtin())?;
+        let location = self.root.clone().or_else(|| pipeline.root.clone()).unwrap_or_else(|| format!("./runs/{}", pipeline.name));
+        let root = Root::open(&location, rt.handle().clone())?;
+        Ok((pipeline, root))
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let default = match cli.verbose {
+        0 => "warn,simgan=info",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.with_target(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the I/O runtime")
+}
+
+/// Exit codes: 0 success, 1 failure, 2 usage error (clap), 75 (EX_TEMPFAIL) when the root is
+/// locked by another run — a scheduler may retry later.
+fn exit_code(err: &anyhow::Error) -> ExitCode {
+    for cause in err.chain() {
+        if let Some(Error::LeaseHeld { .. }) = cause.downcast_ref::<Error>() {
+            return ExitCode::from(75);
+        }
+    }
+    ExitCode::from(1)
+}
+
+/// Parse arguments, run the command, print a one-line summary on failure.
+pub fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`simgan query … | head`) instead of panicking in println!.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = Cli::parse();
+    init_logging(&cli);
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            exit_code(&err)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    match cli.command {
+        Command::Run(a) => run::run(a, &rt),
+        Command::Status(a) => run::status(a, &rt),
+        Command::Show(a) => inspect::show(a, &rt),
+        Command::Ls(a) => inspect::ls(a, &rt),
+        Command::Export(a) => data::export(a, &rt),
+        Command::Query(a) => data::query(a, &rt),
+        Command::Submit(a) => submit::submit(a, &rt),
+        Command::Kinds => {
+            inspect::kinds();
+            Ok(())
+        }
+    }
+}
+
+/// Lease TTL parsing for `--lease-ttl` (seconds).
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    s.parse::<u64>().map(Duration::from_secs).map_err(|e| format!("`{s}`: {e}"))
+}

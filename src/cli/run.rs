@@ -1,0 +1,150 @@
+//! `simgan run` and `simgan status`.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{PipelineArgs, parse_secs};
+use crate::runner::{self, RunOptions, State, WorkerOutcome, WorkerSlot};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    target: PipelineArgs,
+    /// Run only this stage on its existing inputs (repeatable).
+    #[arg(long = "stage", value_name = "STAGE")]
+    only: Vec<String>,
+    /// Run this stage (forced) and everything downstream (repeatable).
+    #[arg(long, value_name = "STAGE", conflicts_with = "only")]
+    from: Vec<String>,
+    /// Rerun even if up to date.
+    #[arg(long)]
+    force: bool,
+    /// Print the plan and why each stage would run; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Wait for another run on the same root to finish instead of failing.
+    #[arg(long)]
+    wait: bool,
+    /// Lease time-to-live in seconds (renewed every third of it).
+    #[arg(long, value_parser = parse_secs, default_value = "60")]
+    lease_ttl: Duration,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Distributed worker: process unit share I of N of the one `--stage` (no root lease; the
+    /// last worker to finish commits the manifest). Also read from SLURM_ARRAY_TASK_ID /
+    /// SLURM_ARRAY_TASK_COUNT or JOB_COMPLETION_INDEX with `--workers N`.
+    #[arg(long, value_name = "I/N", value_parser = parse_slot, requires = "only")]
+    worker: Option<WorkerSlot>,
+    /// Number of workers, with the index taken from SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX.
+    #[arg(long, value_name = "N", requires = "only", conflicts_with = "worker")]
+    workers: Option<usize>,
+    /// Only commit the `--stage`'s manifest if every unit is done (a finalize step after workers).
+    #[arg(long, requires = "only", conflicts_with_all = ["worker", "workers"])]
+    finalize: bool,
+}
+
+fn parse_slot(s: &str) -> Result<WorkerSlot, String> {
+    let (i, n) = s.split_once('/').ok_or_else(|| format!("`{s}`: expected I/N, e.g. 0/4"))?;
+    let slot: usize = i.parse().map_err(|e| format!("`{s}`: {e}"))?;
+    let count: usize = n.parse().map_err(|e| format!("`{s}`: {e}"))?;
+    if count == 0 || slot >= count {
+        return Err(format!("`{s}`: need 0 <= I < N"));
+    }
+    Ok(WorkerSlot { slot, count })
+}
+
+/// The worker slot from flags or the scheduler's environment.
+fn worker_slot(a: &RunArgs) -> anyhow::Result<Option<WorkerSlot>> {
+    if let Some(w) = a.worker {
+        return Ok(Some(w));
+    }
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.trim().parse::<usize>().ok());
+    let slurm = env("SLURM_ARRAY_TASK_ID").map(|i| (i - env("SLURM_ARRAY_TASK_MIN").unwrap_or(0), env("SLURM_ARRAY_TASK_COUNT")));
+    let index = slurm.map(|s| s.0).or_else(|| env("JOB_COMPLETION_INDEX"));
+    match (a.workers, index) {
+        (Some(count), Some(slot)) if slot < count => Ok(Some(WorkerSlot { slot, count })),
+        (Some(count), Some(slot)) => anyhow::bail!("worker index {slot} from the environment is not below --workers {count}"),
+        (Some(_), None) => anyhow::bail!("--workers needs SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX in the environment (or use --worker I/N)"),
+        (None, _) => Ok(None),
+    }
+}
+
+pub fn run(a: RunArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    let (pipeline, root) = a.target.load(rt)?;
+    let slot = worker_slot(&a)?;
+    if slot.is_some() || a.finalize {
+        let [name] = a.only.as_slice() else { anyhow::bail!("worker mode runs exactly one --stage") };
+        let stage = pipeline.stage(name)?;
+        let outcome = runner::run_worker(stage, &root, slot)?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&outcome)?);
+            return Ok(());
+        }
+        match outcome {
+            WorkerOutcome::Committed(o) => println!("{:<20} v{} {} rows committed ({} units by this worker)", o.name, o.version, o.rows, o.units_run),
+            WorkerOutcome::AlreadyCommitted { version } => println!("{name:<20} v{version} already committed"),
+            WorkerOutcome::UnitsDone { done, total, ran } => println!("{name:<20} {done}/{total} units done ({ran} by this worker)"),
+        }
+        return Ok(());
+    }
+    let opts = RunOptions {
+        only: a.only,
+        from: a.from,
+        force: a.force,
+        dry_run: a.dry_run,
+        wait: a.wait,
+        lease_ttl: a.lease_ttl,
+        progress: !a.json,
+    };
+    let report = runner::run(&pipeline, &root, &opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    if a.dry_run {
+        println!("plan for {} on {}:", pipeline.name, root.url());
+        for d in &report.plan {
+            println!("  {:<20} {:<5} {}", d.name, if d.run { "run" } else { "skip" }, d.reason);
+        }
+        return Ok(());
+    }
+    for d in report.plan.iter().filter(|d| !d.run) {
+        println!("{:<20} up to date", d.name);
+    }
+    for r in &report.ran {
+        let resumed = if r.units_reused > 0 { format!(" ({} units resumed)", r.units_reused) } else { String::new() };
+        println!("{:<20} v{} {} rows in {:.1}s{resumed}", r.name, r.version, r.rows, r.seconds);
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    target: PipelineArgs,
+    /// JSON for schedulers: {"stages":[{"name","state","reason",…}]}.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn status(a: StatusArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    let (pipeline, root) = a.target.load(rt)?;
+    let stages = runner::status(&pipeline, &root)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "pipeline": pipeline.name, "root": root.url(), "stages": stages }))?);
+        return Ok(());
+    }
+    for s in &stages {
+        let state = match s.state {
+            State::UpToDate => "up-to-date",
+            State::Stale => "stale",
+            State::Missing => "missing",
+        };
+        let version = s.version.map(|v| format!("v{v}")).unwrap_or_default();
+        let units = s.units.map(|[d, t]| format!(" ({d}/{t} units done)")).unwrap_or_default();
+        println!("{:<20} {:<11} {:<6} {}{units}", s.name, state, version, s.reason);
+    }
+    Ok(())
+}

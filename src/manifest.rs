@@ -1,0 +1,212 @@
+//! Stage-version manifests: the atomic commit point of a stage's output.
+//!
+//! Layout under a run root (documented in README.md):
+//! ```text
+//! <stage>/_manifests/00000003.json     manifest of version 3 (created with create-if-absent)
+//! <stage>/v00000003/part-00000.parquet shards of version 3 (one per work unit)
+//! <stage>/v00000003/_artifacts/…       non-tabular outputs (weights, PNGs, HTML)
+//! <stage>/v00000003/_units/00000.json  per-unit commit records (resume, distributed workers)
+//! <stage>/v00000003/_attempt.json      fingerprint + plan of the attempt that writes version 3
+//! ```
+//! A version exists iff its manifest exists; the manifest is written after every shard it lists,
+//! so a reader that finds it finds every shard whole. The latest version of a stage is the
+//! highest-numbered manifest. Whether a stage is up to date is decided from manifests alone.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::shards::ShardInfo;
+use crate::storage::Root;
+
+/// Current manifest format version.
+pub const FORMAT: u32 = 1;
+
+/// An input as recorded in a manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum InputRef {
+    /// Another stage's committed version.
+    Stage { stage: String, version: u64, digest: String },
+    /// An external location (path or URL, credentials stripped).
+    Location { location: String },
+}
+
+/// An input row the stage skipped under `on_error = "skip"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// The file or object (and row, if any).
+    pub input: String,
+    /// Why it was skipped (names the field).
+    pub reason: String,
+}
+
+/// Wall-clock timings of the run that produced a version.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    /// RFC 3339 start time.
+    pub started_at: String,
+    /// RFC 3339 commit time.
+    pub finished_at: String,
+    /// Seconds spent by this run (resumed units excluded).
+    pub wall_s: f64,
+    /// Units whose shards were reused from an interrupted attempt.
+    pub units_reused: usize,
+    /// Units run by this attempt.
+    pub units_run: usize,
+}
+
+/// The manifest of one stage version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Manifest format version.
+    pub format: u32,
+    /// Stage name in the pipeline.
+    pub stage: String,
+    /// Stage kind.
+    pub kind: String,
+    /// Version number (1-based, per stage).
+    pub version: u64,
+    /// Hash of kind, code version, params and inputs.
+    pub fingerprint: String,
+    /// The kind's code version.
+    pub code_version: String,
+    /// Resolved params (defaults included).
+    pub params: Value,
+    /// Inputs by role.
+    pub inputs: BTreeMap<String, InputRef>,
+    /// Declared output schema name and version, e.g. `eye_sample@1`.
+    pub schema: String,
+    /// Folder of this version's shards, relative to the run root.
+    pub data_prefix: String,
+    /// Every shard, in unit order.
+    pub shards: Vec<ShardInfo>,
+    /// Non-tabular outputs.
+    #[serde(default)]
+    pub artifacts: Vec<ShardInfo>,
+    /// Inputs skipped under `on_error = "skip"`.
+    #[serde(default)]
+    pub skipped: Vec<Skipped>,
+    /// Total rows over all shards.
+    pub rows: u64,
+    /// Timings of the producing run.
+    pub timings: Timings,
+    /// simgan version that wrote it.
+    pub simgan_version: String,
+}
+
+/// Everything a fingerprint is computed from; stored piecewise in the manifest so staleness can
+/// be explained.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FingerprintParts<'a> {
+    /// Stage kind.
+    pub kind: &'a str,
+    /// The kind's code version.
+    pub code_version: &'a str,
+    /// Resolved params.
+    pub params: &'a Value,
+    /// Inputs by role.
+    pub inputs: &'a BTreeMap<String, InputRef>,
+}
+
+impl FingerprintParts<'_> {
+    /// `sha256:<hex>` over the canonical JSON of the parts.
+    pub fn fingerprint(&self) -> String {
+        let doc = serde_json::json!({
+            "kind": self.kind,
+            "code_version": self.code_version,
+            "params": self.params,
+            "inputs": self.inputs,
+        });
+        format!("sha256:{}", hex::encode(Sha256::digest(doc.to_string().as_bytes())))
+    }
+}
+
+/// Relative path of a version's manifest.
+pub fn manifest_path(stage: &str, version: u64) -> String {
+    format!("{stage}/_manifests/{version:08}.json")
+}
+
+/// Relative folder of a version's data.
+pub fn data_prefix(stage: &str, version: u64) -> String {
+    format!("{stage}/v{version:08}")
+}
+
+/// A manifest read from storage together with the digest of its bytes.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// The parsed manifest.
+    pub manifest: Manifest,
+    /// `sha256:<hex>` of the manifest's bytes (what downstream fingerprints use).
+    pub digest: String,
+}
+
+/// Parse manifest bytes read from `name`.
+pub fn parse(bytes: &[u8], name: &str) -> Result<Committed> {
+    let manifest: Manifest = serde_json::from_slice(bytes).map_err(|source| Error::Json { path: name.to_string(), source })?;
+    Ok(Committed { manifest, digest: crate::shards::checksum(bytes) })
+}
+
+/// Committed version numbers of a stage, ascending.
+pub fn versions(root: &Root, stage: &str) -> Result<Vec<u64>> {
+    let mut out: Vec<u64> = root
+        .list(&format!("{stage}/_manifests/"))?
+        .iter()
+        .filter_map(|l| l.path.rsplit('/').next()?.strip_suffix(".json")?.parse().ok())
+        .collect();
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Read one committed version.
+pub fn read(root: &Root, stage: &str, version: u64) -> Result<Option<Committed>> {
+    let rel = manifest_path(stage, version);
+    match root.get(&rel)? {
+        Some(bytes) => parse(&bytes, &root.url_of(&rel)).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The latest committed version of a stage, if any.
+pub fn latest(root: &Root, stage: &str) -> Result<Option<Committed>> {
+    match versions(root, stage)?.last() {
+        Some(&v) => read(root, stage, v),
+        None => Ok(None),
+    }
+}
+
+/// Commit a manifest with create-if-absent. Returns its digest, or an error if that version
+/// already exists (another writer committed it).
+pub fn commit(root: &Root, manifest: &Manifest) -> Result<String> {
+    let rel = manifest_path(&manifest.stage, manifest.version);
+    let bytes = serde_json::to_vec_pretty(manifest).map_err(|source| Error::Json { path: root.url_of(&rel), source })?;
+    let digest = crate::shards::checksum(&bytes);
+    if root.put_if_absent(&rel, bytes)? {
+        Ok(digest)
+    } else {
+        Err(Error::stage(&manifest.stage, format!("version {} was already committed by another writer ({})", manifest.version, root.url_of(&rel))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_changes_with_each_part() {
+        let params = serde_json::json!({"a": 1});
+        let inputs = BTreeMap::new();
+        let base = FingerprintParts { kind: "k", code_version: "1", params: &params, inputs: &inputs };
+        let f0 = base.fingerprint();
+        assert_eq!(f0, base.clone().fingerprint());
+        let p2 = serde_json::json!({"a": 2});
+        assert_ne!(f0, FingerprintParts { params: &p2, ..base.clone() }.fingerprint());
+        assert_ne!(f0, FingerprintParts { code_version: "2", ..base.clone() }.fingerprint());
+        let mut i2 = BTreeMap::new();
+        i2.insert("x".to_string(), InputRef::Location { location: "/d".into() });
+        assert_ne!(f0, FingerprintParts { inputs: &i2, ..base }.fingerprint());
+    }
+}

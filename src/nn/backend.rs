@@ -1,0 +1,195 @@
+//! Backends and devices: which burn backend a stage runs on, chosen at run time from a string.
+//!
+//! burn 0.21 picks the backend by *type* (`Refiner<B>`), so a device string has to be turned
+//! into a monomorphised call. Stage code implements [`BackendJob`] once, generic over
+//! `B: AutodiffBackend`, and [`run_on`] instantiates it for the backend the [`DeviceSpec`]
+//! names:
+//!
+//! - `"cpu"` → [`CpuAutodiffBackend`] = `Autodiff<Flex>` (burn-flex, pure Rust, the fastest
+//!   burn CPU backend on these convolutions; see REFERENCE.md).
+//! - `"cuda"` / `"cuda:N"` → `Autodiff<Cuda>` on GPU `N` (default 0), only with the crate
+//!   feature `cuda`; without it [`run_on`] returns [`NnError::CudaNotCompiled`].
+//!
+//! Inference-only code can use `B::InnerBackend` inside the job (or `model.valid()`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+
+use super::NnError;
+
+/// burn-flex, the CPU backend (no autodiff): inference on the CPU.
+pub type CpuBackend = Flex;
+/// The CPU backend with autodiff: training on the CPU.
+pub type CpuAutodiffBackend = Autodiff<Flex>;
+/// The CPU device (burn-flex has exactly one).
+pub type CpuDevice = burn::backend::flex::FlexDevice;
+
+/// burn-cuda (cubecl-cuda), no autodiff.
+#[cfg(feature = "cuda")]
+pub type CudaBackend = burn::backend::Cuda;
+/// burn-cuda with autodiff: training on a GPU.
+#[cfg(feature = "cuda")]
+pub type CudaAutodiffBackend = Autodiff<burn::backend::Cuda>;
+/// A CUDA device (`index` = GPU ordinal).
+#[cfg(feature = "cuda")]
+pub type CudaDevice = burn::backend::cuda::CudaDevice;
+
+/// Where to run: parsed from `"cpu"`, `"cuda"` (= `"cuda:0"`) or `"cuda:N"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum DeviceSpec {
+    /// The CPU (burn-flex).
+    #[default]
+    Cpu,
+    /// CUDA GPU with this ordinal.
+    Cuda(usize),
+}
+
+/// A device string that is not `cpu`, `cuda` or `cuda:N`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad device {input:?}: expected \"cpu\", \"cuda\" or \"cuda:N\"")]
+pub struct DeviceSpecError {
+    /// The string that failed to parse.
+    pub input: String,
+}
+
+impl FromStr for DeviceSpec {
+    type Err = DeviceSpecError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || DeviceSpecError { input: s.to_string() };
+        let t = s.trim().to_ascii_lowercase();
+        match t.as_str() {
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "cuda" | "gpu" => Ok(DeviceSpec::Cuda(0)),
+            _ => {
+                let idx = t
+                    .strip_prefix("cuda:")
+                    .or_else(|| t.strip_prefix("gpu:"))
+                    .ok_or_else(bad)?;
+                idx.parse::<usize>().map(DeviceSpec::Cuda).map_err(|_| bad())
+            }
+        }
+    }
+}
+
+impl TryFrom<String> for DeviceSpec {
+    type Error = DeviceSpecError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<DeviceSpec> for String {
+    fn from(d: DeviceSpec) -> String {
+        d.to_string()
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceSpec::Cpu => write!(f, "cpu"),
+            DeviceSpec::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+impl DeviceSpec {
+    /// Whether this binary can run on this device (CUDA needs the `cuda` feature).
+    pub fn is_available(&self) -> bool {
+        match self {
+            DeviceSpec::Cpu => true,
+            DeviceSpec::Cuda(_) => cfg!(feature = "cuda"),
+        }
+    }
+}
+
+/// Generic code to run on whichever backend a [`DeviceSpec`] selects.
+///
+/// Rust has no generic closures, so the job is a value with a generic method:
+///
+/// ```ignore
+/// struct Train { cfg: TrainConfig }
+/// impl BackendJob for Train {
+///     type Output = Result<Vec<u8>, NnError>;
+///     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+///         let mut t = RefinerTrainer::<B>::new(self.cfg, &device)?;
+///         /* ... */
+///         t.save_checkpoint(false)
+///     }
+/// }
+/// let bytes = run_on(&"cuda:0".parse()?, Train { cfg })??;
+/// ```
+pub trait BackendJob {
+    /// What the job returns.
+    type Output;
+    /// Run on backend `B` (an autodiff backend; use `B::InnerBackend` for inference).
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
+}
+
+/// Run `job` on the backend and device named by `spec`.
+///
+/// Errors only when the device is not compiled in; the job's own errors are in its `Output`.
+pub fn run_on<J: BackendJob>(spec: &DeviceSpec, job: J) -> Result<J::Output, NnError> {
+    match spec {
+        DeviceSpec::Cpu => Ok(job.run::<CpuAutodiffBackend>(CpuDevice::default())),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(index) => Ok(job.run::<CudaAutodiffBackend>(CudaDevice { index: *index })),
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => Err(NnError::CudaNotCompiled { spec: spec.to_string() }),
+    }
+}
+
+/// Seed the backend's random generator (parameter initialisation, `Tensor::random`).
+///
+/// On burn-flex this makes initialisation deterministic for a given seed as long as tensors are
+/// created in the same order (flex keeps one global, seeded `StdRng`). Our own randomness
+/// (history sampling) uses separately seeded `rand` generators.
+pub fn seed<B: Backend>(device: &B::Device, seed: u64) {
+    B::seed(device, seed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_device_strings() {
+        assert_eq!("cpu".parse::<DeviceSpec>(), Ok(DeviceSpec::Cpu));
+        assert_eq!(" CPU ".parse::<DeviceSpec>(), Ok(DeviceSpec::Cpu));
+        assert_eq!("cuda".parse::<DeviceSpec>(), Ok(DeviceSpec::Cuda(0)));
+        assert_eq!("cuda:3".parse::<DeviceSpec>(), Ok(DeviceSpec::Cuda(3)));
+        let err = "cuda:x".parse::<DeviceSpec>().unwrap_err();
+        assert_eq!(err.input, "cuda:x");
+        assert!(err.to_string().contains("\"cuda:x\""));
+        assert!("tpu".parse::<DeviceSpec>().is_err());
+        assert_eq!(DeviceSpec::Cuda(2).to_string(), "cuda:2");
+        let json = serde_json::to_string(&DeviceSpec::Cuda(1)).unwrap();
+        assert_eq!(json, "\"cuda:1\"");
+        assert_eq!(serde_json::from_str::<DeviceSpec>(&json).unwrap(), DeviceSpec::Cuda(1));
+    }
+
+    struct Sum;
+    impl BackendJob for Sum {
+        type Output = f32;
+        fn run<B: AutodiffBackend>(self, device: B::Device) -> f32 {
+            let t = burn::tensor::Tensor::<B, 1>::from_floats([1.0, 2.0, 3.0], &device);
+            use burn::tensor::ElementConversion;
+            t.sum().into_scalar().elem::<f32>()
+        }
+    }
+
+    #[test]
+    fn runs_generic_job_on_cpu() {
+        assert_eq!(run_on(&DeviceSpec::Cpu, Sum).unwrap(), 6.0);
+        #[cfg(not(feature = "cuda"))]
+        assert!(matches!(
+            run_on(&DeviceSpec::Cuda(0), Sum),
+            Err(NnError::CudaNotCompiled { .. })
+        ));
+    }
+}

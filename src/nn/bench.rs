@@ -1,0 +1,115 @@
+//! CPU timing of the eye refiner on burn-flex, for the CLI's `bench` command: milliseconds per
+//! training iteration (one refiner step + one discriminator step) and refiner inference
+//! throughput. Inputs are the toy formula images (the cost does not depend on content).
+
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::tensor::{Tensor, TensorData};
+
+use super::NnError;
+use super::backend::{CpuAutodiffBackend, CpuBackend, CpuDevice};
+use super::model::{DiscriminatorConfig, RefinerConfig};
+use super::train::{RefinerTrainer, TrainConfig};
+
+/// What [`bench_cpu`] measured.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BenchReport {
+    /// Backend name.
+    pub backend: String,
+    /// Rayon worker threads available.
+    pub threads: usize,
+    /// Refiner width (64 = the paper's eye refiner).
+    pub width: usize,
+    /// Training batch size.
+    pub batch: usize,
+    /// Timed iterations (after one warm-up).
+    pub iters: usize,
+    /// Mean ms per refiner step (forward, backward, Adam).
+    pub r_step_ms: f64,
+    /// Mean ms per discriminator step (refine on the inner backend, D forward/backward, Adam).
+    pub d_step_ms: f64,
+    /// `r_step_ms + d_step_ms`: one full iteration (K_g = K_d = 1).
+    pub train_iter_ms: f64,
+    /// Inference batch size (4 × `batch`).
+    pub infer_batch: usize,
+    /// Refined images per second at `infer_batch`.
+    pub infer_images_per_s: f64,
+}
+
+fn toy_batch(n: usize, h: usize, w: usize, device: &CpuDevice) -> Tensor<CpuBackend, 4> {
+    let data: Vec<f32> = (0..n * h * w).map(|i| ((i % 97) as f32 / 48.5) - 1.0).collect();
+    Tensor::from_data(TensorData::new(data, [n, 1, h, w]), device)
+}
+
+/// Time the eye refiner of `width` maps (and the paper's eye discriminator) on 35×55 images:
+/// `iters` training iterations at `batch` and `iters` inference batches of `4 × batch`.
+pub fn bench_cpu(width: usize, batch: usize, iters: usize) -> Result<BenchReport, NnError> {
+    let device = Default::default();
+    let (h, w) = (35, 55);
+    let batch = batch.max(2);
+    let iters = iters.max(1);
+    let cfg = TrainConfig::new()
+        .with_refiner(RefinerConfig::narrow(width))
+        .with_discriminator(DiscriminatorConfig::eye())
+        .with_batch_size(batch)
+        .with_history_capacity(batch * 4);
+    let mut trainer = RefinerTrainer::<CpuAutodiffBackend>::new(cfg, &device)?;
+    let synth = Tensor::<CpuAutodiffBackend, 4>::from_inner(toy_batch(batch, h, w, &device));
+    let real = Tensor::<CpuAutodiffBackend, 4>::from_inner(toy_batch(batch, h, w, &device).mul_scalar(0.9));
+
+    trainer.r_step(synth.clone())?;
+    trainer.d_step(synth.clone(), real.clone())?;
+    let (mut r_ms, mut d_ms) = (0.0, 0.0);
+    for _ in 0..iters {
+        let t0 = Instant::now();
+        trainer.r_step(synth.clone())?; // syncs: reads the losses back
+        r_ms += t0.elapsed().as_secs_f64() * 1e3;
+        let t0 = Instant::now();
+        trainer.d_step(synth.clone(), real.clone())?;
+        d_ms += t0.elapsed().as_secs_f64() * 1e3;
+    }
+
+    let refiner = trainer.refiner().valid();
+    let infer_batch = 4 * batch;
+    let x = toy_batch(infer_batch, h, w, &device);
+    let _ = refiner.forward(x.clone()).into_data();
+    let t0 = Instant::now();
+    for _ in 0..iters {
+        let _ = refiner.forward(x.clone()).into_data();
+    }
+    let infer_s = t0.elapsed().as_secs_f64();
+
+    Ok(BenchReport {
+        backend: "flex (burn 0.21, CPU)".into(),
+        threads: rayon::current_num_threads(),
+        width,
+        batch,
+        iters,
+        r_step_ms: r_ms / iters as f64,
+        d_step_ms: d_ms / iters as f64,
+        train_iter_ms: (r_ms + d_ms) / iters as f64,
+        infer_batch,
+        infer_images_per_s: (infer_batch * iters) as f64 / infer_s,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_runs_tiny() {
+        let r = bench_cpu(4, 2, 1).unwrap();
+        assert!(r.train_iter_ms > 0.0 && r.infer_images_per_s > 0.0);
+        assert_eq!(r.infer_batch, 8);
+    }
+
+    /// The real measurement: `cargo test --lib nn::bench::tests::bench_full_eye -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn bench_full_eye() {
+        let r = bench_cpu(64, 64, 3).unwrap();
+        eprintln!("{}", serde_json::to_string_pretty(&r).unwrap());
+    }
+}

@@ -1,0 +1,496 @@
+//! The three networks of S+U learning and their configs: the refiner R, the local-patch
+//! discriminator D, and the gaze-estimation CNN.
+//!
+//! Sizes follow the paper's appendix (REFERENCE.md, "Networks"). Every size is a config field
+//! so the hand variants and the narrow CPU-demo variants are config values, not new code:
+//! [`RefinerConfig::eye`], [`RefinerConfig::hand`], [`RefinerConfig::narrow`],
+//! [`DiscriminatorConfig::eye`], [`DiscriminatorConfig::hand`],
+//! [`DiscriminatorConfig::narrow`], [`GazeNetConfig::eye`], [`GazeNetConfig::narrow`].
+//!
+//! Decisions the paper leaves open (documented here and made configurable):
+//! - The refiner's first convolution is followed by a ReLU, and the refiner ends in `tanh`
+//!   (all public code does; images are in `[-1, 1]`).
+//! - The discriminator has a LeakyReLU (slope 0.2; 0 gives ReLU) after every layer but the last;
+//!   the paper lists none, and without them D is linear. Convolutions and the max-pool use SAME
+//!   padding, giving 9×14 patches on 35×55 eyes and 7×7 on 224×224 hands.
+//! - The gaze CNN uses ReLU after every convolution and after the hidden fully-connected layer,
+//!   with VALID convolutions (so 35×55 flattens to 192×5×10 = 9600).
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::Tensor;
+use burn::tensor::activation::{leaky_relu, relu, tanh};
+use burn::tensor::backend::Backend;
+
+use super::NnError;
+
+// ---------------------------------------------------------------------------------------------
+// Refiner
+// ---------------------------------------------------------------------------------------------
+
+/// Refiner R: conv k₀×k₀ `width` → `blocks` ResNet blocks → conv 1×1 back to the input channels
+/// (→ tanh). No stride, no pooling: the output has the input's size.
+#[derive(Config, Debug, PartialEq)]
+pub struct RefinerConfig {
+    /// Image channels in and out (1 for grey eyes and depth hands).
+    #[config(default = 1)]
+    pub channels: usize,
+    /// Feature maps in every layer (paper: 64).
+    #[config(default = 64)]
+    pub width: usize,
+    /// Number of ResNet blocks (paper: 4 for eyes, 10 for hands).
+    #[config(default = 4)]
+    pub blocks: usize,
+    /// Kernel size inside the ResNet blocks (paper: 3).
+    #[config(default = 3)]
+    pub kernel_size: usize,
+    /// Kernel size of the first convolution (paper: 3 for eyes, 7 for hands).
+    #[config(default = 3)]
+    pub first_kernel_size: usize,
+    /// End in `tanh` (keeps outputs in `[-1, 1]`); off gives a linear output.
+    #[config(default = true)]
+    pub tanh_output: bool,
+}
+
+impl RefinerConfig {
+    /// The paper's eye refiner: 1 channel, 64 maps, 4 blocks, 3×3 kernels.
+    pub fn eye() -> Self {
+        Self::new()
+    }
+
+    /// The paper's hand refiner: 1 depth channel, conv 7×7 then 10 blocks of 64 maps.
+    pub fn hand() -> Self {
+        Self::new().with_blocks(10).with_first_kernel_size(7)
+    }
+
+    /// The eye refiner with `width` maps instead of 64 (CPU demos and tests use 8 or 16).
+    pub fn narrow(width: usize) -> Self {
+        Self::new().with_width(width)
+    }
+
+    /// Check that the sizes make a network (all positive, odd kernels for SAME padding).
+    pub fn validate(&self) -> Result<(), NnError> {
+        if self.channels == 0 || self.width == 0 {
+            return Err(NnError::InvalidConfig(format!("refiner: channels and width must be > 0, got {self:?}")));
+        }
+        if self.kernel_size % 2 == 0 || self.first_kernel_size % 2 == 0 {
+            return Err(NnError::InvalidConfig(format!(
+                "refiner: kernel sizes must be odd to keep the image size, got {} and {}",
+                self.first_kernel_size, self.kernel_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Build the refiner with freshly initialised weights.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Refiner<B> {
+        let same = |cin: usize, cout: usize, k: usize| {
+            Conv2dConfig::new([cin, cout], [k, k]).with_padding(PaddingConfig2d::Same).init(device)
+        };
+        Refiner {
+            conv_in: same(self.channels, self.width, self.first_kernel_size),
+            blocks: (0..self.blocks)
+                .map(|_| ResBlock {
+                    conv1: same(self.width, self.width, self.kernel_size),
+                    conv2: same(self.width, self.width, self.kernel_size),
+                })
+                .collect(),
+            conv_out: same(self.width, self.channels, 1),
+            tanh_output: self.tanh_output,
+        }
+    }
+}
+
+/// One ResNet block: conv → ReLU → conv → add input → ReLU.
+#[derive(Module, Debug)]
+pub struct ResBlock<B: Backend> {
+    /// First convolution.
+    pub conv1: Conv2d<B>,
+    /// Second convolution.
+    pub conv2: Conv2d<B>,
+}
+
+impl<B: Backend> ResBlock<B> {
+    /// Shapes are preserved: `[batch, width, h, w]` → `[batch, width, h, w]`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let y = relu(self.conv1.forward(x.clone())); // [batch, 64, 35, 55]
+        let y = self.conv2.forward(y); // [batch, 64, 35, 55]
+        relu(x + y) // [batch, 64, 35, 55]
+    }
+}
+
+/// The refiner network R (see [`RefinerConfig`]).
+#[derive(Module, Debug)]
+pub struct Refiner<B: Backend> {
+    /// First convolution (channels → width).
+    pub conv_in: Conv2d<B>,
+    /// The ResNet blocks.
+    pub blocks: Vec<ResBlock<B>>,
+    /// Final 1×1 convolution (width → channels).
+    pub conv_out: Conv2d<B>,
+    /// Whether the output goes through tanh.
+    #[module(skip)]
+    pub tanh_output: bool,
+}
+
+impl<B: Backend> Refiner<B> {
+    /// Refine a batch; shape comments are for the eye refiner on 35×55 images.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        // x: [batch, 1, 35, 55]
+        let mut h = relu(self.conv_in.forward(x)); // [batch, 64, 35, 55]
+        for block in &self.blocks {
+            h = block.forward(h); // [batch, 64, 35, 55]
+        }
+        let out = self.conv_out.forward(h); // [batch, 1, 35, 55]
+        if self.tanh_output { tanh(out) } else { out } // [batch, 1, 35, 55]
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Discriminator
+// ---------------------------------------------------------------------------------------------
+
+/// Local discriminator D: conv(k1, s1) c1 → conv(k2, s2) c2 → maxpool(kp, sp) → conv(k3, s3) c3
+/// → conv 1×1 c4 → conv 1×1 2, SAME padding, LeakyReLU between layers. The output is a map of
+/// two-class logits, one per image patch: class [`super::loss::CLASS_REAL`] and class
+/// [`super::loss::CLASS_REFINED`].
+#[derive(Config, Debug, PartialEq)]
+pub struct DiscriminatorConfig {
+    /// Image channels.
+    #[config(default = 1)]
+    pub channels: usize,
+    /// First conv: output maps (eye 96).
+    #[config(default = 96)]
+    pub conv1_channels: usize,
+    /// First conv: kernel (eye 3, hand 7).
+    #[config(default = 3)]
+    pub conv1_kernel: usize,
+    /// First conv: stride (eye 2, hand 4).
+    #[config(default = 2)]
+    pub conv1_stride: usize,
+    /// Second conv: output maps (64).
+    #[config(default = 64)]
+    pub conv2_channels: usize,
+    /// Second conv: kernel (eye 3, hand 5).
+    #[config(default = 3)]
+    pub conv2_kernel: usize,
+    /// Second conv: stride (2).
+    #[config(default = 2)]
+    pub conv2_stride: usize,
+    /// Max-pool kernel (3).
+    #[config(default = 3)]
+    pub pool_kernel: usize,
+    /// Max-pool stride (eye 1, hand 2).
+    #[config(default = 1)]
+    pub pool_stride: usize,
+    /// Third conv: output maps (32).
+    #[config(default = 32)]
+    pub conv3_channels: usize,
+    /// Third conv: kernel (3).
+    #[config(default = 3)]
+    pub conv3_kernel: usize,
+    /// Third conv: stride (eye 1, hand 2).
+    #[config(default = 1)]
+    pub conv3_stride: usize,
+    /// The 1×1 conv before the logits: output maps (32).
+    #[config(default = 32)]
+    pub conv4_channels: usize,
+    /// LeakyReLU negative slope between layers; 0 gives ReLU.
+    #[config(default = 0.2)]
+    pub leaky_slope: f64,
+}
+
+impl DiscriminatorConfig {
+    /// The paper's eye discriminator (9×14 patches on 35×55).
+    pub fn eye() -> Self {
+        Self::new()
+    }
+
+    /// The paper's hand discriminator: conv7×7 s4 96 → conv5×5 s2 64 → maxpool3×3 s2 →
+    /// conv3×3 s2 32 → conv1×1 32 → conv1×1 2 (7×7 patches on 224×224).
+    pub fn hand() -> Self {
+        Self::new()
+            .with_conv1_kernel(7)
+            .with_conv1_stride(4)
+            .with_conv2_kernel(5)
+            .with_pool_stride(2)
+            .with_conv3_stride(2)
+    }
+
+    /// The eye discriminator with every channel count divided by `divisor` (at least 2 maps).
+    pub fn narrow(divisor: usize) -> Self {
+        let d = divisor.max(1);
+        let c = |n: usize| (n / d).max(2);
+        Self::new()
+            .with_conv1_channels(c(96))
+            .with_conv2_channels(c(64))
+            .with_conv3_channels(c(32))
+            .with_conv4_channels(c(32))
+    }
+
+    /// The patch grid `(rows, cols)` D produces for an `height × width` image (SAME padding:
+    /// every strided layer maps n to ⌈n / stride⌉).
+    pub fn patch_grid(&self, height: usize, width: usize) -> (usize, usize) {
+        let strides = [self.conv1_stride, self.conv2_stride, self.pool_stride, self.conv3_stride];
+        strides
+            .iter()
+            .fold((height, width), |(h, w), s| (h.div_ceil((*s).max(1)), w.div_ceil((*s).max(1))))
+    }
+
+    /// Check that all sizes are positive.
+    pub fn validate(&self) -> Result<(), NnError> {
+        let sizes = [
+            self.channels,
+            self.conv1_channels,
+            self.conv1_kernel,
+            self.conv1_stride,
+            self.conv2_channels,
+            self.conv2_kernel,
+            self.conv2_stride,
+            self.pool_kernel,
+            self.pool_stride,
+            self.conv3_channels,
+            self.conv3_kernel,
+            self.conv3_stride,
+            self.conv4_channels,
+        ];
+        if sizes.contains(&0) {
+            return Err(NnError::InvalidConfig(format!("discriminator: all sizes must be > 0, got {self:?}")));
+        }
+        Ok(())
+    }
+
+    /// Build the discriminator with freshly initialised weights.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Discriminator<B> {
+        let conv = |cin: usize, cout: usize, k: usize, s: usize| {
+            Conv2dConfig::new([cin, cout], [k, k])
+                .with_stride([s, s])
+                .with_padding(PaddingConfig2d::Same)
+                .init(device)
+        };
+        Discriminator {
+            conv1: conv(self.channels, self.conv1_channels, self.conv1_kernel, self.conv1_stride),
+            conv2: conv(self.conv1_channels, self.conv2_channels, self.conv2_kernel, self.conv2_stride),
+            pool: MaxPool2dConfig::new([self.pool_kernel, self.pool_kernel])
+                .with_strides([self.pool_stride, self.pool_stride])
+                .with_padding(PaddingConfig2d::Same)
+                .init(),
+            conv3: conv(self.conv2_channels, self.conv3_channels, self.conv3_kernel, self.conv3_stride),
+            conv4: conv(self.conv3_channels, self.conv4_channels, 1, 1),
+            conv_out: conv(self.conv4_channels, 2, 1, 1),
+            leaky_slope: self.leaky_slope,
+        }
+    }
+}
+
+/// The local discriminator D (see [`DiscriminatorConfig`]).
+#[derive(Module, Debug)]
+pub struct Discriminator<B: Backend> {
+    /// conv 3×3 s2 96.
+    pub conv1: Conv2d<B>,
+    /// conv 3×3 s2 64.
+    pub conv2: Conv2d<B>,
+    /// maxpool 3×3 s1.
+    pub pool: MaxPool2d,
+    /// conv 3×3 32.
+    pub conv3: Conv2d<B>,
+    /// conv 1×1 32.
+    pub conv4: Conv2d<B>,
+    /// conv 1×1 2: the patch logits.
+    pub conv_out: Conv2d<B>,
+    /// LeakyReLU slope (0 = ReLU).
+    #[module(skip)]
+    pub leaky_slope: f64,
+}
+
+impl<B: Backend> Discriminator<B> {
+    /// Patch logits; shape comments are for the eye D on 35×55 images.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let act = |t: Tensor<B, 4>| leaky_relu(t, self.leaky_slope);
+        // x: [batch, 1, 35, 55]
+        let h = act(self.conv1.forward(x)); // [batch, 96, 18, 28]
+        let h = act(self.conv2.forward(h)); // [batch, 64, 9, 14]
+        let h = self.pool.forward(h); // [batch, 64, 9, 14]
+        let h = act(self.conv3.forward(h)); // [batch, 32, 9, 14]
+        let h = act(self.conv4.forward(h)); // [batch, 32, 9, 14]
+        self.conv_out.forward(h) // [batch, 2, 9, 14]
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gaze estimator
+// ---------------------------------------------------------------------------------------------
+
+/// Gaze CNN: conv3×3 c1 → conv3×3 c2 → conv3×3 c3 → maxpool 3×3 s2 → conv3×3 c4 → conv3×3 c5
+/// → maxpool 2×2 s2 → FC `hidden` → FC 3. VALID convolutions; the flatten size is computed
+/// from `height × width` (192×5×10 = 9600 for 35×55).
+#[derive(Config, Debug, PartialEq)]
+pub struct GazeNetConfig {
+    /// Image channels.
+    #[config(default = 1)]
+    pub channels: usize,
+    /// Input height (35 for eyes).
+    #[config(default = 35)]
+    pub height: usize,
+    /// Input width (55 for eyes).
+    #[config(default = 55)]
+    pub width: usize,
+    /// Maps of the five convolutions (paper: 32, 32, 64, 80, 192).
+    #[config(default = "[32, 32, 64, 80, 192]")]
+    pub conv_channels: [usize; 5],
+    /// Hidden fully-connected size (paper: 1000).
+    #[config(default = 1000)]
+    pub hidden: usize,
+}
+
+impl GazeNetConfig {
+    /// The paper's gaze CNN for 35×55 eyes.
+    pub fn eye() -> Self {
+        Self::new()
+    }
+
+    /// Channel counts and hidden size divided by `divisor` (CPU demos).
+    pub fn narrow(divisor: usize) -> Self {
+        let d = divisor.max(1);
+        let c = Self::new().conv_channels.map(|n| (n / d).max(2));
+        Self::new().with_conv_channels(c).with_hidden((1000 / d).max(8))
+    }
+
+    /// Spatial size after the convolution stack, `(rows, cols)`, or `None` when the input is
+    /// too small for the valid convolutions and pools.
+    pub fn feature_grid(&self) -> Option<(usize, usize)> {
+        let f = |n: usize| -> Option<usize> {
+            let n = n.checked_sub(6)?; // three valid 3×3 convs
+            let n = n.checked_sub(3)? / 2 + 1; // maxpool 3×3 s2
+            let n = n.checked_sub(4)?; // two valid 3×3 convs
+            let n = n.checked_sub(2)? / 2 + 1; // maxpool 2×2 s2
+            (n > 0).then_some(n)
+        };
+        Some((f(self.height)?, f(self.width)?))
+    }
+
+    /// Length of the flattened features feeding the first FC layer (9600 for the paper's net).
+    pub fn flatten_size(&self) -> Option<usize> {
+        self.feature_grid().map(|(h, w)| h * w * self.conv_channels[4])
+    }
+
+    /// Check the sizes (positive, input large enough).
+    pub fn validate(&self) -> Result<(), NnError> {
+        if self.channels == 0 || self.hidden == 0 || self.conv_channels.contains(&0) {
+            return Err(NnError::InvalidConfig(format!("gaze net: sizes must be > 0, got {self:?}")));
+        }
+        if self.feature_grid().is_none() {
+            return Err(NnError::InvalidConfig(format!(
+                "gaze net: input {}×{} is too small for its valid convolutions (min 19×19)",
+                self.height, self.width
+            )));
+        }
+        Ok(())
+    }
+
+    /// Build the gaze net with freshly initialised weights. Call [`Self::validate`] first.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<GazeNet<B>, NnError> {
+        self.validate()?;
+        let flatten = self.flatten_size().unwrap_or(1);
+        let [c1, c2, c3, c4, c5] = self.conv_channels;
+        let conv = |cin: usize, cout: usize| Conv2dConfig::new([cin, cout], [3, 3]).init(device);
+        Ok(GazeNet {
+            conv1: conv(self.channels, c1),
+            conv2: conv(c1, c2),
+            conv3: conv(c2, c3),
+            pool1: MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).init(),
+            conv4: conv(c3, c4),
+            conv5: conv(c4, c5),
+            pool2: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+            fc1: LinearConfig::new(flatten, self.hidden).init(device),
+            fc2: LinearConfig::new(self.hidden, 3).init(device),
+        })
+    }
+}
+
+/// The gaze-estimation CNN (see [`GazeNetConfig`]). Output: an unnormalised 3-D gaze vector.
+#[derive(Module, Debug)]
+pub struct GazeNet<B: Backend> {
+    /// conv 3×3 32.
+    pub conv1: Conv2d<B>,
+    /// conv 3×3 32.
+    pub conv2: Conv2d<B>,
+    /// conv 3×3 64.
+    pub conv3: Conv2d<B>,
+    /// maxpool 3×3 s2.
+    pub pool1: MaxPool2d,
+    /// conv 3×3 80.
+    pub conv4: Conv2d<B>,
+    /// conv 3×3 192.
+    pub conv5: Conv2d<B>,
+    /// maxpool 2×2 s2.
+    pub pool2: MaxPool2d,
+    /// FC 9600 → 1000.
+    pub fc1: Linear<B>,
+    /// FC 1000 → 3.
+    pub fc2: Linear<B>,
+}
+
+impl<B: Backend> GazeNet<B> {
+    /// Gaze vectors (not normalised); shape comments are for the paper's net on 35×55.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        // x: [batch, 1, 35, 55]
+        let h = relu(self.conv1.forward(x)); // [batch, 32, 33, 53]
+        let h = relu(self.conv2.forward(h)); // [batch, 32, 31, 51]
+        let h = relu(self.conv3.forward(h)); // [batch, 64, 29, 49]
+        let h = self.pool1.forward(h); // [batch, 64, 14, 24]
+        let h = relu(self.conv4.forward(h)); // [batch, 80, 12, 22]
+        let h = relu(self.conv5.forward(h)); // [batch, 192, 10, 20]
+        let h = self.pool2.forward(h); // [batch, 192, 5, 10]
+        let h: Tensor<B, 2> = h.flatten(1, 3); // [batch, 9600]
+        let h = relu(self.fc1.forward(h)); // [batch, 1000]
+        self.fc2.forward(h) // [batch, 3]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::backend::CpuBackend;
+
+    type B = CpuBackend;
+
+    #[test]
+    fn refiner_keeps_shape_and_range() {
+        let device = Default::default();
+        let r = RefinerConfig::narrow(8).init::<B>(&device);
+        let x = Tensor::<B, 4>::zeros([2, 1, 35, 55], &device);
+        let y = r.forward(x);
+        assert_eq!(y.dims(), [2, 1, 35, 55]);
+        let hand = RefinerConfig::hand().with_width(4).init::<B>(&device);
+        assert_eq!(hand.blocks.len(), 10);
+        assert_eq!(hand.conv_in.kernel_size, [7, 7]);
+        assert_eq!(hand.forward(Tensor::zeros([1, 1, 20, 24], &device)).dims(), [1, 1, 20, 24]);
+    }
+
+    #[test]
+    fn discriminator_patch_grids() {
+        let device = Default::default();
+        let cfg = DiscriminatorConfig::narrow(8);
+        assert_eq!(cfg.patch_grid(35, 55), (9, 14));
+        let d = cfg.init::<B>(&device);
+        assert_eq!(d.forward(Tensor::zeros([3, 1, 35, 55], &device)).dims(), [3, 2, 9, 14]);
+        let hand = DiscriminatorConfig::hand();
+        assert_eq!(hand.patch_grid(224, 224), (7, 7));
+        let dh = DiscriminatorConfig::hand().with_conv1_channels(4).with_conv2_channels(4).init::<B>(&device);
+        assert_eq!(dh.forward(Tensor::zeros([1, 1, 224, 224], &device)).dims(), [1, 2, 7, 7]);
+    }
+
+    #[test]
+    fn gaze_net_flatten_size() {
+        assert_eq!(GazeNetConfig::eye().flatten_size(), Some(9600));
+        let cfg = GazeNetConfig::narrow(8).with_height(36).with_width(60);
+        let device = Default::default();
+        let net = cfg.init::<B>(&device).unwrap();
+        assert_eq!(net.forward(Tensor::zeros([2, 1, 36, 60], &device)).dims(), [2, 3]);
+        assert!(GazeNetConfig::new().with_height(10).validate().is_err());
+    }
+}

@@ -1,0 +1,869 @@
+//! Training loops: the S+U refiner/discriminator trainer with the paper's schedule, the gaze
+//! estimator trainer, and the image ↔ tensor helpers and inference entry points stages use.
+//!
+//! The loop follows burn's `examples/wgan`: the refined images are detached (computed on the
+//! inner, non-autodiff backend) for the D step; `GradientsParams::from_grads(loss.backward(),
+//! &model)` keeps only one model's gradients; `optim.step(lr, model, grads)` updates it.
+//!
+//! Schedule ([`TrainConfig::phase`]): iteration `i` (0-based) is
+//! - `i < pretrain_r_steps`: [`Phase::PretrainRefiner`] — R with the self-regularisation loss only;
+//! - then `pretrain_d_steps` of [`Phase::PretrainDiscriminator`] — D against the pretrained R;
+//! - then `steps` rounds of `k_g` [`Phase::Refiner`] steps followed by `k_d`
+//!   [`Phase::Discriminator`] steps.
+//!
+//! Defaults ([`TrainConfig::new`]) are the paper's eye networks with the public hyper-parameters
+//! that are known to train on 35×55 grey eyes in `[-1, 1]` (carpedm20's TensorFlow code): Adam
+//! with lr 1e-3 for both R and D (β = 0.9, 0.999), λ = 0.5, K_g = 2, K_d = 1, pretraining
+//! 1,000 R / 200 D steps, a 25,600-image history. λ here multiplies a *mean* over pixels (see
+//! [`super::loss`]); that is ≈ 15× weaker than carpedm20's per-image sums, so raise it towards
+//! ≈ 7.6 if refined images drift from their labels. Batch 32 (the paper and carpedm20 use 512 on
+//! GPUs) keeps a CPU iteration around a second and a half with the full-width refiner; for CPU demos use
+//! [`TrainConfig::cpu_demo`] (refiner width 16, discriminator a quarter wide), which is ≈ 15×
+//! cheaper.
+
+use burn::config::Config;
+use burn::module::{AutodiffModule, Module};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer, Sgd, SgdConfig};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use image::GrayImage;
+
+use super::NnError;
+use super::history::HistoryBuffer;
+use super::loss::{
+    CLASS_REAL, CLASS_REFINED, discriminator_loss, patch_accuracy, refiner_adversarial_loss,
+    scalar, self_regularization_loss,
+};
+use super::model::{Discriminator, DiscriminatorConfig, GazeNet, GazeNetConfig, Refiner, RefinerConfig};
+
+// ---------------------------------------------------------------------------------------------
+// Config, schedule, metrics
+// ---------------------------------------------------------------------------------------------
+
+/// Everything that defines a refiner training run (serialised into checkpoints as JSON).
+#[derive(Config, Debug, PartialEq)]
+pub struct TrainConfig {
+    /// Refiner architecture.
+    #[config(default = "RefinerConfig::new()")]
+    pub refiner: RefinerConfig,
+    /// Discriminator architecture.
+    #[config(default = "DiscriminatorConfig::new()")]
+    pub discriminator: DiscriminatorConfig,
+    /// `[channels, height, width]` of the images (35×55 grey eyes by default).
+    #[config(default = "[1, 35, 55]")]
+    pub image_shape: [usize; 3],
+    /// Images per step, for synthetic and real batches alike (≥ 2; D takes b/2 from history).
+    #[config(default = 32)]
+    pub batch_size: usize,
+    /// Self-regularisation weight λ on `mean |R(x) − x|`.
+    #[config(default = 0.5)]
+    pub lambda: f64,
+    /// Refiner learning rate (Adam).
+    #[config(default = 1e-3)]
+    pub lr_r: f64,
+    /// Discriminator learning rate (Adam).
+    #[config(default = 1e-3)]
+    pub lr_d: f64,
+    /// Adam β₁ for both optimisers.
+    #[config(default = 0.9)]
+    pub beta1: f32,
+    /// Adam β₂ for both optimisers.
+    #[config(default = 0.999)]
+    pub beta2: f32,
+    /// Refiner steps with only the self-regularisation loss (paper: 1,000 eyes, 500 hands).
+    #[config(default = 1000)]
+    pub pretrain_r_steps: u64,
+    /// Discriminator steps against the pretrained refiner (paper: 200).
+    #[config(default = 200)]
+    pub pretrain_d_steps: u64,
+    /// Refiner steps per adversarial round (public code: 2; 50 is reported to collapse).
+    #[config(default = 2)]
+    pub k_g: u64,
+    /// Discriminator steps per adversarial round (1).
+    #[config(default = 1)]
+    pub k_d: u64,
+    /// Adversarial rounds (each `k_g + k_d` iterations).
+    #[config(default = 10000)]
+    pub steps: u64,
+    /// History buffer capacity in images (carpedm20: 25,600).
+    #[config(default = 25600)]
+    pub history_capacity: usize,
+    /// Seed for weight initialisation and history sampling.
+    #[config(default = 42)]
+    pub seed: u64,
+    /// Clip every parameter's gradient to this L2 norm (carpedm20 clips at 50); none by default.
+    pub grad_clip_norm: Option<f32>,
+}
+
+impl TrainConfig {
+    /// A CPU-sized run on 35×55 eyes: refiner width 16, discriminator channels ÷ 4, batch 16,
+    /// 200 + 50 pretraining steps, 300 rounds, a 2,048-image history. About 15× cheaper per
+    /// iteration than the paper's networks.
+    pub fn cpu_demo() -> Self {
+        Self::new()
+            .with_refiner(RefinerConfig::narrow(16))
+            .with_discriminator(DiscriminatorConfig::narrow(4))
+            .with_batch_size(16)
+            .with_pretrain_r_steps(200)
+            .with_pretrain_d_steps(50)
+            .with_steps(300)
+            .with_history_capacity(2048)
+    }
+
+    /// Check the values before building a trainer.
+    pub fn validate(&self) -> Result<(), NnError> {
+        self.refiner.validate()?;
+        self.discriminator.validate()?;
+        if self.refiner.channels != self.image_shape[0] || self.discriminator.channels != self.image_shape[0] {
+            return Err(NnError::InvalidConfig(format!(
+                "image_shape {:?} has {} channels but the refiner has {} and the discriminator {}",
+                self.image_shape, self.image_shape[0], self.refiner.channels, self.discriminator.channels
+            )));
+        }
+        if self.image_shape.contains(&0) {
+            return Err(NnError::InvalidConfig(format!("image_shape {:?} has a zero", self.image_shape)));
+        }
+        if self.batch_size < 2 {
+            return Err(NnError::InvalidConfig(format!("batch_size must be ≥ 2, got {}", self.batch_size)));
+        }
+        if self.k_g + self.k_d == 0 && self.steps > 0 {
+            return Err(NnError::InvalidConfig("k_g + k_d must be > 0".into()));
+        }
+        if !(self.lambda >= 0.0 && self.lr_r > 0.0 && self.lr_d > 0.0) {
+            return Err(NnError::InvalidConfig(format!(
+                "lambda must be ≥ 0 and learning rates > 0, got λ={} lr_r={} lr_d={}",
+                self.lambda, self.lr_r, self.lr_d
+            )));
+        }
+        Ok(())
+    }
+
+    /// All iterations of the run: pretraining plus `steps × (k_g + k_d)`.
+    pub fn total_iterations(&self) -> u64 {
+        self.pretrain_r_steps + self.pretrain_d_steps + self.steps * (self.k_g + self.k_d)
+    }
+
+    /// What iteration `i` does, or `None` past the end of the run.
+    pub fn phase(&self, i: u64) -> Option<Phase> {
+        if i < self.pretrain_r_steps {
+            return Some(Phase::PretrainRefiner);
+        }
+        let i = i - self.pretrain_r_steps;
+        if i < self.pretrain_d_steps {
+            return Some(Phase::PretrainDiscriminator);
+        }
+        let j = i - self.pretrain_d_steps;
+        let round = self.k_g + self.k_d;
+        if round == 0 || j >= self.steps * round {
+            return None;
+        }
+        Some(if j % round < self.k_g { Phase::Refiner } else { Phase::Discriminator })
+    }
+
+    pub(crate) fn adam_config(&self) -> AdamConfig {
+        AdamConfig::new()
+            .with_beta_1(self.beta1)
+            .with_beta_2(self.beta2)
+            .with_grad_clipping(self.grad_clip_norm.map(GradientClippingConfig::Norm))
+    }
+}
+
+/// What one training iteration does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Refiner, self-regularisation only.
+    PretrainRefiner,
+    /// Discriminator against the pretrained refiner.
+    PretrainDiscriminator,
+    /// Adversarial refiner step.
+    Refiner,
+    /// Adversarial discriminator step.
+    Discriminator,
+}
+
+/// Losses and accuracies of one iteration (`None` where the iteration did not compute them).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StepMetrics {
+    /// The iteration index (0-based) this describes.
+    pub step: u64,
+    /// What the iteration did.
+    pub phase: Phase,
+    /// Refiner local adversarial loss (mean patch cross-entropy towards "real").
+    pub adv_loss: Option<f32>,
+    /// Self-regularisation loss λ·mean|R(x) − x|.
+    pub reg_loss: Option<f32>,
+    /// Refiner total loss (adv + reg, or reg alone while pretraining).
+    pub refiner_loss: Option<f32>,
+    /// Discriminator loss (refined + real cross-entropies).
+    pub d_loss: Option<f32>,
+    /// Fraction of real patches D classifies as real.
+    pub d_acc_real: Option<f32>,
+    /// Fraction of refined patches D classifies as refined.
+    pub d_acc_refined: Option<f32>,
+    /// Whether half of D's refined batch came from the history buffer.
+    pub used_history: bool,
+    /// Images in the history buffer after the iteration.
+    pub history_len: usize,
+}
+
+impl StepMetrics {
+    fn new(step: u64, phase: Phase, history_len: usize) -> Self {
+        Self {
+            step,
+            phase,
+            adv_loss: None,
+            reg_loss: None,
+            refiner_loss: None,
+            d_loss: None,
+            d_acc_real: None,
+            d_acc_refined: None,
+            used_history: false,
+            history_len,
+        }
+    }
+}
+
+/// Where [`RefinerTrainer::step`] gets its batches: synthetic and real images as
+/// `[batch, c, h, w]` tensors in `[-1, 1]` (see [`gray_to_tensor`]).
+pub trait BatchSource<B: Backend> {
+    /// Next batch of synthetic images.
+    fn synthetic(&mut self, batch_size: usize, device: &B::Device) -> Result<Tensor<B, 4>, NnError>;
+    /// Next batch of real images.
+    fn real(&mut self, batch_size: usize, device: &B::Device) -> Result<Tensor<B, 4>, NnError>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refiner trainer
+// ---------------------------------------------------------------------------------------------
+
+/// Adam over module `M` on autodiff backend `B`.
+pub type AdamOptimizer<M, B> = OptimizerAdaptor<Adam, M, B>;
+
+/// R, D, their Adam optimisers, the history buffer and the iteration counter.
+pub struct RefinerTrainer<B: AutodiffBackend> {
+    pub(crate) config: TrainConfig,
+    pub(crate) refiner: Refiner<B>,
+    pub(crate) discriminator: Discriminator<B>,
+    pub(crate) optim_r: AdamOptimizer<Refiner<B>, B>,
+    pub(crate) optim_d: AdamOptimizer<Discriminator<B>, B>,
+    pub(crate) history: HistoryBuffer,
+    pub(crate) step: u64,
+    pub(crate) device: B::Device,
+}
+
+/// Seed for the history buffer's generator at iteration `step` of a run seeded `seed`.
+pub(crate) fn history_seed(seed: u64, step: u64) -> u64 {
+    seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5851_F42D_4C95_7F2D
+}
+
+impl<B: AutodiffBackend> RefinerTrainer<B> {
+    /// Fresh networks (seeded from `config.seed`), fresh optimisers, empty history, step 0.
+    pub fn new(config: TrainConfig, device: &B::Device) -> Result<Self, NnError> {
+        config.validate()?;
+        B::seed(device, config.seed);
+        let refiner = config.refiner.init::<B>(device);
+        let discriminator = config.discriminator.init::<B>(device);
+        Ok(Self {
+            optim_r: config.adam_config().init(),
+            optim_d: config.adam_config().init(),
+            history: HistoryBuffer::new(config.history_capacity, config.image_shape, history_seed(config.seed, 0)),
+            refiner,
+            discriminator,
+            step: 0,
+            device: device.clone(),
+            config,
+        })
+    }
+
+    /// The run's configuration.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// The refiner being trained (autodiff backend; `.valid()` for inference).
+    pub fn refiner(&self) -> &Refiner<B> {
+        &self.refiner
+    }
+
+    /// The discriminator being trained.
+    pub fn discriminator(&self) -> &Discriminator<B> {
+        &self.discriminator
+    }
+
+    /// The history buffer.
+    pub fn history(&self) -> &HistoryBuffer {
+        &self.history
+    }
+
+    /// Iterations completed (the next [`Self::step`] index on resume).
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    /// Whether every iteration of the schedule has run.
+    pub fn is_done(&self) -> bool {
+        self.step >= self.config.total_iterations()
+    }
+
+    /// The device the trainer lives on.
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    /// Refine a batch with the current refiner, without autodiff.
+    pub fn refine(&self, batch: Tensor<B::InnerBackend, 4>) -> Tensor<B::InnerBackend, 4> {
+        self.refiner.valid().forward(batch)
+    }
+
+    fn check_batch<BB: Backend>(&self, t: &Tensor<BB, 4>, context: &'static str) -> Result<usize, NnError> {
+        let [b, c, h, w] = t.dims();
+        if b == 0 || [c, h, w] != self.config.image_shape {
+            return Err(NnError::Shape {
+                context,
+                message: format!("got [{b}, {c}, {h}, {w}], expected [batch ≥ 1, {:?}]", self.config.image_shape),
+            });
+        }
+        Ok(b)
+    }
+
+    /// One refiner step with only the self-regularisation loss.
+    pub fn pretrain_r_step(&mut self, synthetic: Tensor<B, 4>) -> Result<StepMetrics, NnError> {
+        self.check_batch(&synthetic, "pretrain_r_step")?;
+        let refined = self.refiner.forward(synthetic.clone()); // [b, 1, 35, 55]
+        let reg = self_regularization_loss(refined, synthetic, self.config.lambda);
+        let grads = GradientsParams::from_grads(reg.backward(), &self.refiner);
+        self.refiner = self.optim_r.step(self.config.lr_r, self.refiner.clone(), grads);
+        let mut m = StepMetrics::new(self.step, Phase::PretrainRefiner, self.history.len());
+        let reg = scalar(reg)?;
+        m.reg_loss = Some(reg);
+        m.refiner_loss = Some(reg);
+        self.step += 1;
+        Ok(m)
+    }
+
+    /// One adversarial refiner step: local adversarial loss + self-regularisation. D is frozen
+    /// (its parameters are not differentiated).
+    pub fn r_step(&mut self, synthetic: Tensor<B, 4>) -> Result<StepMetrics, NnError> {
+        self.check_batch(&synthetic, "r_step")?;
+        let refined = self.refiner.forward(synthetic.clone()); // [b, 1, 35, 55]
+        let reg = self_regularization_loss(refined.clone(), synthetic, self.config.lambda);
+        let frozen_d = self.discriminator.clone().no_grad();
+        let logits = frozen_d.forward(refined); // [b, 2, 9, 14]
+        let adv = refiner_adversarial_loss(logits.clone());
+        let total = adv.clone() + reg.clone();
+        let grads = GradientsParams::from_grads(total.backward(), &self.refiner);
+        self.refiner = self.optim_r.step(self.config.lr_r, self.refiner.clone(), grads);
+
+        let mut m = StepMetrics::new(self.step, Phase::Refiner, self.history.len());
+        m.adv_loss = Some(scalar(adv)?);
+        m.reg_loss = Some(scalar(reg)?);
+        m.refiner_loss = Some(scalar(total)?);
+        m.d_acc_refined = Some(patch_accuracy(logits.detach(), CLASS_REFINED)?);
+        self.step += 1;
+        Ok(m)
+    }
+
+    /// One discriminator step on refined (half current, half history when available) vs real
+    /// images; then `b/2` current refined images go into the history buffer.
+    pub fn d_step(&mut self, synthetic: Tensor<B, 4>, real: Tensor<B, 4>) -> Result<StepMetrics, NnError> {
+        self.d_step_as(synthetic, real, Phase::Discriminator)
+    }
+
+    /// A discriminator step while pretraining (same update as [`Self::d_step`], history included).
+    pub fn pretrain_d_step(&mut self, synthetic: Tensor<B, 4>, real: Tensor<B, 4>) -> Result<StepMetrics, NnError> {
+        self.d_step_as(synthetic, real, Phase::PretrainDiscriminator)
+    }
+
+    fn d_step_as(&mut self, synthetic: Tensor<B, 4>, real: Tensor<B, 4>, phase: Phase) -> Result<StepMetrics, NnError> {
+        let b = self.check_batch(&synthetic, "d_step (synthetic)")?;
+        self.check_batch(&real, "d_step (real)")?;
+        let [c, h, w] = self.config.image_shape;
+        let half = b / 2;
+        let used_history = self.history.can_sample(half);
+        let n_current = if used_history { half } else { b };
+
+        // Refined images are inputs to D, not functions of R's parameters: inner backend.
+        let refiner = self.refiner.valid();
+        let current = refiner.forward(synthetic.inner().narrow(0, 0, n_current)); // [n_current, 1, 35, 55]
+        let old = if used_history { self.history.sample(half) } else { None };
+        let fake = match old {
+            Some(old) => {
+                let old = Tensor::<B::InnerBackend, 4>::from_data(TensorData::new(old, [half, c, h, w]), &self.device);
+                Tensor::cat(vec![current.clone(), old], 0) // [b, 1, 35, 55]
+            }
+            None => current.clone(), // [b, 1, 35, 55]
+        };
+        let fake = Tensor::<B, 4>::from_inner(fake);
+
+        let logits_fake = self.discriminator.forward(fake); // [b, 2, 9, 14]
+        let logits_real = self.discriminator.forward(real); // [b, 2, 9, 14]
+        let loss = discriminator_loss(logits_fake.clone(), logits_real.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &self.discriminator);
+        self.discriminator = self.optim_d.step(self.config.lr_d, self.discriminator.clone(), grads);
+
+        let newest = current.narrow(0, 0, half).into_data().convert::<f32>().to_vec::<f32>()?;
+        self.history.push(&newest)?;
+
+        let mut m = StepMetrics::new(self.step, phase, self.history.len());
+        m.d_loss = Some(scalar(loss)?);
+        m.d_acc_real = Some(patch_accuracy(logits_real.detach(), CLASS_REAL)?);
+        m.d_acc_refined = Some(patch_accuracy(logits_fake.detach(), CLASS_REFINED)?);
+        m.used_history = used_history;
+        self.step += 1;
+        Ok(m)
+    }
+
+    /// Run iteration `i` of the schedule with batches from `source`; afterwards
+    /// [`Self::step_count`] is `i + 1`. Errors past the end of the schedule.
+    pub fn step<S: BatchSource<B>>(&mut self, i: u64, source: &mut S) -> Result<StepMetrics, NnError> {
+        let phase = self.config.phase(i).ok_or_else(|| {
+            NnError::InvalidConfig(format!("iteration {i} is past the schedule's {} iterations", self.config.total_iterations()))
+        })?;
+        let b = self.config.batch_size;
+        let device = self.device.clone();
+        self.step = i;
+        match phase {
+            Phase::PretrainRefiner => self.pretrain_r_step(source.synthetic(b, &device)?),
+            Phase::Refiner => self.r_step(source.synthetic(b, &device)?),
+            Phase::PretrainDiscriminator => {
+                let synthetic = source.synthetic(b, &device)?;
+                self.pretrain_d_step(synthetic, source.real(b, &device)?)
+            }
+            Phase::Discriminator => {
+                let synthetic = source.synthetic(b, &device)?;
+                self.d_step(synthetic, source.real(b, &device)?)
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Images ↔ tensors, inference
+// ---------------------------------------------------------------------------------------------
+
+/// Grey images (all the same size) → `[n, 1, h, w]` in `[-1, 1]` (`v / 127.5 − 1`).
+pub fn gray_to_tensor<B: Backend>(images: &[GrayImage], device: &B::Device) -> Result<Tensor<B, 4>, NnError> {
+    let first = images.first().ok_or(NnError::Shape { context: "gray_to_tensor", message: "no images".into() })?;
+    let (w, h) = first.dimensions();
+    let mut data = Vec::with_capacity(images.len() * (w * h) as usize);
+    for (i, img) in images.iter().enumerate() {
+        if img.dimensions() != (w, h) {
+            return Err(NnError::Shape {
+                context: "gray_to_tensor",
+                message: format!("image {i} is {:?}, image 0 is {:?} (w, h)", img.dimensions(), (w, h)),
+            });
+        }
+        data.extend(img.as_raw().iter().map(|v| *v as f32 / 127.5 - 1.0));
+    }
+    Ok(Tensor::from_data(TensorData::new(data, [images.len(), 1, h as usize, w as usize]), device))
+}
+
+/// `[n, 1, h, w]` in `[-1, 1]` → grey images (clamped, rounded).
+pub fn tensor_to_gray<B: Backend>(tensor: Tensor<B, 4>) -> Result<Vec<GrayImage>, NnError> {
+    let [n, c, h, w] = tensor.dims();
+    if c != 1 {
+        return Err(NnError::Shape { context: "tensor_to_gray", message: format!("expected 1 channel, got {c}") });
+    }
+    let values = tensor.into_data().convert::<f32>().to_vec::<f32>()?;
+    let per = h * w;
+    let mut out = Vec::with_capacity(n);
+    for chunk in values.chunks_exact(per) {
+        let px: Vec<u8> = chunk.iter().map(|v| ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8).collect();
+        let img = GrayImage::from_raw(w as u32, h as u32, px).ok_or(NnError::Shape {
+            context: "tensor_to_gray",
+            message: format!("{per} pixels do not make a {w}×{h} image"),
+        })?;
+        out.push(img);
+    }
+    Ok(out)
+}
+
+/// Refine a batch for inference. Use a non-autodiff backend (e.g. a refiner loaded with
+/// [`super::checkpoint::load_refiner`] on `CpuBackend`, or `trainer.refiner().valid()`).
+pub fn refine<B: Backend>(refiner: &Refiner<B>, batch: Tensor<B, 4>) -> Tensor<B, 4> {
+    refiner.forward(batch) // [batch, 1, 35, 55]
+}
+
+/// Refine grey images in chunks of `batch_size`, returning grey images in the same order.
+pub fn refine_images<B: Backend>(
+    refiner: &Refiner<B>,
+    images: &[GrayImage],
+    batch_size: usize,
+    device: &B::Device,
+) -> Result<Vec<GrayImage>, NnError> {
+    let mut out = Vec::with_capacity(images.len());
+    for chunk in images.chunks(batch_size.max(1)) {
+        let batch = gray_to_tensor::<B>(chunk, device)?;
+        out.extend(tensor_to_gray(refine(refiner, batch))?);
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gaze trainer
+// ---------------------------------------------------------------------------------------------
+
+/// Optimiser of the gaze CNN.
+#[derive(Config, Debug, PartialEq, Eq, Copy)]
+pub enum GazeOptimizer {
+    /// Adam (β = 0.9, 0.999).
+    Adam,
+    /// SGD with momentum `GazeTrainConfig::momentum` (the paper: SGD, lr 0.001).
+    Sgd,
+}
+
+/// Gaze estimator training run.
+#[derive(Config, Debug, PartialEq)]
+pub struct GazeTrainConfig {
+    /// Network sizes.
+    #[config(default = "GazeNetConfig::new()")]
+    pub net: GazeNetConfig,
+    /// Optimiser.
+    #[config(default = "GazeOptimizer::Adam")]
+    pub optimizer: GazeOptimizer,
+    /// Learning rate (paper: 0.001).
+    #[config(default = 1e-3)]
+    pub lr: f64,
+    /// SGD momentum (ignored by Adam); 0 disables it.
+    #[config(default = 0.9)]
+    pub momentum: f64,
+    /// Images per step (used by callers; the trainer accepts any batch).
+    #[config(default = 64)]
+    pub batch_size: usize,
+    /// Seed for weight initialisation.
+    #[config(default = 42)]
+    pub seed: u64,
+}
+
+pub(crate) enum GazeOptim<B: AutodiffBackend> {
+    Adam(OptimizerAdaptor<Adam, GazeNet<B>, B>),
+    Sgd(OptimizerAdaptor<Sgd<B::InnerBackend>, GazeNet<B>, B>),
+}
+
+/// The gaze CNN with its optimiser. Loss: mean over the batch of ‖ŷ − y‖², with y the target
+/// gaze normalised to unit length (the paper's Euclidean loss on the unit gaze vector).
+pub struct GazeTrainer<B: AutodiffBackend> {
+    pub(crate) config: GazeTrainConfig,
+    pub(crate) model: GazeNet<B>,
+    pub(crate) optim: GazeOptim<B>,
+    pub(crate) step: u64,
+    pub(crate) device: B::Device,
+}
+
+/// Normalise `[batch, 3]` rows to unit length.
+fn unit_rows<B: Backend>(v: Tensor<B, 2>) -> Tensor<B, 2> {
+    let norm = v.clone().powf_scalar(2.0).sum_dim(1).sqrt().clamp_min(1e-12); // [batch, 1]
+    v / norm // [batch, 3]
+}
+
+pub(crate) fn gaze_optim<B: AutodiffBackend>(config: &GazeTrainConfig) -> GazeOptim<B> {
+    match config.optimizer {
+        GazeOptimizer::Adam => GazeOptim::Adam(AdamConfig::new().init()),
+        GazeOptimizer::Sgd => {
+            let momentum = (config.momentum > 0.0).then(|| MomentumConfig::new().with_momentum(config.momentum));
+            GazeOptim::Sgd(SgdConfig::new().with_momentum(momentum).init())
+        }
+    }
+}
+
+impl<B: AutodiffBackend> GazeTrainer<B> {
+    /// Fresh network (seeded) and optimiser.
+    pub fn new(config: GazeTrainConfig, device: &B::Device) -> Result<Self, NnError> {
+        if !(config.lr > 0.0) {
+            return Err(NnError::InvalidConfig(format!("gaze lr must be > 0, got {}", config.lr)));
+        }
+        B::seed(device, config.seed);
+        let model = config.net.init::<B>(device)?;
+        Ok(Self { optim: gaze_optim(&config), model, step: 0, device: device.clone(), config })
+    }
+
+    /// The run's configuration.
+    pub fn config(&self) -> &GazeTrainConfig {
+        &self.config
+    }
+
+    /// The network (autodiff backend; `.valid()` for inference).
+    pub fn model(&self) -> &GazeNet<B> {
+        &self.model
+    }
+
+    /// Steps taken.
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    /// The device the trainer lives on.
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    /// One optimisation step on images `[batch, 1, h, w]` and gaze `[batch, 3]`; returns the loss
+    /// before the update.
+    pub fn step(&mut self, images: Tensor<B, 4>, gaze: Tensor<B, 2>) -> Result<f32, NnError> {
+        let [b, c, h, w] = images.dims();
+        let net = &self.config.net;
+        if b == 0 || [c, h, w] != [net.channels, net.height, net.width] || gaze.dims() != [b, 3] {
+            return Err(NnError::Shape {
+                context: "GazeTrainer::step",
+                message: format!(
+                    "images [{b}, {c}, {h}, {w}] and gaze {:?}; expected [b, {}, {}, {}] and [b, 3]",
+                    gaze.dims(),
+                    net.channels,
+                    net.height,
+                    net.width
+                ),
+            });
+        }
+        let pred = self.model.forward(images); // [b, 3]
+        let target = unit_rows(gaze); // [b, 3]
+        let loss: Tensor<B, 1> = (pred - target).powf_scalar(2.0).sum_dim(1).mean(); // [1]
+        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+        let lr = self.config.lr;
+        self.model = match &mut self.optim {
+            GazeOptim::Adam(o) => o.step(lr, self.model.clone(), grads),
+            GazeOptim::Sgd(o) => o.step(lr, self.model.clone(), grads),
+        };
+        self.step += 1;
+        scalar(loss)
+    }
+
+    /// Unit gaze vectors for a batch of images.
+    pub fn predict(&self, images: Tensor<B, 4>) -> Result<Vec<[f32; 3]>, NnError> {
+        predict_gaze(&self.model.valid(), images.inner())
+    }
+}
+
+/// Unit gaze vectors predicted by `net` for `[batch, 1, h, w]` images (inference backend).
+pub fn predict_gaze<B: Backend>(net: &GazeNet<B>, images: Tensor<B, 4>) -> Result<Vec<[f32; 3]>, NnError> {
+    let pred = unit_rows(net.forward(images)); // [batch, 3]
+    let v = pred.into_data().convert::<f32>().to_vec::<f32>()?;
+    Ok(v.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::nn::backend::CpuAutodiffBackend;
+    use std::f32::consts::PI;
+
+    type AB = CpuAutodiffBackend;
+
+    /// Smooth "synthetic" eye-like images: a dark disc (pupil) on a gradient, position varying
+    /// with `k`. `[c=1, h, w]` values in [-1, 1].
+    pub(crate) fn synthetic_image(k: usize, h: usize, w: usize) -> Vec<f32> {
+        let cx = w as f32 * (0.3 + 0.4 * ((k * 37 % 100) as f32 / 100.0));
+        let cy = h as f32 * (0.35 + 0.3 * ((k * 61 % 100) as f32 / 100.0));
+        let r = h as f32 * 0.22;
+        let mut out = Vec::with_capacity(h * w);
+        for y in 0..h {
+            for x in 0..w {
+                let d = ((x as f32 - cx).powi(2) + (y as f32 - cy).powi(2)).sqrt();
+                let base = 0.4 * (x as f32 / w as f32) - 0.1;
+                let v = if d < r { -0.8 } else { base };
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    /// "Real" images: the synthetic ones plus a high-frequency texture and noise.
+    pub(crate) fn real_image(k: usize, h: usize, w: usize) -> Vec<f32> {
+        let mut s = synthetic_image(k + 1000, h, w);
+        let mut state = (k as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D);
+        for (i, v) in s.iter_mut().enumerate() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let noise = ((state % 1000) as f32 / 1000.0 - 0.5) * 0.3;
+            let (y, x) = (i / w, i % w);
+            let stripes = 0.25 * ((x as f32 * PI / 1.5).sin() * (y as f32 * PI / 2.0).cos());
+            *v = (*v + stripes + noise).clamp(-1.0, 1.0);
+        }
+        s
+    }
+
+    pub(crate) struct ToySource {
+        pub h: usize,
+        pub w: usize,
+        pub next: usize,
+    }
+
+    impl<B: Backend> BatchSource<B> for ToySource {
+        fn synthetic(&mut self, n: usize, device: &B::Device) -> Result<Tensor<B, 4>, NnError> {
+            let data: Vec<f32> = (0..n).flat_map(|i| synthetic_image(self.next + i, self.h, self.w)).collect();
+            self.next += n;
+            Ok(Tensor::from_data(TensorData::new(data, [n, 1, self.h, self.w]), device))
+        }
+        fn real(&mut self, n: usize, device: &B::Device) -> Result<Tensor<B, 4>, NnError> {
+            let data: Vec<f32> = (0..n).flat_map(|i| real_image(self.next + i, self.h, self.w)).collect();
+            self.next += n;
+            Ok(Tensor::from_data(TensorData::new(data, [n, 1, self.h, self.w]), device))
+        }
+    }
+
+    pub(crate) fn tiny_config() -> TrainConfig {
+        TrainConfig::new()
+            .with_refiner(RefinerConfig::narrow(8).with_blocks(2))
+            .with_discriminator(DiscriminatorConfig::narrow(8))
+            .with_image_shape([1, 16, 24])
+            .with_batch_size(8)
+            .with_pretrain_r_steps(30)
+            .with_pretrain_d_steps(10)
+            .with_steps(40)
+            .with_history_capacity(64)
+            .with_seed(7)
+    }
+
+    #[test]
+    fn schedule_phases() {
+        let c = TrainConfig::new().with_pretrain_r_steps(2).with_pretrain_d_steps(1).with_steps(2);
+        let phases: Vec<_> = (0..c.total_iterations() + 1).map(|i| c.phase(i)).collect();
+        use Phase::*;
+        assert_eq!(
+            phases,
+            vec![
+                Some(PretrainRefiner),
+                Some(PretrainRefiner),
+                Some(PretrainDiscriminator),
+                Some(Refiner),
+                Some(Refiner),
+                Some(Discriminator),
+                Some(Refiner),
+                Some(Refiner),
+                Some(Discriminator),
+                None
+            ]
+        );
+        let json = serde_json::to_string(&c).unwrap();
+        let back: TrainConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn image_tensor_roundtrip() {
+        let device = Default::default();
+        let img = GrayImage::from_fn(5, 3, |x, y| image::Luma([(x * 50 + y * 7) as u8]));
+        let t = gray_to_tensor::<crate::nn::backend::CpuBackend>(&[img.clone(), img.clone()], &device).unwrap();
+        assert_eq!(t.dims(), [2, 1, 3, 5]);
+        let v = t.clone().into_data().to_vec::<f32>().unwrap();
+        assert!(v.iter().all(|x| (-1.0..=1.0).contains(x)));
+        assert_eq!(v[0], -1.0);
+        let back = tensor_to_gray(t).unwrap();
+        assert_eq!(back, vec![img.clone(), img]);
+        let other = GrayImage::new(4, 3);
+        assert!(gray_to_tensor::<crate::nn::backend::CpuBackend>(&[GrayImage::new(5, 3), other], &device).is_err());
+    }
+
+    /// The history buffer is actually used by D steps: it fills, D samples from it, and it gets
+    /// replaced once full.
+    #[test]
+    fn d_steps_fill_and_use_history() {
+        let device = Default::default();
+        let cfg = tiny_config().with_history_capacity(12).with_batch_size(8);
+        let mut t = RefinerTrainer::<AB>::new(cfg, &device).unwrap();
+        let mut src = ToySource { h: 16, w: 24, next: 0 };
+        let mut used = Vec::new();
+        for _ in 0..6 {
+            let s = BatchSource::<AB>::synthetic(&mut src, 8, &device).unwrap();
+            let r = BatchSource::<AB>::real(&mut src, 8, &device).unwrap();
+            let m = t.d_step(s, r).unwrap();
+            used.push((m.used_history, m.history_len));
+        }
+        // b/2 = 4 per step: 4, 8, 12 (full), then replacements keep it at 12.
+        assert_eq!(used.iter().map(|u| u.1).collect::<Vec<_>>(), vec![4, 8, 12, 12, 12, 12]);
+        assert_eq!(used[0].0, false, "empty buffer: all current");
+        assert!(used[1..].iter().all(|u| u.0), "history used once it holds b/2");
+        assert_eq!(t.history().counters(), (24, 12));
+    }
+
+    /// A short adversarial run on toy data: D learns to separate refined from real, the refiner
+    /// then lowers its adversarial loss, and refined images move away from the inputs but stay
+    /// close (self-regularisation).
+    #[test]
+    fn short_adversarial_run_learns() {
+        let device = Default::default();
+        let cfg = tiny_config();
+        let mut t = RefinerTrainer::<AB>::new(cfg.clone(), &device).unwrap();
+        let mut src = ToySource { h: 16, w: 24, next: 0 };
+        let mut log = Vec::new();
+        for i in 0..cfg.total_iterations() {
+            let m = t.step(i, &mut src).unwrap();
+            if std::env::var("NN_DEBUG").is_ok() {
+                eprintln!("{}", serde_json::to_string(&m).unwrap());
+            }
+            log.push(m);
+        }
+        assert_eq!(t.step_count(), cfg.total_iterations());
+        assert!(t.is_done());
+
+        let pre_r: Vec<f32> = log.iter().filter(|m| m.phase == Phase::PretrainRefiner).filter_map(|m| m.reg_loss).collect();
+        assert!(pre_r.last().unwrap() < &(pre_r[0] * 0.5), "pretraining learns identity: {pre_r:?}");
+
+        let d: Vec<f32> = log
+            .iter()
+            .filter(|m| matches!(m.phase, Phase::PretrainDiscriminator | Phase::Discriminator))
+            .filter_map(|m| m.d_loss)
+            .collect();
+        let adv: Vec<f32> = log.iter().filter(|m| m.phase == Phase::Refiner).filter_map(|m| m.adv_loss).collect();
+        let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+        let (d0, d1) = (mean(&d[..3]), mean(&d[d.len() - 5..]));
+        let (a0, a1) = (mean(&adv[..5]), mean(&adv[adv.len() - 5..]));
+        eprintln!("d loss {d0:.4} -> {d1:.4}; adv loss {a0:.4} -> {a1:.4}");
+        assert!(d1 < d0, "D loss falls: {d:?}");
+        assert!(a1 < a0, "refiner adversarial loss falls: {adv:?}");
+
+        // Refined differs from synthetic, within a self-regularisation bound.
+        let synth = BatchSource::<AB>::synthetic(&mut src, 8, &device).unwrap().inner();
+        let refined = t.refine(synth.clone());
+        let diff = scalar((refined - synth).abs().mean()).unwrap();
+        eprintln!("mean |R(x) - x| = {diff:.4}");
+        assert!(diff > 1e-3, "refiner changes its input");
+        assert!(diff < 0.35, "self-regularisation keeps R(x) near x");
+    }
+
+    #[test]
+    fn gaze_trainer_learns_toy_mapping() {
+        let device = Default::default();
+        let net = GazeNetConfig::narrow(8).with_height(24).with_width(32);
+        let cfg = GazeTrainConfig::new().with_net(net).with_lr(2e-3);
+        let mut t = GazeTrainer::<AB>::new(cfg, &device).unwrap();
+        // Gaze = direction of the pupil offset from the centre: a function of the image.
+        let (h, w) = (24, 32);
+        let batch = |k0: usize| {
+            let n = 16;
+            let mut imgs = Vec::new();
+            let mut gaze = Vec::new();
+            for k in k0..k0 + n {
+                imgs.extend(synthetic_image(k, h, w));
+                let cx = 0.3 + 0.4 * ((k * 37 % 100) as f32 / 100.0) - 0.5;
+                let cy = 0.35 + 0.3 * ((k * 61 % 100) as f32 / 100.0) - 0.5;
+                gaze.extend([cx, cy, -1.0]);
+            }
+            (
+                Tensor::<AB, 4>::from_data(TensorData::new(imgs, [n, 1, h, w]), &device),
+                Tensor::<AB, 2>::from_data(TensorData::new(gaze, [n, 3]), &device),
+            )
+        };
+        let mut losses = Vec::new();
+        for s in 0..60 {
+            let (x, y) = batch((s % 4) * 16);
+            losses.push(t.step(x, y).unwrap());
+        }
+        let first = losses[..5].iter().sum::<f32>() / 5.0;
+        let last = losses[losses.len() - 5..].iter().sum::<f32>() / 5.0;
+        eprintln!("gaze loss {first:.4} -> {last:.4}");
+        assert!(last < first * 0.5, "gaze loss falls: {losses:?}");
+        let (x, _) = batch(0);
+        let p = t.predict(x).unwrap();
+        assert_eq!(p.len(), 16);
+        for v in p {
+            let n = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
+            assert!((n - 1.0).abs() < 1e-4);
+        }
+        assert_eq!(t.step_count(), 60);
+    }
+}

@@ -1,0 +1,612 @@
+//! Running a pipeline: deciding from manifests alone what is stale, executing stages unit by unit,
+//! resuming interrupted attempts, committing manifests.
+//!
+//! A stage run writes version N = latest + 1 under `<stage>/vN/`. It first records its attempt
+//! (`_attempt.json`: fingerprint and plan digest). Each finished unit writes its shard, then a unit
+//! record (`_units/NNNNN.json`, with size and checksum). A rerun after a crash finds the attempt;
+//! if the fingerprint and plan match it keeps every unit whose record exists and whose shard still
+//! verifies, deletes everything else in the folder, and runs the rest — so every output row is
+//! written exactly once. The manifest is committed last, with create-if-absent.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::lease::Lease;
+use crate::manifest::{self, Committed, FingerprintParts, InputRef, Manifest, Skipped, Timings};
+use crate::pipeline::{Input, Pipeline, Stage};
+use crate::shards::{self, ShardInfo};
+use crate::stages::{ResolvedInput, StageCtx, UnitOutput, UnitSpec};
+use crate::storage::{Root, redact};
+
+/// Whether a stage's latest version matches what the pipeline asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// The latest version has the expected fingerprint.
+    UpToDate,
+    /// A version exists but params, code, or inputs changed.
+    Stale,
+    /// No version exists.
+    Missing,
+}
+
+/// The status of one stage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageStatus {
+    /// Stage name.
+    pub name: String,
+    /// Up to date, stale or missing.
+    pub state: State,
+    /// Why (empty when up to date).
+    pub reason: String,
+    /// Latest committed version, if any.
+    pub version: Option<u64>,
+    /// Rows of the latest version.
+    pub rows: Option<u64>,
+    /// Units finished / planned of an attempt in progress (e.g. distributed workers), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub units: Option<[usize; 2]>,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Run only these stages, on their existing inputs (`--stage`).
+    pub only: Vec<String>,
+    /// Run these stages (forced) and everything downstream (`--from`).
+    pub from: Vec<String>,
+    /// Rerun even if up to date (`--force`).
+    pub force: bool,
+    /// Print the plan only (`--dry-run`).
+    pub dry_run: bool,
+    /// Wait for the root's lease instead of failing (`--wait`).
+    pub wait: bool,
+    /// Lease time-to-live; renewed every third of it.
+    pub lease_ttl: Duration,
+    /// Show progress bars (when stderr is a terminal).
+    pub progress: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { only: vec![], from: vec![], force: false, dry_run: false, wait: false, lease_ttl: Duration::from_secs(60), progress: false }
+    }
+}
+
+/// The decision for one stage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Decision {
+    /// Stage name.
+    pub name: String,
+    /// Whether it runs.
+    pub run: bool,
+    /// Why it runs or is skipped.
+    pub reason: String,
+}
+
+/// What one stage run did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageOutcome {
+    /// Stage name.
+    pub name: String,
+    /// Committed version.
+    pub version: u64,
+    /// Rows written.
+    pub rows: u64,
+    /// Units reused from an interrupted attempt.
+    pub units_reused: usize,
+    /// Units run now.
+    pub units_run: usize,
+    /// Wall seconds.
+    pub seconds: f64,
+}
+
+/// The result of `run`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunReport {
+    /// Per-stage decisions, in order.
+    pub plan: Vec<Decision>,
+    /// Stages that ran.
+    pub ran: Vec<StageOutcome>,
+}
+
+/// Resolve a stage's inputs from the latest committed manifests (or opened locations).
+fn resolve_inputs(stage: &Stage, root: &Root) -> Result<(BTreeMap<String, ResolvedInput>, BTreeMap<String, InputRef>)> {
+    let mut resolved = BTreeMap::new();
+    let mut refs = BTreeMap::new();
+    for (role, input) in &stage.inputs {
+        match input {
+            Input::Stage(s) => {
+                let committed = manifest::latest(root, s)?.ok_or_else(|| Error::InputMissing { stage: stage.name.clone(), input: s.clone() })?;
+                refs.insert(role.clone(), InputRef::Stage { stage: s.clone(), version: committed.manifest.version, digest: committed.digest.clone() });
+                resolved.insert(role.clone(), ResolvedInput::Stage { stage: s.clone(), committed });
+            }
+            Input::Location(loc) => {
+                let opened = Root::open(loc, root.runtime().clone())?;
+                refs.insert(role.clone(), InputRef::Location { location: redact(loc) });
+                resolved.insert(role.clone(), ResolvedInput::Location { location: redact(loc), root: opened });
+            }
+        }
+    }
+    Ok((resolved, refs))
+}
+
+/// Explain why `latest` does not match the expected parts.
+fn stale_reason(latest: &Manifest, stage: &Stage, refs: &BTreeMap<String, InputRef>) -> String {
+    if latest.kind != stage.kind.name() {
+        return format!("kind changed ({} → {})", latest.kind, stage.kind.name());
+    }
+    if latest.code_version != stage.kind.code_version() {
+        return format!("code version changed ({} → {})", latest.code_version, stage.kind.code_version());
+    }
+    let params = stage.params.to_json();
+    if latest.params != params {
+        let mut keys: Vec<String> = Vec::new();
+        if let (Some(a), Some(b)) = (latest.params.as_object(), params.as_object()) {
+            for (k, v) in b {
+                if a.get(k) != Some(v) {
+                    keys.push(k.clone());
+                }
+            }
+            keys.extend(a.keys().filter(|k| !b.contains_key(*k)).cloned());
+        }
+        return format!("params changed: {}", keys.join(", "));
+    }
+    for (role, r) in refs {
+        match (latest.inputs.get(role), r) {
+            (Some(InputRef::Stage { stage: s0, version: v0, .. }), InputRef::Stage { stage: s1, version: v1, .. }) if s0 == s1 && v0 != v1 => {
+                return format!("input `{role}` has a new version ({s1} v{v0} → v{v1})");
+            }
+            (old, new) if old != Some(new) => return format!("input `{role}` changed"),
+            _ => {}
+        }
+    }
+    "fingerprint differs".into()
+}
+
+/// Decide, from manifests alone, what `run` would do.
+pub fn plan(pipeline: &Pipeline, root: &Root, opts: &RunOptions) -> Result<Vec<Decision>> {
+    let selected: Vec<String> = if !opts.from.is_empty() {
+        pipeline.downstream_of(&opts.from)?
+    } else if !opts.only.is_empty() {
+        opts.only.iter().map(|s| pipeline.stage(s).map(|st| st.name.clone())).collect::<Result<_, _>>()?
+    } else {
+        pipeline.stages.iter().map(|s| s.name.clone()).collect()
+    };
+    let mut will_run: Vec<String> = Vec::new();
+    let mut out = Vec::new();
+    for stage in &pipeline.stages {
+        if !selected.contains(&stage.name) {
+            continue;
+        }
+        let forced = opts.force || opts.from.contains(&stage.name);
+        let upstream_rerun = stage.upstream().find(|u| will_run.iter().any(|w| w == u)).map(str::to_string);
+        let (run, reason) = if let Some(u) = upstream_rerun {
+            (true, format!("upstream `{u}` reruns"))
+        } else {
+            match status_of(stage, root)? {
+                (State::UpToDate, _) if forced => (true, "forced".to_string()),
+                (State::UpToDate, _) => (false, "up to date".to_string()),
+                (_, reason) => (true, reason),
+            }
+        };
+        if run {
+            will_run.push(stage.name.clone());
+        }
+        out.push(Decision { name: stage.name.clone(), run, reason });
+    }
+    Ok(out)
+}
+
+/// State and reason of one stage against the current manifests of its inputs.
+fn status_of(stage: &Stage, root: &Root) -> Result<(State, String)> {
+    let latest = manifest::latest(root, &stage.name)?;
+    let refs = match resolve_inputs(stage, root) {
+        Ok((_, refs)) => refs,
+        Err(Error::InputMissing { input, .. }) => {
+            let state = if latest.is_some() { State::Stale } else { State::Missing };
+            return Ok((state, format!("input stage `{input}` has no version yet")));
+        }
+        Err(e) => return Err(e),
+    };
+    let params = stage.params.to_json();
+    let parts = FingerprintParts { kind: stage.kind.name(), code_version: stage.kind.code_version(), params: &params, inputs: &refs };
+    Ok(match latest {
+        None => (State::Missing, "never run".into()),
+        Some(c) if c.manifest.fingerprint == parts.fingerprint() => (State::UpToDate, String::new()),
+        Some(c) => (State::Stale, stale_reason(&c.manifest, stage, &refs)),
+    })
+}
+
+/// The status of every stage; a stage downstream of a stale or missing one is stale too.
+pub fn status(pipeline: &Pipeline, root: &Root) -> Result<Vec<StageStatus>> {
+    let decisions = plan(pipeline, root, &RunOptions::default())?;
+    let mut out = Vec::new();
+    for d in decisions {
+        let latest = manifest::latest(root, &d.name)?;
+        let state = match (&latest, d.run) {
+            (_, false) => State::UpToDate,
+            (None, true) => State::Missing,
+            (Some(_), true) => State::Stale,
+        };
+        let reason = if d.run { d.reason } else { String::new() };
+        let name = d.name.clone();
+        out.push(StageStatus {
+            name: d.name,
+            state,
+            reason,
+            version: latest.as_ref().map(|c| c.manifest.version),
+            rows: latest.as_ref().map(|c| c.manifest.rows),
+            units: if state == State::UpToDate { None } else { attempt_progress(root, &name)?.map(|(d, t)| [d, t]) },
+        });
+    }
+    Ok(out)
+}
+
+/// Run a pipeline on a root: take the lease, run what the plan says, release.
+pub fn run(pipeline: &Pipeline, root: &Root, opts: &RunOptions) -> Result<RunReport> {
+    let decisions = plan(pipeline, root, opts)?;
+    let mut report = RunReport { plan: decisions.clone(), ran: vec![] };
+    if opts.dry_run || decisions.iter().all(|d| !d.run) {
+        return Ok(report);
+    }
+    let lease = Lease::acquire(root, &format!("simgan run {}", pipeline.name), opts.lease_ttl, opts.wait)?;
+    // Re-plan under the lease: another run may have committed while we waited.
+    let decisions = plan(pipeline, root, opts)?;
+    report.plan = decisions.clone();
+    for d in decisions.iter().filter(|d| d.run) {
+        let stage = pipeline.stage(&d.name)?;
+        tracing::info!(stage = %stage.name, reason = %d.reason, "running stage");
+        let outcome = run_stage(stage, root, Some(&lease), opts.progress)?;
+        tracing::info!(stage = %stage.name, version = outcome.version, rows = outcome.rows, seconds = outcome.seconds, "stage committed");
+        report.ran.push(outcome);
+    }
+    lease.release()?;
+    Ok(report)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Attempt {
+    fingerprint: String,
+    plan_digest: String,
+    units: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct UnitRecord {
+    index: usize,
+    shard: Option<ShardInfo>,
+    artifacts: Vec<ShardInfo>,
+    skipped: Vec<Skipped>,
+}
+
+fn unit_record_path(prefix: &str, index: usize) -> String {
+    format!("{prefix}/_units/{index:05}.json")
+}
+
+/// Whether a unit record's outputs are all present and intact.
+fn unit_verifies(root: &Root, rec: &UnitRecord) -> Result<bool> {
+    for info in rec.shard.iter().chain(rec.artifacts.iter()) {
+        if !shards::verify(root, info)? {
+            tracing::warn!(path = %info.path, "recorded output no longer verifies; the unit reruns");
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(root: &Root, rel: &str) -> Result<Option<T>> {
+    match root.get(rel)? {
+        Some(b) => serde_json::from_slice(&b).map(Some).map_err(|source| Error::Json { path: root.url_of(rel), source }),
+        None => Ok(None),
+    }
+}
+
+fn put_json<T: Serialize>(root: &Root, rel: &str, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|source| Error::Json { path: root.url_of(rel), source })?;
+    root.put(rel, bytes)
+}
+
+/// Crash injection for tests: abort the process (no destructors, like kill -9) after this many
+/// units of a stage have been committed. Read from `SIMGAN_CRASH_AFTER_UNITS`.
+fn crash_after_units() -> Option<usize> {
+    std::env::var("SIMGAN_CRASH_AFTER_UNITS").ok()?.parse().ok()
+}
+
+/// Everything a stage run derives before running units.
+struct Prepared<'a> {
+    stage: &'a Stage,
+    root: &'a Root,
+    inputs: BTreeMap<String, ResolvedInput>,
+    refs: BTreeMap<String, InputRef>,
+    params: serde_json::Value,
+    fingerprint: String,
+    declared: &'static crate::schema::DeclaredSchema,
+    latest: Option<Committed>,
+    version: u64,
+    prefix: String,
+    units: Vec<UnitSpec>,
+    attempt: Attempt,
+    started: Instant,
+    started_at: String,
+}
+
+impl<'a> Prepared<'a> {
+    fn new(stage: &'a Stage, root: &'a Root) -> Result<Prepared<'a>> {
+        let started = Instant::now();
+        let started_at = chrono::Utc::now().to_rfc3339();
+        let (inputs, refs) = resolve_inputs(stage, root)?;
+        let params = stage.params.to_json();
+        let kind = stage.kind.as_ref();
+        let fingerprint = FingerprintParts { kind: kind.name(), code_version: kind.code_version(), params: &params, inputs: &refs }.fingerprint();
+        let declared = crate::schema::get(kind.schema())?;
+        let latest = manifest::latest(root, &stage.name)?;
+        let version = latest.as_ref().map(|c| c.manifest.version).unwrap_or(0) + 1;
+        let prefix = manifest::data_prefix(&stage.name, version);
+        let mut p = Prepared {
+            stage,
+            root,
+            inputs,
+            refs,
+            params,
+            fingerprint,
+            declared,
+            latest,
+            version,
+            prefix,
+            units: vec![],
+            attempt: Attempt { fingerprint: String::new(), plan_digest: String::new(), units: 0 },
+            started,
+            started_at,
+        };
+        p.units = kind.plan(&p.ctx())?;
+        let plan_bytes = serde_json::to_vec(&p.units).map_err(|source| Error::Json { path: stage.name.clone(), source })?;
+        p.attempt = Attempt { fingerprint: p.fingerprint.clone(), plan_digest: shards::checksum(&plan_bytes), units: p.units.len() };
+        Ok(p)
+    }
+
+    fn ctx(&self) -> StageCtx<'_> {
+        StageCtx { stage: &self.stage.name, params: &self.stage.params, inputs: &self.inputs, root: self.root, out_prefix: &self.prefix }
+    }
+
+    fn attempt_rel(&self) -> String {
+        format!("{}/_attempt.json", self.prefix)
+    }
+
+    /// Whether the latest committed version already is this work.
+    fn already_committed(&self) -> bool {
+        self.latest.as_ref().is_some_and(|c| c.manifest.fingerprint == self.fingerprint)
+    }
+
+    /// Run one unit and commit its record.
+    fn run_unit(&self, unit: &UnitSpec) -> Result<UnitRecord> {
+        let ctx = self.ctx();
+        let mut out = UnitOutput::new(self.root, &self.prefix, unit.index, self.declared);
+        self.stage.kind.run_unit(&ctx, unit, &mut out)?;
+        let (shard, artifacts, skipped) = out.finish()?;
+        let rec = UnitRecord { index: unit.index, shard, artifacts, skipped };
+        put_json(self.root, &unit_record_path(&self.prefix, unit.index), &rec)?;
+        Ok(rec)
+    }
+
+    /// The verified record of a unit, if it finished.
+    fn finished(&self, index: usize) -> Result<Option<UnitRecord>> {
+        match read_json::<UnitRecord>(self.root, &unit_record_path(&self.prefix, index))? {
+            Some(rec) if unit_verifies(self.root, &rec)? => Ok(Some(rec)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Assemble the manifest from every unit's record and commit it (create-if-absent).
+    fn commit(&self, records: BTreeMap<usize, UnitRecord>, reused: usize, run_count: usize) -> Result<StageOutcome> {
+        let mut shards_out = Vec::new();
+        let mut artifacts = Vec::new();
+        let mut skipped = Vec::new();
+        for rec in records.into_values() {
+            shards_out.extend(rec.shard);
+            artifacts.extend(rec.artifacts);
+            skipped.extend(rec.skipped);
+        }
+        let rows = shards_out.iter().map(|s| s.rows).sum();
+        let kind = self.stage.kind.as_ref();
+        let manifest = Manifest {
+            format: manifest::FORMAT,
+            stage: self.stage.name.clone(),
+            kind: kind.name().to_string(),
+            version: self.version,
+            fingerprint: self.fingerprint.clone(),
+            code_version: kind.code_version().to_string(),
+            params: self.params.clone(),
+            inputs: self.refs.clone(),
+            schema: format!("{}@{}", self.declared.name, self.declared.version),
+            data_prefix: self.prefix.clone(),
+            shards: shards_out,
+            artifacts,
+            skipped,
+            rows,
+            timings: Timings {
+                started_at: self.started_at.clone(),
+                finished_at: chrono::Utc::now().to_rfc3339(),
+                wall_s: self.started.elapsed().as_secs_f64(),
+                units_reused: reused,
+                units_run: run_count,
+            },
+            simgan_version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        manifest::commit(self.root, &manifest)?;
+        Ok(StageOutcome {
+            name: self.stage.name.clone(),
+            version: self.version,
+            rows,
+            units_reused: reused,
+            units_run: run_count,
+            seconds: self.started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// Run one stage to a committed version (resuming an interrupted attempt when possible).
+pub fn run_stage(stage: &Stage, root: &Root, lease: Option<&Lease>, progress: bool) -> Result<StageOutcome> {
+    let p = Prepared::new(stage, root)?;
+    let prefix = &p.prefix;
+    let attempt_rel = p.attempt_rel();
+    let previous: Option<Attempt> = read_json(root, &attempt_rel)?;
+
+    // Which units already finished in an interrupted attempt of the same work.
+    let mut records: BTreeMap<usize, UnitRecord> = BTreeMap::new();
+    if previous.as_ref() == Some(&p.attempt) {
+        for unit in &p.units {
+            if let Some(rec) = p.finished(unit.index)? {
+                records.insert(unit.index, rec);
+            }
+        }
+        // Delete everything that is not a verified unit's output (partial uploads, stale records).
+        let keep: Vec<String> = records
+            .values()
+            .flat_map(|r| r.shard.iter().chain(r.artifacts.iter()).map(|s| s.path.clone()).chain([unit_record_path(prefix, r.index)]))
+            .chain([attempt_rel.clone()])
+            .collect();
+        for obj in root.list(prefix)? {
+            if !keep.contains(&obj.path) && !obj.path.starts_with(&format!("{prefix}/_scratch/")) {
+                root.delete(&obj.path)?;
+            }
+        }
+        tracing::info!(stage = %stage.name, version = p.version, reused = records.len(), total = p.units.len(), "resuming interrupted attempt");
+    } else {
+        if previous.is_some() {
+            tracing::info!(stage = %stage.name, version = p.version, "discarding an interrupted attempt with other params or inputs");
+        }
+        root.delete_prefix(&format!("{prefix}/"))?;
+        put_json(root, &attempt_rel, &p.attempt)?;
+    }
+    let reused = records.len();
+
+    let bar = progress_bar(progress, &stage.name, p.units.len() as u64, reused as u64);
+    let mut run_count = 0usize;
+    for unit in &p.units {
+        if records.contains_key(&unit.index) {
+            continue;
+        }
+        if let Some(l) = lease {
+            l.check()?;
+        }
+        records.insert(unit.index, p.run_unit(unit)?);
+        run_count += 1;
+        bar.inc(1);
+        if crash_after_units().is_some_and(|n| run_count >= n) {
+            eprintln!("SIMGAN_CRASH_AFTER_UNITS: aborting after {run_count} units");
+            std::process::abort();
+        }
+    }
+    bar.finish_and_clear();
+    if let Some(l) = lease {
+        l.check()?;
+    }
+    p.commit(records, reused, run_count)
+}
+
+/// Which share of a stage's units a worker processes: units with `index % count == slot`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerSlot {
+    /// This worker's index, `0..count`.
+    pub slot: usize,
+    /// Number of workers.
+    pub count: usize,
+}
+
+/// What a distributed worker achieved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum WorkerOutcome {
+    /// This worker finished the last unit and committed the manifest.
+    Committed(StageOutcome),
+    /// The stage's latest version already is this work (committed by another worker or run).
+    AlreadyCommitted { version: u64 },
+    /// This worker's units are done; others are still running.
+    UnitsDone { done: usize, total: usize, ran: usize },
+}
+
+/// Run one worker's share of a stage. Workers coordinate only through the run root: the first
+/// creates the attempt record (create-if-absent), each commits its units' records, and whoever
+/// sees every unit finished commits the manifest (create-if-absent, so exactly once). A worker
+/// may be rerun or run twice: finished units are skipped, and a unit redone writes the same
+/// shard path. `slot = None` only tries to commit (a finalize step).
+pub fn run_worker(stage: &Stage, root: &Root, slot: Option<WorkerSlot>) -> Result<WorkerOutcome> {
+    let p = Prepared::new(stage, root)?;
+    if p.already_committed() {
+        return Ok(WorkerOutcome::AlreadyCommitted { version: p.version - 1 });
+    }
+    let attempt_rel = p.attempt_rel();
+    let bytes = serde_json::to_vec_pretty(&p.attempt).map_err(|source| Error::Json { path: root.url_of(&attempt_rel), source })?;
+    if !root.put_if_absent(&attempt_rel, bytes)? {
+        let existing: Option<Attempt> = read_json(root, &attempt_rel)?;
+        if existing.as_ref() != Some(&p.attempt) {
+            return Err(Error::stage(
+                &stage.name,
+                format!("{} holds an attempt with other params, inputs or plan; finish it, or delete that folder to start over", root.url_of(&p.prefix)),
+            ));
+        }
+    }
+    let mut ran = 0;
+    if let Some(w) = slot {
+        for unit in p.units.iter().filter(|u| u.index % w.count == w.slot) {
+            if p.finished(unit.index)?.is_none() {
+                p.run_unit(unit)?;
+                ran += 1;
+                if crash_after_units().is_some_and(|n| ran >= n) {
+                    eprintln!("SIMGAN_CRASH_AFTER_UNITS: aborting after {ran} units");
+                    std::process::abort();
+                }
+            }
+        }
+    }
+    // Commit if every unit is done (by anyone).
+    let mut records = BTreeMap::new();
+    for unit in &p.units {
+        match read_json::<UnitRecord>(root, &unit_record_path(&p.prefix, unit.index))? {
+            Some(rec) => {
+                records.insert(unit.index, rec);
+            }
+            None => return Ok(WorkerOutcome::UnitsDone { done: records.len(), total: p.units.len(), ran }),
+        }
+    }
+    for rec in records.values() {
+        for info in rec.shard.iter().chain(rec.artifacts.iter()) {
+            if root.size(&info.path)? != Some(info.bytes) {
+                return Err(Error::stage(&stage.name, format!("{} does not match its unit record; rerun that unit's worker", root.url_of(&info.path))));
+            }
+        }
+    }
+    let reused = p.units.len() - ran;
+    match p.commit(records, reused, ran) {
+        Ok(outcome) => Ok(WorkerOutcome::Committed(outcome)),
+        Err(e) => match manifest::read(root, &stage.name, p.version)? {
+            Some(c) if c.manifest.fingerprint == p.fingerprint => Ok(WorkerOutcome::AlreadyCommitted { version: p.version }),
+            _ => Err(e),
+        },
+    }
+}
+
+/// Progress of an uncommitted attempt of a stage: (units with records, units planned).
+pub fn attempt_progress(root: &Root, stage: &str) -> Result<Option<(usize, usize)>> {
+    let version = manifest::versions(root, stage)?.last().copied().unwrap_or(0) + 1;
+    let prefix = manifest::data_prefix(stage, version);
+    let Some(attempt) = read_json::<Attempt>(root, &format!("{prefix}/_attempt.json"))? else { return Ok(None) };
+    let done = root.list(&format!("{prefix}/_units"))?.len();
+    Ok(Some((done, attempt.units)))
+}
+
+/// A progress bar over units; hidden unless asked for and stderr is a terminal.
+fn progress_bar(enabled: bool, stage: &str, total: u64, done: u64) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !enabled || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total).with_position(done).with_message(stage.to_string());
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg:>16} [{bar:30}] {pos}/{len} units {elapsed_precise} eta {eta}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}

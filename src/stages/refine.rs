@@ -1,0 +1,127 @@
+//! `refine`: every row of an eye stage through a trained refiner, into new shards with the same
+//! schema (ids and labels carried over, the refined image in `image`, `domain = "refined"`).
+//!
+//! One work unit per input shard, so a killed refine redoes only unfinished shards and workers can
+//! split the shards between them. Within a unit: the shard is fetched, PNGs decoded on rayon,
+//! images go to the device in batches of `batch_size`, refined images are PNG-encoded on rayon
+//! while the next batch computes, and rows are streamed into the output shard. The source image is
+//! referenced, not copied: same `id`, and the manifest names the input stage version and the
+//! refiner version (lineage). Changing the refiner makes `refine` stale; nothing else does.
+
+use burn::tensor::backend::AutodiffBackend;
+use image::GrayImage;
+use rayon::prelude::*;
+use serde_json::json;
+
+use super::common::{self, DEVICE_PARAM};
+use super::{InputKind, InputSpec, StageCtx, StageKind, UnitOutput, UnitSpec};
+use crate::error::{Error, Result};
+use crate::eyes::rows::{EyeRow, encode_png, from_batch, to_batch};
+use crate::nn::{self, BackendJob, NnError, gray_to_tensor, tensor_to_gray};
+use crate::params::{ParamSpec, ParamType};
+
+/// The `refine` kind.
+pub struct Refine;
+
+const INPUTS: &[InputSpec] = &[
+    InputSpec { role: "data", kind: InputKind::Stage, required: true, doc: "Eye stage to refine (every row)" },
+    InputSpec { role: "refiner", kind: InputKind::Stage, required: true, doc: "A train-refiner stage" },
+];
+
+const PARAMS: &[ParamSpec] = &[
+    DEVICE_PARAM,
+    ParamSpec::new("batch_size", ParamType::Int { min: 1, max: 1 << 20 }, "256", "Images per device batch"),
+];
+
+/// Refine decoded images in batches on one backend.
+struct RefineJob<'a> {
+    stage: &'a str,
+    weights: &'a [u8],
+    images: Vec<GrayImage>,
+    batch_size: usize,
+}
+
+impl BackendJob for RefineJob<'_> {
+    type Output = Result<Vec<Vec<u8>>>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let err = |e: NnError| Error::stage(self.stage, e.to_string());
+        let (refiner, _cfg) = nn::load_refiner::<B::InnerBackend>(self.weights, &device).map_err(err)?;
+        let mut pngs: Vec<Vec<u8>> = Vec::with_capacity(self.images.len());
+        let mut pending: Option<Vec<GrayImage>> = None;
+        for chunk in self.images.chunks(self.batch_size) {
+            let x = gray_to_tensor::<B::InnerBackend>(chunk, &device).map_err(err)?;
+            let y = nn::refine(&refiner, x); // [batch, 1, 35, 55], computed lazily by the device
+            // Encode the previous batch on rayon while this one computes.
+            let (encoded, refined) = rayon::join(
+                || pending.take().map(|imgs| imgs.par_iter().map(|i| encode_png(i, "refined image")).collect::<Result<Vec<_>>>()),
+                || tensor_to_gray(y).map_err(err),
+            );
+            if let Some(e) = encoded {
+                pngs.extend(e?);
+            }
+            pending = Some(refined?);
+        }
+        if let Some(imgs) = pending {
+            pngs.extend(imgs.par_iter().map(|i| encode_png(i, "refined image")).collect::<Result<Vec<_>>>()?);
+        }
+        Ok(pngs)
+    }
+}
+
+impl StageKind for Refine {
+    fn name(&self) -> &'static str {
+        "refine"
+    }
+    fn about(&self) -> &'static str {
+        "Refine every image of an eye stage with a trained refiner"
+    }
+    fn code_version(&self) -> &'static str {
+        "1"
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        PARAMS
+    }
+    fn inputs(&self) -> &'static [InputSpec] {
+        INPUTS
+    }
+    fn schema(&self) -> &'static str {
+        "eye_sample"
+    }
+
+    fn splittable(&self) -> bool {
+        true
+    }
+
+    fn plan(&self, ctx: &StageCtx) -> Result<Vec<UnitSpec>> {
+        let data = ctx.stage_input("data")?;
+        Ok(data.manifest.shards.iter().enumerate().map(|(i, s)| UnitSpec { index: i, spec: json!({"shard": s.path, "rows": s.rows}) }).collect())
+    }
+
+    fn run_unit(&self, ctx: &StageCtx, unit: &UnitSpec, out: &mut UnitOutput) -> Result<()> {
+        let device = common::device(ctx)?;
+        let shard = unit.spec["shard"].as_str().ok_or_else(|| ctx.err("unit spec lacks `shard`"))?;
+        let refiner = ctx.stage_input("refiner")?;
+        let weights_path = refiner
+            .manifest
+            .artifacts
+            .iter()
+            .find(|a| a.path.ends_with("/refiner.safetensors"))
+            .ok_or_else(|| ctx.err(format!("input `refiner` (stage {}) has no refiner.safetensors artifact", refiner.manifest.stage)))?;
+        let weights = ctx.root.get_required(&weights_path.path)?;
+        let declared = crate::schema::get("eye_sample")?;
+        let batch_size = ctx.params.usize("batch_size")?;
+        for batch in crate::shards::read(ctx.root, shard, Some(declared))? {
+            let rows = from_batch(&batch)?;
+            let images = common::decode_all(&rows)?;
+            let job = RefineJob { stage: ctx.stage, weights: &weights, images, batch_size };
+            let pngs = nn::run_on(&device, job)??;
+            let refined: Vec<EyeRow> = rows
+                .into_iter()
+                .zip(pngs)
+                .map(|(r, png)| EyeRow { png, domain: "refined".into(), ..r })
+                .collect();
+            out.write(&to_batch(&refined)?)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,139 @@
+//! `train-estimator`: the paper's gaze CNN trained on one eye stage (synthetic, refined, or the
+//! real-like train split as an oracle), Euclidean loss on the unit gaze vector.
+//!
+//! One work unit; same data rules as `train-refiner` (decode once on rayon, seeded sampling).
+//! Output: per-step metrics as the shard, `gaze_net.safetensors` (config in its metadata) and
+//! `estimator.json` (what it was trained on) as artifacts.
+
+use std::time::Instant;
+
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Tensor, TensorData};
+use image::GrayImage;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::common::{self, DEVICE_PARAM};
+use super::{InputKind, InputSpec, StageCtx, StageKind, UnitOutput, UnitSpec};
+use crate::error::{Error, Result};
+use crate::nn::{self, BackendJob, GazeNetConfig, GazeOptimizer, GazeTrainConfig, GazeTrainer, NnError, Phase, StepMetrics, gray_to_tensor};
+use crate::params::{ParamSpec, ParamType};
+
+/// The `train-estimator` kind.
+pub struct TrainEstimator;
+
+const INPUTS: &[InputSpec] = &[InputSpec { role: "data", kind: InputKind::Stage, required: true, doc: "Labelled eye stage (split=train rows)" }];
+
+const PARAMS: &[ParamSpec] = &[
+    DEVICE_PARAM,
+    ParamSpec::new("divisor", ParamType::Int { min: 1, max: 64 }, "4", "Gaze CNN channels and hidden size ÷ this (1 = paper: 32,32,64,80,192 / 1000)"),
+    ParamSpec::new("optimizer", ParamType::Choice(&["adam", "sgd"]), "\"adam\"", "Optimiser (paper: SGD lr 0.001)"),
+    ParamSpec::new("lr", ParamType::Float { min: 1e-9, max: 1.0 }, "0.001", "Learning rate"),
+    ParamSpec::new("batch_size", ParamType::Int { min: 1, max: 65536 }, "64", "Images per step (paper: 512)"),
+    ParamSpec::new("steps", ParamType::Int { min: 1, max: 1 << 40 }, "600", "Training steps"),
+    ParamSpec::new("seed", ParamType::Int { min: 0, max: i64::MAX }, "7", "Seed for initialisation and sampling"),
+];
+
+struct Trained {
+    metrics: Vec<(StepMetrics, f64)>,
+    weights: Vec<u8>,
+}
+
+struct EstimatorJob<'a> {
+    stage: &'a str,
+    cfg: GazeTrainConfig,
+    images: Vec<GrayImage>,
+    gaze: Vec<[f32; 3]>,
+    steps: u64,
+}
+
+impl BackendJob for EstimatorJob<'_> {
+    type Output = Result<Trained>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let err = |e: NnError| Error::stage(self.stage, e.to_string());
+        nn::seed::<B>(&device, self.cfg.seed);
+        let mut trainer = GazeTrainer::<B>::new(self.cfg.clone(), &device).map_err(err)?;
+        let mut rng = SmallRng::seed_from_u64(self.cfg.seed);
+        let b = self.cfg.batch_size.min(self.images.len());
+        let mut metrics = Vec::with_capacity(self.steps as usize);
+        for step in 0..self.steps {
+            let t = Instant::now();
+            let idx: Vec<usize> = (0..b).map(|_| rng.random_range(0..self.images.len())).collect();
+            let imgs: Vec<GrayImage> = idx.iter().map(|&i| self.images[i].clone()).collect();
+            let x = gray_to_tensor::<B>(&imgs, &device).map_err(err)?; // [b, 1, 35, 55]
+            let g: Vec<f32> = idx.iter().flat_map(|&i| self.gaze[i]).collect();
+            let y = Tensor::<B, 2>::from_data(TensorData::new(g, [b, 3]), &device); // [b, 3]
+            let loss = trainer.step(x, y).map_err(err)?;
+            let m = StepMetrics {
+                step,
+                phase: Phase::Refiner,
+                adv_loss: None,
+                reg_loss: None,
+                refiner_loss: Some(loss),
+                d_loss: None,
+                d_acc_real: None,
+                d_acc_refined: None,
+                used_history: false,
+                history_len: 0,
+            };
+            metrics.push((m, t.elapsed().as_secs_f64()));
+        }
+        let weights = nn::save_gaze_net(trainer.model(), &self.cfg.net).map_err(err)?;
+        Ok(Trained { metrics, weights })
+    }
+}
+
+impl StageKind for TrainEstimator {
+    fn name(&self) -> &'static str {
+        "train-estimator"
+    }
+    fn about(&self) -> &'static str {
+        "Train the paper's gaze CNN on an eye stage (synthetic, refined or real)"
+    }
+    fn code_version(&self) -> &'static str {
+        "1"
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        PARAMS
+    }
+    fn inputs(&self) -> &'static [InputSpec] {
+        INPUTS
+    }
+    fn schema(&self) -> &'static str {
+        "train_metrics"
+    }
+
+    fn plan(&self, _ctx: &StageCtx) -> Result<Vec<UnitSpec>> {
+        Ok(vec![UnitSpec { index: 0, spec: serde_json::Value::Null }])
+    }
+
+    fn run_unit(&self, ctx: &StageCtx, _unit: &UnitSpec, out: &mut UnitOutput) -> Result<()> {
+        let device = common::device(ctx)?;
+        let data = ctx.stage_input("data")?;
+        let rows = common::read_eye_rows(ctx, data, Some("train"))?;
+        if rows.is_empty() {
+            return Err(ctx.err("input `data` has no split=train rows"));
+        }
+        let trained_on = rows[0].domain.clone();
+        let images = common::decode_all(&rows)?;
+        let gaze: Vec<[f32; 3]> = rows.iter().map(|r| r.gaze).collect();
+        let optimizer = match ctx.params.str("optimizer")? {
+            "sgd" => GazeOptimizer::Sgd,
+            _ => GazeOptimizer::Adam,
+        };
+        let cfg = GazeTrainConfig::new()
+            .with_net(GazeNetConfig::narrow(ctx.params.usize("divisor")?))
+            .with_optimizer(optimizer)
+            .with_lr(ctx.params.float("lr")?)
+            .with_batch_size(ctx.params.usize("batch_size")?)
+            .with_seed(ctx.params.int("seed")? as u64);
+        let steps = ctx.params.int("steps")? as u64;
+        tracing::info!(stage = ctx.stage, rows = images.len(), trained_on = %trained_on, steps, "training gaze estimator");
+        let trained = nn::run_on(&device, EstimatorJob { stage: ctx.stage, cfg, images, gaze, steps })??;
+        out.write(&common::metrics_batch(&trained.metrics, Some("estimator"))?)?;
+        out.artifact("gaze_net.safetensors", trained.weights)?;
+        let meta = serde_json::json!({ "trained_on": trained_on, "data_stage": data.manifest.stage, "data_version": data.manifest.version });
+        out.artifact("estimator.json", meta.to_string())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,256 @@
+//! `train-refiner`: the S+U schedule (refiner pretraining, discriminator pretraining, then K_g
+//! refiner steps per K_d discriminator steps) on a synthetic and a real eye stage.
+//!
+//! One work unit. Images are decoded once, in parallel on rayon, and held in memory as 8-bit
+//! (1.9 KB per 55×35 image: 1.2M images ≈ 2.3 GB); batches are drawn by seeded sampling. Every
+//! `checkpoint_every` iterations the whole trainer (R, D, both Adam states, the history buffer,
+//! the step) and the metrics so far go to the version's `_scratch/`; a killed run, rerun with the
+//! same params and inputs, continues from the last checkpoint. Output: per-iteration metrics as
+//! the shard, and artifacts `refiner.safetensors` (with its config in the safetensors metadata),
+//! `discriminator.safetensors`, `train_config.json`, and sample grids (synthetic | refined | real).
+
+use std::time::Instant;
+
+use burn::tensor::Tensor;
+use burn::tensor::backend::AutodiffBackend;
+use image::GrayImage;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::common::{self, DEVICE_PARAM};
+use super::{InputKind, InputSpec, StageCtx, StageKind, UnitOutput, UnitSpec};
+use crate::error::{Error, Result};
+use crate::nn::{
+    self, BackendJob, BatchSource, DiscriminatorConfig, NnError, RefinerConfig, RefinerTrainer, StepMetrics, TrainConfig, gray_to_tensor,
+    tensor_to_gray,
+};
+use crate::params::{ParamSpec, ParamType};
+use crate::storage::Root;
+
+/// The `train-refiner` kind.
+pub struct TrainRefiner;
+
+const INPUTS: &[InputSpec] = &[
+    InputSpec { role: "synthetic", kind: InputKind::Stage, required: true, doc: "Synthetic eye stage (split=train rows are used)" },
+    InputSpec { role: "real", kind: InputKind::Stage, required: true, doc: "Unlabelled real eye stage (split=train rows are used)" },
+];
+
+const INT: ParamType = ParamType::Int { min: 0, max: 1 << 40 };
+
+const PARAMS: &[ParamSpec] = &[
+    DEVICE_PARAM,
+    ParamSpec::new("width", ParamType::Int { min: 1, max: 1024 }, "16", "Refiner feature maps (paper: 64; 16 keeps the CPU demo fast)"),
+    ParamSpec::new("blocks", ParamType::Int { min: 1, max: 64 }, "4", "Refiner ResNet blocks (paper: 4 for eyes, 10 for hands)"),
+    ParamSpec::new("d_divisor", ParamType::Int { min: 1, max: 32 }, "4", "Discriminator channels = paper's ÷ this (1 = paper: 96, 64, 32, 32)"),
+    ParamSpec::new("batch_size", ParamType::Int { min: 2, max: 65536 }, "16", "Images per step (paper code: 512; b/2 of D's refined half come from history)"),
+    ParamSpec::new("lambda", ParamType::Float { min: 0.0, max: 1e6 }, "0.5", "Self-regularisation weight λ on mean |R(x) − x| ([-1,1] images; carpedm20: 0.5)"),
+    ParamSpec::new("lr_r", ParamType::Float { min: 1e-9, max: 1.0 }, "0.001", "Refiner Adam learning rate"),
+    ParamSpec::new("lr_d", ParamType::Float { min: 1e-9, max: 1.0 }, "0.001", "Discriminator Adam learning rate"),
+    ParamSpec::new("pretrain_r_steps", INT, "200", "Refiner steps with only the self-regularisation loss (paper: 1000)"),
+    ParamSpec::new("pretrain_d_steps", INT, "50", "Discriminator pretraining steps (paper: 200)"),
+    ParamSpec::new("steps", INT, "300", "Adversarial rounds, each k_g refiner + k_d discriminator steps"),
+    ParamSpec::new("k_g", ParamType::Int { min: 0, max: 1000 }, "2", "Refiner steps per round (public code: 2)"),
+    ParamSpec::new("k_d", ParamType::Int { min: 0, max: 1000 }, "1", "Discriminator steps per round"),
+    ParamSpec::new("history_size", ParamType::Int { min: 0, max: 1 << 30 }, "2048", "History buffer of refined images (carpedm20: 25,600)"),
+    ParamSpec::new("seed", ParamType::Int { min: 0, max: i64::MAX }, "42", "Seed for initialisation, sampling and history"),
+    ParamSpec::new("checkpoint_every", INT, "100", "Checkpoint (and sample grid) every N iterations; 0 = only at the end"),
+];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MetricRow {
+    m: StepMetrics,
+    seconds: f64,
+}
+
+fn train_config(ctx: &StageCtx) -> Result<TrainConfig> {
+    let p = ctx.params;
+    let cfg = TrainConfig::new()
+        .with_refiner(RefinerConfig::narrow(p.usize("width")?).with_blocks(p.usize("blocks")?))
+        .with_discriminator(DiscriminatorConfig::narrow(p.usize("d_divisor")?))
+        .with_batch_size(p.usize("batch_size")?)
+        .with_lambda(p.float("lambda")?)
+        .with_lr_r(p.float("lr_r")?)
+        .with_lr_d(p.float("lr_d")?)
+        .with_pretrain_r_steps(p.int("pretrain_r_steps")? as u64)
+        .with_pretrain_d_steps(p.int("pretrain_d_steps")? as u64)
+        .with_steps(p.int("steps")? as u64)
+        .with_k_g(p.int("k_g")? as u64)
+        .with_k_d(p.int("k_d")? as u64)
+        .with_history_capacity(p.usize("history_size")?)
+        .with_seed(p.int("seed")? as u64);
+    cfg.validate().map_err(|e| ctx.err(format!("training params: {e}")))?;
+    Ok(cfg)
+}
+
+/// Seeded sampling of in-memory images into batches.
+pub(crate) struct ImageBank {
+    synthetic: Vec<GrayImage>,
+    real: Vec<GrayImage>,
+    rng: SmallRng,
+}
+
+impl ImageBank {
+    fn draw(images: &[GrayImage], rng: &mut SmallRng, n: usize) -> Vec<GrayImage> {
+        (0..n).map(|_| images[rng.random_range(0..images.len())].clone()).collect()
+    }
+}
+
+impl<B: burn::tensor::backend::Backend> BatchSource<B> for ImageBank {
+    fn synthetic(&mut self, batch_size: usize, device: &B::Device) -> std::result::Result<Tensor<B, 4>, NnError> {
+        gray_to_tensor(&Self::draw(&self.synthetic, &mut self.rng, batch_size), device)
+    }
+    fn real(&mut self, batch_size: usize, device: &B::Device) -> std::result::Result<Tensor<B, 4>, NnError> {
+        gray_to_tensor(&Self::draw(&self.real, &mut self.rng, batch_size), device)
+    }
+}
+
+/// What the training job hands back to the stage.
+struct Trained {
+    metrics: Vec<MetricRow>,
+    refiner: Vec<u8>,
+    discriminator: Vec<u8>,
+    grids: Vec<(String, Vec<u8>)>,
+    resumed_from: u64,
+}
+
+struct TrainJob<'a> {
+    stage: &'a str,
+    cfg: TrainConfig,
+    bank: ImageBank,
+    scratch: Root,
+    checkpoint_every: u64,
+}
+
+/// Crash injection for tests: abort after this many checkpoints (`SIMGAN_CRASH_AFTER_CHECKPOINTS`).
+fn crash_after_checkpoints() -> Option<u64> {
+    std::env::var("SIMGAN_CRASH_AFTER_CHECKPOINTS").ok()?.parse().ok()
+}
+
+impl TrainJob<'_> {
+    fn grid<B: AutodiffBackend>(&self, trainer: &RefinerTrainer<B>, step: u64) -> Result<(String, Vec<u8>)> {
+        let n = 8.min(self.bank.synthetic.len()).min(self.bank.real.len());
+        let synth: Vec<GrayImage> = self.bank.synthetic[..n].to_vec();
+        let real: Vec<GrayImage> = self.bank.real[..n].to_vec();
+        let x = gray_to_tensor::<B::InnerBackend>(&synth, trainer.device())?;
+        let refined = tensor_to_gray(trainer.refine(x))?;
+        let png = common::grid_png(&[&synth, &refined, &real], 2, "sample grid")?;
+        Ok((format!("samples-{step:07}.png"), png))
+    }
+
+    fn train<B: AutodiffBackend>(mut self, device: B::Device) -> Result<Trained> {
+        let err = |e: NnError| Error::stage(self.stage, e.to_string());
+        let (mut trainer, mut metrics) = match self.scratch.get("checkpoint.bin")? {
+            Some(bytes) => {
+                let t = RefinerTrainer::<B>::load_checkpoint(&bytes, &device).map_err(err)?;
+                let m: Vec<MetricRow> = match self.scratch.get("metrics.json")? {
+                    Some(b) => serde_json::from_slice(&b).map_err(|source| Error::Json { path: self.scratch.url_of("metrics.json"), source })?,
+                    None => Vec::new(),
+                };
+                tracing::info!(stage = self.stage, step = t.step_count(), "resuming training from checkpoint");
+                (t, m)
+            }
+            None => {
+                nn::seed::<B>(&device, self.cfg.seed);
+                (RefinerTrainer::<B>::new(self.cfg.clone(), &device).map_err(err)?, Vec::new())
+            }
+        };
+        let resumed_from = trainer.step_count();
+        metrics.retain(|r| r.m.step < resumed_from);
+        // Batches after a resume are drawn from a generator seeded by the step, so a resumed run
+        // does not repeat the batches of the first one.
+        self.bank.rng = SmallRng::seed_from_u64(self.cfg.seed ^ resumed_from.wrapping_mul(0xA24B_AED4_963E_E407));
+        let total = self.cfg.total_iterations();
+        let mut grids = Vec::new();
+        let mut checkpoints = 0u64;
+        for i in resumed_from..total {
+            let t = Instant::now();
+            let m = trainer.step(i, &mut self.bank).map_err(err)?;
+            metrics.push(MetricRow { m, seconds: t.elapsed().as_secs_f64() });
+            let done = i + 1;
+            if self.checkpoint_every > 0 && done % self.checkpoint_every == 0 && done < total {
+                self.scratch.put("checkpoint.bin", trainer.save_checkpoint(true).map_err(err)?)?;
+                let mbytes = serde_json::to_vec(&metrics).map_err(|source| Error::Json { path: self.scratch.url_of("metrics.json"), source })?;
+                self.scratch.put("metrics.json", mbytes)?;
+                grids.push(self.grid(&trainer, done)?);
+                checkpoints += 1;
+                if crash_after_checkpoints().is_some_and(|n| checkpoints >= n) {
+                    eprintln!("SIMGAN_CRASH_AFTER_CHECKPOINTS: aborting after {checkpoints} checkpoints");
+                    std::process::abort();
+                }
+            }
+        }
+        grids.push(self.grid(&trainer, total)?);
+        let refiner = nn::save_refiner(trainer.refiner(), &self.cfg.refiner).map_err(err)?;
+        let discriminator = nn::save_discriminator(trainer.discriminator(), &self.cfg.discriminator).map_err(err)?;
+        Ok(Trained { metrics, refiner, discriminator, grids, resumed_from })
+    }
+}
+
+impl BackendJob for TrainJob<'_> {
+    type Output = Result<Trained>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        self.train::<B>(device)
+    }
+}
+
+/// Load the train split of an eye input and decode it.
+fn load_images(ctx: &StageCtx, role: &str) -> Result<Vec<GrayImage>> {
+    let committed = ctx.stage_input(role)?;
+    let rows = common::read_eye_rows(ctx, committed, Some("train"))?;
+    if rows.is_empty() {
+        return Err(ctx.err(format!("input `{role}` has no split=train rows")));
+    }
+    common::decode_all(&rows)
+}
+
+impl StageKind for TrainRefiner {
+    fn name(&self) -> &'static str {
+        "train-refiner"
+    }
+    fn about(&self) -> &'static str {
+        "Train the SimGAN refiner against a local patch discriminator (S+U learning)"
+    }
+    fn code_version(&self) -> &'static str {
+        "1"
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        PARAMS
+    }
+    fn inputs(&self) -> &'static [InputSpec] {
+        INPUTS
+    }
+    fn schema(&self) -> &'static str {
+        "train_metrics"
+    }
+
+    fn plan(&self, _ctx: &StageCtx) -> Result<Vec<UnitSpec>> {
+        Ok(vec![UnitSpec { index: 0, spec: serde_json::Value::Null }])
+    }
+
+    fn run_unit(&self, ctx: &StageCtx, _unit: &UnitSpec, out: &mut UnitOutput) -> Result<()> {
+        let device = common::device(ctx)?;
+        let cfg = train_config(ctx)?;
+        let bank = ImageBank {
+            synthetic: load_images(ctx, "synthetic")?,
+            real: load_images(ctx, "real")?,
+            rng: SmallRng::seed_from_u64(cfg.seed),
+        };
+        tracing::info!(stage = ctx.stage, synthetic = bank.synthetic.len(), real = bank.real.len(), iterations = cfg.total_iterations(), %device, "training refiner");
+        let config_json = serde_json::to_vec_pretty(&cfg).map_err(|source| Error::Json { path: "train_config.json".into(), source })?;
+        let job = TrainJob { stage: ctx.stage, cfg, bank, scratch: ctx.scratch(), checkpoint_every: ctx.params.int("checkpoint_every")? as u64 };
+        let trained = nn::run_on(&device, job)??;
+        let rows: Vec<(StepMetrics, f64)> = trained.metrics.iter().map(|r| (r.m.clone(), r.seconds)).collect();
+        out.write(&common::metrics_batch(&rows, None)?)?;
+        out.artifact("refiner.safetensors", trained.refiner)?;
+        out.artifact("discriminator.safetensors", trained.discriminator)?;
+        out.artifact("train_config.json", config_json)?;
+        for (name, png) in trained.grids {
+            out.artifact(&name, png)?;
+        }
+        if trained.resumed_from > 0 {
+            tracing::info!(stage = ctx.stage, from = trained.resumed_from, "training resumed from a checkpoint");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,315 @@
+//! Run roots on object storage.
+//!
+//! A [`Root`] is a location (local folder, `file://`, `memory://`, `s3://`, `gs://`, `az://`)
+//! opened through `object_store`, plus the tokio runtime handle that drives its I/O. Everything
+//! above this module is synchronous code (rayon for compute) that calls the blocking methods here;
+//! async stays inside this module and the shard writer.
+//!
+//! Guarantees relied on by the runner (checked by the conformance suite in `tests/storage.rs`
+//! against memory, local disk and S3 on moto):
+//! - `put` is atomic: readers see the whole object or nothing.
+//! - `put_if_absent` succeeds for exactly one of several racing writers (`PutMode::Create`).
+//! - listing is consistent with completed writes.
+//!
+//! Credentials come from the usual environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`) and are
+//! never printed: [`Root::url`] is the location as the user wrote it, without query or userinfo.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::buffered::BufWriter;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use tokio::runtime::Handle;
+
+use crate::error::{Error, Result};
+
+/// One listed object, relative to the root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Path relative to the root, `/`-separated.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A run root (or any other location) on object storage.
+#[derive(Clone)]
+pub struct Root {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    url: String,
+    rt: Handle,
+}
+
+impl std::fmt::Debug for Root {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Root").field("url", &self.url).finish()
+    }
+}
+
+/// Named in-process memory stores, so `memory://name` means the same store for one process.
+fn memory_store(name: &str) -> Arc<dyn ObjectStore> {
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<InMemory>>>> = OnceLock::new();
+    let stores = STORES.get_or_init(Default::default);
+    let mut guard = match stores.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    guard.entry(name.to_string()).or_insert_with(|| Arc::new(InMemory::new())).clone()
+}
+
+/// Whether `s` looks like a location (URL or path) rather than a stage name.
+pub fn is_location(s: &str) -> bool {
+    s.contains("://") || s.starts_with('/') || s.starts_with("./") || s.starts_with("../") || s == "."
+}
+
+impl Root {
+    /// Open a location: a plain path or `file://` (created if missing), `memory://NAME/prefix`,
+    /// `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`.
+    pub fn open(location: &str, rt: Handle) -> Result<Root> {
+        Root::open_inner(location, rt, true)
+    }
+
+    /// Open a location for reading: like [`Root::open`] but a missing local folder is an error.
+    pub fn open_existing(location: &str, rt: Handle) -> Result<Root> {
+        Root::open_inner(location, rt, false)
+    }
+
+    fn open_inner(location: &str, rt: Handle, create: bool) -> Result<Root> {
+        let bad = |reason: String| Error::Location { location: redact(location), reason };
+        let (store, prefix): (Arc<dyn ObjectStore>, Path) = if let Some(rest) = location.strip_prefix("memory://") {
+            let (name, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            (memory_store(name), Path::from(prefix))
+        } else if location.contains("://") && !location.starts_with("file://") {
+            let url = url::Url::parse(location).map_err(|e| bad(e.to_string()))?;
+            let bucket = url.host_str().ok_or_else(|| bad("missing bucket".into()))?.to_string();
+            let prefix = Path::from(url.path().trim_start_matches('/'));
+            let store: Arc<dyn ObjectStore> = match url.scheme() {
+                "s3" | "s3a" => {
+                    let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&bucket);
+                    if std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v == "true" || v == "1") {
+                        b = b.with_allow_http(true);
+                    }
+                    Arc::new(b.build().map_err(|e| bad(e.to_string()))?)
+                }
+                "gs" => Arc::new(
+                    object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                        .with_bucket_name(&bucket)
+                        .build()
+                        .map_err(|e| bad(e.to_string()))?,
+                ),
+                "az" | "abfs" | "abfss" => Arc::new(
+                    object_store::azure::MicrosoftAzureBuilder::from_env()
+                        .with_container_name(&bucket)
+                        .build()
+                        .map_err(|e| bad(e.to_string()))?,
+                ),
+                other => return Err(bad(format!("unsupported scheme `{other}` (use a path, file://, memory://, s3://, gs:// or az://)"))),
+            };
+            (store, prefix)
+        } else {
+            let path = location.strip_prefix("file://").unwrap_or(location);
+            let dir = std::path::PathBuf::from(if path.is_empty() { "." } else { path });
+            if !create && !dir.is_dir() {
+                return Err(bad("no such folder".into()));
+            }
+            std::fs::create_dir_all(&dir).map_err(|source| Error::Io { op: "create run root", path: dir.clone(), source })?;
+            let dir = dir.canonicalize().map_err(|source| Error::Io { op: "resolve run root", path: dir.clone(), source })?;
+            let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(e.to_string()))?;
+            (Arc::new(fs.with_automatic_cleanup(true)), Path::default())
+        };
+        Ok(Root { store, prefix, url: redact(location), rt })
+    }
+
+    /// The location as given, without credentials or query parameters.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The runtime handle driving this root's I/O.
+    pub fn runtime(&self) -> &Handle {
+        &self.rt
+    }
+
+    /// The underlying store and the absolute object path of `rel`.
+    pub fn raw(&self, rel: &str) -> (Arc<dyn ObjectStore>, Path) {
+        (self.store.clone(), self.path(rel))
+    }
+
+    /// A sub-root: the same store with `rel` appended to the prefix.
+    pub fn sub(&self, rel: &str) -> Root {
+        Root { store: self.store.clone(), prefix: self.path(rel), url: join_url(&self.url, rel), rt: self.rt.clone() }
+    }
+
+    /// The URL of `rel` under this root, for messages and manifests.
+    pub fn url_of(&self, rel: &str) -> String {
+        join_url(&self.url, rel)
+    }
+
+    fn path(&self, rel: &str) -> Path {
+        let rel = rel.trim_matches('/');
+        if rel.is_empty() {
+            return self.prefix.clone();
+        }
+        let mut parts: Vec<String> = self.prefix.parts().map(|p| p.as_ref().to_string()).collect();
+        parts.extend(rel.split('/').filter(|s| !s.is_empty()).map(str::to_string));
+        Path::from_iter(parts)
+    }
+
+    fn rel_of(&self, p: &Path) -> String {
+        let full = p.as_ref();
+        let pre = self.prefix.as_ref();
+        if pre.is_empty() {
+            full.to_string()
+        } else {
+            full.strip_prefix(pre).unwrap_or(full).trim_start_matches('/').to_string()
+        }
+    }
+
+    /// Write `bytes` at `rel`, replacing what is there (atomic).
+    pub fn put(&self, rel: &str, bytes: impl Into<Bytes>) -> Result<()> {
+        let p = self.path(rel);
+        let payload = PutPayload::from_bytes(bytes.into());
+        self.rt
+            .block_on(self.store.put(&p, payload))
+            .map(|_| ())
+            .map_err(|e| Error::storage("put", self.url_of(rel), e))
+    }
+
+    /// Write `bytes` at `rel` only if nothing is there. `Ok(false)` if it already existed.
+    pub fn put_if_absent(&self, rel: &str, bytes: impl Into<Bytes>) -> Result<bool> {
+        let p = self.path(rel);
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.rt.block_on(self.store.put_opts(&p, PutPayload::from_bytes(bytes.into()), opts)) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) | Err(object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) => Err(Error::storage("create", self.url_of(rel), e)),
+        }
+    }
+
+    /// Read the object at `rel`; `Ok(None)` if it does not exist.
+    pub fn get(&self, rel: &str) -> Result<Option<Bytes>> {
+        let p = self.path(rel);
+        let fut = async {
+            match self.store.get(&p).await {
+                Ok(r) => r.bytes().await.map(Some),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        self.rt.block_on(fut).map_err(|e| Error::storage("get", self.url_of(rel), e))
+    }
+
+    /// Read the object at `rel`, failing if it is missing.
+    pub fn get_required(&self, rel: &str) -> Result<Bytes> {
+        self.get(rel)?.ok_or_else(|| Error::Input {
+            file: self.url_of(rel),
+            field: "object".into(),
+            reason: "not found".into(),
+        })
+    }
+
+    /// Size of the object at `rel`, or `None` if it does not exist.
+    pub fn size(&self, rel: &str) -> Result<Option<u64>> {
+        let p = self.path(rel);
+        match self.rt.block_on(self.store.head(&p)) {
+            Ok(m) => Ok(Some(m.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::storage("head", self.url_of(rel), e)),
+        }
+    }
+
+    /// Delete the object at `rel` (missing is not an error).
+    pub fn delete(&self, rel: &str) -> Result<()> {
+        let p = self.path(rel);
+        match self.rt.block_on(self.store.delete(&p)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::storage("delete", self.url_of(rel), e)),
+        }
+    }
+
+    /// Every object under `rel` (recursive), sorted by path.
+    pub fn list(&self, rel: &str) -> Result<Vec<Listed>> {
+        let p = self.path(rel);
+        let prefix = if p.as_ref().is_empty() { None } else { Some(&p) };
+        let metas: Vec<_> = self
+            .rt
+            .block_on(self.store.list(prefix).try_collect::<Vec<_>>())
+            .map_err(|e| Error::storage("list", self.url_of(rel), e))?;
+        let mut out: Vec<Listed> = metas.into_iter().map(|m| Listed { path: self.rel_of(&m.location), size: m.size }).collect();
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// The immediate "sub-directory" names under `rel` (list with delimiter), sorted.
+    pub fn list_dirs(&self, rel: &str) -> Result<Vec<String>> {
+        let p = self.path(rel);
+        let prefix = if p.as_ref().is_empty() { None } else { Some(&p) };
+        let res = self
+            .rt
+            .block_on(self.store.list_with_delimiter(prefix))
+            .map_err(|e| Error::storage("list", self.url_of(rel), e))?;
+        let mut out: Vec<String> = res.common_prefixes.iter().filter_map(|d| d.filename().map(str::to_string)).collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Delete every object under `rel`.
+    pub fn delete_prefix(&self, rel: &str) -> Result<usize> {
+        let listed = self.list(rel)?;
+        for l in &listed {
+            self.delete(&l.path)?;
+        }
+        Ok(listed.len())
+    }
+
+    /// A buffered writer for `rel`: small objects are one PUT, large ones a multipart upload.
+    /// The object becomes visible only when the writer is shut down successfully.
+    pub fn writer(&self, rel: &str) -> BufWriter {
+        BufWriter::with_capacity(self.store.clone(), self.path(rel), 8 * 1024 * 1024)
+    }
+}
+
+/// Join a location and a relative path with one `/`.
+fn join_url(base: &str, rel: &str) -> String {
+    let rel = rel.trim_matches('/');
+    if rel.is_empty() {
+        base.to_string()
+    } else {
+        format!("{}/{}", base.trim_end_matches('/'), rel)
+    }
+}
+
+/// Strip userinfo and query from a URL-like location so it can be printed and stored.
+pub fn redact(location: &str) -> String {
+    match url::Url::parse(location) {
+        Ok(mut u) if u.scheme().len() > 1 => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.to_string().trim_end_matches('/').to_string()
+        }
+        _ => location.trim_end_matches('/').to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_drops_credentials_and_query() {
+        assert_eq!(redact("s3://KEY:SECRET@bucket/p?x=1"), "s3://bucket/p");
+        assert_eq!(redact("./runs/x/"), "./runs/x");
+    }
+
+    #[test]
+    fn locations_are_told_from_stage_names() {
+        assert!(is_location("s3://b/x") && is_location("/data") && is_location("./d"));
+        assert!(!is_location("synthetic"));
+    }
+}

@@ -1,0 +1,7 @@
+//! The integration-test binary: one module per area, shared fixtures in `util`.
+
+mod util;
+
+mod cli;
+mod runner;
+mod storage;

@@ -1,0 +1,125 @@
+//! Test fixtures: temp folders, a moto S3 server on 127.0.0.1 started once per test binary, a
+//! shared tokio runtime, and a builder for `simgan` CLI invocations.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use simgan::storage::Root;
+
+/// One tokio runtime for all tests' storage I/O.
+pub fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime"))
+}
+
+/// A fresh temp folder (deleted on drop).
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("simgan-test-").tempdir().expect("temp dir")
+}
+
+struct Moto {
+    endpoint: String,
+    _child: ChildGuard,
+}
+
+struct ChildGuard(Child);
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// The endpoint of a moto S3 server started for this test binary. Set `SIMGAN_MOTO_SERVER` to
+/// the `moto_server` executable (ci/test.sh does); without it the S3 tests fail, by design.
+pub fn moto_endpoint() -> &'static str {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    let moto = MOTO.get_or_init(|| {
+        let bin = std::env::var("SIMGAN_MOTO_SERVER").unwrap_or_else(|_| {
+            panic!("SIMGAN_MOTO_SERVER is not set: run the tests with ci/test.sh, which installs moto and sets it")
+        });
+        let port = free_port();
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
+        let guard = ChildGuard(child);
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start on {endpoint}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // SAFETY-free: tests set the S3 environment once, before any S3 root is opened.
+        for (k, v) in s3_env(&endpoint) {
+            // SAFETY: set while holding the OnceLock initialiser; every reader opens roots after this.
+            unsafe { std::env::set_var(k, v) };
+        }
+        Moto { endpoint, _child: guard }
+    });
+    &moto.endpoint
+}
+
+/// The environment that points object_store (and the CLI) at moto.
+pub fn s3_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT", endpoint.to_string()),
+        ("AWS_ALLOW_HTTP", "true".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+    ]
+}
+
+/// A fresh, empty bucket on moto; returns `s3://bucket`.
+pub fn s3_bucket() -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let endpoint = moto_endpoint();
+    let name = format!("simgan-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+    let status = Command::new("curl").args(["-sf", "-X", "PUT", &format!("{endpoint}/{name}")]).stdout(Stdio::null()).status().expect("curl");
+    assert!(status.success(), "creating bucket {name} on moto");
+    format!("s3://{name}")
+}
+
+/// Open a root on the shared runtime.
+pub fn open(location: &str) -> Root {
+    Root::open(location, rt().handle().clone()).unwrap_or_else(|e| panic!("open {location}: {e}"))
+}
+
+/// A `simgan` command with a clean environment for logs.
+pub fn simgan(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_simgan"));
+    c.current_dir(dir).env_remove("SIMGAN_CRASH_AFTER_UNITS").env("RUST_LOG", "warn");
+    c
+}
+
+/// Run a command, returning its output; panics with stderr if it fails to start.
+pub fn output(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+}
+
+/// Run and require success, returning stdout.
+pub fn ok(cmd: &mut Command) -> String {
+    let out = output(cmd);
+    assert!(out.status.success(), "{cmd:?} failed ({}):\n{}\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Write a file, creating parents.
+pub fn write(path: &Path, text: &str) -> PathBuf {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).expect("mkdir");
+    }
+    std::fs::write(path, text).expect("write");
+    path.to_path_buf()
+}
