@@ -16,7 +16,9 @@ use crate::eyes::rows;
 
 /// A lazy frame over every shard of a dataset.
 pub fn scan(ds: &Dataset) -> Result<LazyFrame> {
-    let args = ScanArgsParquet { use_statistics: true, ..Default::default() };
+    // Shards are plain files, not hive-partitioned folders.
+    let hive_options = HiveOptions { enabled: Some(false), ..Default::default() };
+    let args = ScanArgsParquet { use_statistics: true, hive_options, ..Default::default() };
     let local_dir = local_folder(ds.root.url());
     let sources = match local_dir {
         Some(dir) => {

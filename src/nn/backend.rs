@@ -15,7 +15,11 @@
 use std::fmt;
 use std::str::FromStr;
 
+use std::sync::Mutex;
+
 use burn::backend::{Autodiff, Flex};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use super::NnError;
@@ -146,11 +150,36 @@ pub fn run_on<J: BackendJob>(spec: &DeviceSpec, job: J) -> Result<J::Output, NnE
 
 /// Seed the backend's random generator (parameter initialisation, `Tensor::random`).
 ///
-/// On burn-flex this makes initialisation deterministic for a given seed as long as tensors are
-/// created in the same order (flex keeps one global, seeded `StdRng`). Our own randomness
-/// (history sampling) uses separately seeded `rand` generators.
+/// burn-flex keeps one process-wide seeded `StdRng`, and burn initialises parameters lazily (on
+/// first use), so seeding alone is only deterministic in a single-threaded program. For
+/// reproducible models use [`init_seeded`]. Our own randomness (history sampling) uses
+/// separately seeded `rand` generators.
 pub fn seed<B: Backend>(device: &B::Device, seed: u64) {
     B::seed(device, seed);
+}
+
+static INIT_LOCK: Mutex<()> = Mutex::new(());
+
+/// Build a module with parameters drawn from the backend RNG seeded with `seed`, reproducibly:
+/// holds a process-wide lock while seeding, building and materialising every (lazily
+/// initialised) parameter, so concurrent [`init_seeded`] calls cannot interleave their draws.
+/// (Code that draws from the backend RNG without this function can still interfere.)
+pub fn init_seeded<B: Backend, M: Module<B>>(device: &B::Device, seed: u64, build: impl FnOnce() -> M) -> M {
+    // A poisoned lock only means another init panicked; the guarded data is `()`.
+    let _guard = INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    B::seed(device, seed);
+    let module = build();
+    module.visit(&mut Materialise);
+    module
+}
+
+/// Touches every float parameter so lazy initialisers run now.
+struct Materialise;
+
+impl<B: Backend> ModuleVisitor<B> for Materialise {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let _ = param.val();
+    }
 }
 
 #[cfg(test)]
@@ -177,7 +206,7 @@ mod tests {
     impl BackendJob for Sum {
         type Output = f32;
         fn run<B: AutodiffBackend>(self, device: B::Device) -> f32 {
-            let t = burn::tensor::Tensor::<B, 1>::from_floats([1.0, 2.0, 3.0], &device);
+            let t = Tensor::<B, 1>::from_floats([1.0, 2.0, 3.0], &device);
             use burn::tensor::ElementConversion;
             t.sum().into_scalar().elem::<f32>()
         }

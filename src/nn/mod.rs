@@ -26,7 +26,9 @@ pub mod loss;
 pub mod model;
 pub mod train;
 
-pub use backend::{BackendJob, CpuAutodiffBackend, CpuBackend, DeviceSpec, DeviceSpecError, run_on, seed};
+pub use backend::{
+    BackendJob, CpuAutodiffBackend, CpuBackend, CpuDevice, DeviceSpec, DeviceSpecError, init_seeded, run_on, seed,
+};
 pub use bench::{BenchReport, bench_cpu};
 pub use checkpoint::{
     TrainerCheckpoint, load_discriminator, load_gaze_net, load_refiner, save_discriminator,

@@ -32,6 +32,7 @@ use burn::tensor::{Tensor, TensorData};
 use image::GrayImage;
 
 use super::NnError;
+use super::backend::init_seeded;
 use super::history::HistoryBuffer;
 use super::loss::{
     CLASS_REAL, CLASS_REFINED, discriminator_loss, patch_accuracy, refiner_adversarial_loss,
@@ -264,9 +265,9 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
     /// Fresh networks (seeded from `config.seed`), fresh optimisers, empty history, step 0.
     pub fn new(config: TrainConfig, device: &B::Device) -> Result<Self, NnError> {
         config.validate()?;
-        B::seed(device, config.seed);
-        let refiner = config.refiner.init::<B>(device);
-        let discriminator = config.discriminator.init::<B>(device);
+        let (refiner, discriminator) = init_seeded::<B, _>(device, config.seed, || {
+            (config.refiner.init::<B>(device), config.discriminator.init::<B>(device))
+        });
         Ok(Self {
             optim_r: config.adam_config().init(),
             optim_d: config.adam_config().init(),
@@ -576,8 +577,9 @@ impl<B: AutodiffBackend> GazeTrainer<B> {
         if !(config.lr > 0.0) {
             return Err(NnError::InvalidConfig(format!("gaze lr must be > 0, got {}", config.lr)));
         }
-        B::seed(device, config.seed);
-        let model = config.net.init::<B>(device)?;
+        config.net.validate()?;
+        let model = init_seeded::<B, _>(device, config.seed, || config.net.init::<B>(device).ok())
+            .ok_or_else(|| NnError::InvalidConfig("gaze net failed to build".into()))?;
         Ok(Self { optim: gaze_optim(&config), model, step: 0, device: device.clone(), config })
     }
 
@@ -786,7 +788,12 @@ pub(crate) mod tests {
     #[test]
     fn short_adversarial_run_learns() {
         let device = Default::default();
-        let cfg = tiny_config();
+        let seed = std::env::var("NN_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(7);
+        let cfg = tiny_config()
+            .with_discriminator(DiscriminatorConfig::narrow(2))
+            .with_pretrain_d_steps(60)
+            .with_steps(60)
+            .with_seed(seed);
         let mut t = RefinerTrainer::<AB>::new(cfg.clone(), &device).unwrap();
         let mut src = ToySource { h: 16, w: 24, next: 0 };
         let mut log = Vec::new();
