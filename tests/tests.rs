@@ -3,5 +3,6 @@
 mod util;
 
 mod cli;
+mod distributed;
 mod runner;
 mod storage;

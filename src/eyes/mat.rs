@@ -596,10 +596,10 @@ impl Ctx<'_> {
         let le = self.le;
         let bad = |m: &str| self.invalid(d.at, p, m.to_string());
         let units: Vec<u16> = match d.ty {
-            MI_UINT16 | MI_UTF16 | MI_INT16 if d.len % 2 == 0 => b.chunks_exact(2).map(|c| u16::from_le_bytes(arr(c, le))).collect(),
+            MI_UINT16 | MI_UTF16 | MI_INT16 if d.len.is_multiple_of(2) => b.chunks_exact(2).map(|c| u16::from_le_bytes(arr(c, le))).collect(),
             MI_UINT8 | MI_INT8 => b.iter().map(|&x| u16::from(x)).collect(),
             MI_UTF8 => std::str::from_utf8(b).map_err(|_| bad("char data is not valid UTF-8"))?.encode_utf16().collect(),
-            MI_UTF32 if d.len % 4 == 0 => {
+            MI_UTF32 if d.len.is_multiple_of(4) => {
                 let mut s = String::new();
                 for c in b.chunks_exact(4) {
                     s.push(char::from_u32(u32::from_le_bytes(arr(c, le))).ok_or_else(|| bad("char data is not valid UTF-32"))?);
@@ -717,7 +717,7 @@ fn matrix_element(name: &str, v: &MatValue) -> Vec<u8> {
         MatValue::Char { dims, text } => {
             let mut units: Vec<u16> = text.encode_utf16().collect();
             let rows = dims.first().copied().unwrap_or(1);
-            if rows > 1 && units.len() % rows == 0 {
+            if rows > 1 && units.len().is_multiple_of(rows) {
                 let cols = units.len() / rows;
                 units = (0..units.len()).map(|k| units[(k % rows) * cols + k / rows]).collect();
             }

@@ -4,7 +4,7 @@
 //! the eye image — x to the image right, y down, z away from the camera — pointing where the eye
 //! looks. Looking straight into the camera is `(0, 0, -1)`. `pitch = asin(-y)` (looking up is
 //! positive) and `yaw = atan2(-x, -z)` (looking toward the image left is positive), in radians.
-//! This is MPIIGaze's normalised convention; UnityEyes' `look_vec` converts as `(x, -y, -z)`.
+//! This is MPIIGaze's normalised convention; UnityEyes' `look_vec` converts as `(x, -y, z)` (Unity's camera frame is left-handed; this matches GazeML's tested conversion, pitch = asin(y), yaw = atan2(-x, -z)).
 //!
 //! Images are 55×35 (W×H) grayscale, as in the paper.
 

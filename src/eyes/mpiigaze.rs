@@ -132,10 +132,10 @@ pub fn parse_day(bytes: &[u8], person: &str, day: &str, opts: &MpiiOptions) -> R
         }
         let gaze = rows3(field("gaze")?, &format!("{path}.gaze"), n)?;
         let pose = rows3(field("pose")?, &format!("{path}.pose"), n)?;
-        if let Some(f) = &filenames {
-            if f.len() != n {
-                return Err(MpiiError::Filenames(format!("{} entries, but `{path}` has {n} samples", f.len())));
-            }
+        if let Some(f) = &filenames
+            && f.len() != n
+        {
+            return Err(MpiiError::Filenames(format!("{} entries, but `{path}` has {n} samples", f.len())));
         }
         let flip = eye == Eye::Right && opts.flip_right;
         for row in 0..n {

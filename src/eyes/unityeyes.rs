@@ -403,7 +403,7 @@ mod tests {
     /// Values from a real UnityEyes file: y flip, gaze and head-pose conversions.
     #[test]
     fn real_values_convert_to_project_conventions() {
-        let json = with(&fixture_json(&label(), 480), |v| {
+        let json = with(fixture_json(&label(), 480), |v| {
             v["interior_margin_2d"][0] = "(251.5525, 233.6851, 9.6326)".into();
             v["eye_details"]["look_vec"] = "(-0.0015, 0.4025, -0.9154, 0.0000)".into();
             v["eye_details"]["pupil_size"] = "0.0123414".into();

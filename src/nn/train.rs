@@ -650,8 +650,7 @@ pub fn predict_gaze<B: Backend>(net: &GazeNet<B>, images: Tensor<B, 4>) -> Resul
 pub(crate) mod tests {
     use super::*;
     use crate::nn::backend::CpuAutodiffBackend;
-    use std::f32::consts::PI;
-
+    
     type AB = CpuAutodiffBackend;
 
     /// Smooth "synthetic" eye-like images: a dark disc (pupil) on a gradient, position varying
@@ -672,18 +671,17 @@ pub(crate) mod tests {
         out
     }
 
-    /// "Real" images: the synthetic ones plus a high-frequency texture and noise.
+    /// "Real" images: other eyes of the same family, brighter and lower-contrast, with a faint
+    /// grain — a difference a refiner can learn locally and a discriminator can see.
     pub(crate) fn real_image(k: usize, h: usize, w: usize) -> Vec<f32> {
         let mut s = synthetic_image(k + 1000, h, w);
         let mut state = (k as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D);
-        for (i, v) in s.iter_mut().enumerate() {
+        for v in s.iter_mut() {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            let noise = ((state % 1000) as f32 / 1000.0 - 0.5) * 0.3;
-            let (y, x) = (i / w, i % w);
-            let stripes = 0.25 * ((x as f32 * PI / 1.5).sin() * (y as f32 * PI / 2.0).cos());
-            *v = (*v + stripes + noise).clamp(-1.0, 1.0);
+            let grain = ((state % 1000) as f32 / 1000.0 - 0.5) * 0.06;
+            *v = (0.7 * *v + 0.3 + grain).clamp(-1.0, 1.0);
         }
         s
     }
