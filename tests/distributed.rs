@@ -100,13 +100,6 @@ fn concurrent_duplicate_workers_commit_exactly_once() {
 /// A single-node Slurm started for this test binary, stopped when the process exits.
 struct Slurm {
     conf: PathBuf,
-    dir: PathBuf,
-}
-
-impl Drop for Slurm {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(script()).args(["stop", self.dir.to_str().unwrap()]).env("SLURM_CONF", &self.conf).status();
-    }
 }
 
 fn script() -> PathBuf {
@@ -123,7 +116,13 @@ fn slurm() -> &'static Slurm {
             "starting Slurm failed (ci/test.sh installs slurmctld, slurmd, slurm-client and munge):\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        Slurm { conf: dir.join("slurm.conf"), dir }
+        let conf = dir.join("slurm.conf");
+        let (d2, c2) = (dir.clone(), conf.clone());
+        util::at_exit(move || {
+            let _ = std::process::Command::new(script()).args(["stop", d2.to_str().unwrap()]).env("SLURM_CONF", &c2).status();
+            let _ = std::fs::remove_dir_all(&d2);
+        });
+        Slurm { conf }
     })
 }
 

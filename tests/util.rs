@@ -3,7 +3,7 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -23,15 +23,27 @@ pub fn tempdir() -> tempfile::TempDir {
 
 struct Moto {
     endpoint: String,
-    _child: ChildGuard,
 }
 
-struct ChildGuard(Child);
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+/// Commands run when the test process exits (statics are never dropped, so services started
+/// once per test binary are stopped from an `atexit` hook).
+static AT_EXIT: std::sync::Mutex<Vec<Box<dyn FnOnce() + Send>>> = std::sync::Mutex::new(Vec::new());
+
+extern "C" fn run_at_exit() {
+    let hooks = std::mem::take(&mut *AT_EXIT.lock().unwrap_or_else(|p| p.into_inner()));
+    for hook in hooks {
+        hook();
     }
+}
+
+/// Run `f` when the test process exits.
+pub fn at_exit(f: impl FnOnce() + Send + 'static) {
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    // SAFETY: registering a plain extern "C" function with the C runtime.
+    REGISTER.call_once(|| unsafe {
+        libc::atexit(run_at_exit);
+    });
+    AT_EXIT.lock().unwrap_or_else(|p| p.into_inner()).push(Box::new(f));
 }
 
 fn free_port() -> u16 {
@@ -53,7 +65,11 @@ pub fn moto_endpoint() -> &'static str {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
-        let guard = ChildGuard(child);
+        let mut child = child;
+        at_exit(move || {
+            let _ = child.kill();
+            let _ = child.wait();
+        });
         let endpoint = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -65,7 +81,7 @@ pub fn moto_endpoint() -> &'static str {
             // SAFETY: set while holding the OnceLock initialiser; every reader opens roots after this.
             unsafe { std::env::set_var(k, v) };
         }
-        Moto { endpoint, _child: guard }
+        Moto { endpoint }
     });
     &moto.endpoint
 }
