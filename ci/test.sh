@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README.md "Tests"). Installs what the tests need that is not Rust — a Python
 # venv with moto (the S3 server the tests start on 127.0.0.1) and pyarrow (the second Parquet
-# reader), and Debian's Slurm and munge packages — then runs the whole test suite. Extra arguments go to `cargo test`.
+# reader), Debian's Slurm and munge (single-node cluster) and chromium (report check) — then runs
+# the whole test suite. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${SIMGAN_VENV:-$PWD/.venv}"
@@ -9,17 +10,19 @@ if ! "$venv/bin/python" -c 'import moto, pyarrow, PIL, yaml' 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]' pyarrow pillow pyyaml
 fi
-# A real single-node Slurm for the distributed tests (Debian packages; the tests start it).
+# Debian packages: Slurm for the distributed tests (the tests start it), chromium for the report.
 pkgs=()
 command -v slurmctld >/dev/null || pkgs+=(slurmctld)
 command -v slurmd >/dev/null || pkgs+=(slurmd)
 command -v sbatch >/dev/null || pkgs+=(slurm-client)
 command -v munged >/dev/null || pkgs+=(munge)
+command -v chromium >/dev/null || pkgs+=(chromium)
 if [ ${#pkgs[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y --no-install-recommends "${pkgs[@]}" >/dev/null \
     || { apt-get update >/dev/null && apt-get install -y --no-install-recommends "${pkgs[@]}" >/dev/null; }
 fi
+export SIMGAN_CHROMIUM="$(command -v chromium)"
 export SIMGAN_MOTO_SERVER="$venv/bin/moto_server"
 export SIMGAN_PYTHON="$venv/bin/python"
 exec cargo test --locked "$@"

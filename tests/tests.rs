@@ -4,5 +4,6 @@ mod util;
 
 mod cli;
 mod distributed;
+mod e2e;
 mod runner;
 mod storage;

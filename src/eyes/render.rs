@@ -51,7 +51,9 @@
 //!
 //! [`RenderConfig`] deserialises from a *partial* table: the preset of its `domain` field
 //! (default `synthetic`) fills every knob that is not given, and unknown keys are an error, e.g.
-//! `{ domain = "real-like", noise_std = [0.0, 0.01] }`. Deserialisation validates;
+//! `{ domain = "real-like", noise_std = [0.0, 0.01], blur_sigma_px = 0.5, gaze_yaw = [-10, 10] }`:
+//! a `[lo, hi]` range knob also accepts one number (a fixed value), and an angle distribution
+//! also accepts a number (fixed) or a `[min, max]` pair (uniform). Deserialisation validates;
 //! [`render`] itself never panics on a bad config (it clamps every knob into its valid range).
 
 use std::fmt;
@@ -217,6 +219,93 @@ const B_BRIGHT: (f32, f32) = (0.0, 0.5);
 const B_GAMMA: (f32, f32) = (0.0, 2.0);
 const B_GLINT_R: (f32, f32) = (0.2, 4.0);
 
+/// How a knob is read from a (partial) config. Besides their full forms, `[lo, hi]` ranges
+/// accept a single number (a fixed value) and an [`AngleDist`] accepts a number (fixed angle) or a
+/// `[min, max]` pair (uniform).
+trait Knob: Sized {
+    fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error>;
+}
+
+macro_rules! plain_knob {
+    ($($t:ty),*) => {$(
+        impl Knob for $t {
+            fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                <$t>::deserialize(d)
+            }
+        }
+    )*};
+}
+plain_knob!(f32, bool, Domain);
+
+fn read_knob<'de, D: Deserializer<'de>, T: Knob>(d: D) -> Result<Option<T>, D::Error> {
+    T::read(d).map(Some)
+}
+
+/// Accepts a number `v` (→ `Fixed(v)`), a `[lo, hi]` pair, or (for angles) a table.
+enum NumOrPair<T> {
+    Fixed(f32),
+    Pair([f32; 2]),
+    Table(T),
+}
+
+struct NumOrPairVisitor<T>(std::marker::PhantomData<T>, bool);
+
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for NumOrPairVisitor<T> {
+    type Value = NumOrPair<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.1 {
+            f.write_str("a number, a [min, max] pair or a table")
+        } else {
+            f.write_str("a number or a [lo, hi] pair")
+        }
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(NumOrPair::Fixed(v as f32))
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(NumOrPair::Fixed(v as f32))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(NumOrPair::Fixed(v as f32))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error;
+        let lo: f32 = seq.next_element()?.ok_or_else(|| A::Error::invalid_length(0, &self))?;
+        let hi: f32 = seq.next_element()?.ok_or_else(|| A::Error::invalid_length(1, &self))?;
+        if seq.next_element::<f32>()?.is_some() {
+            return Err(A::Error::invalid_length(3, &self));
+        }
+        Ok(NumOrPair::Pair([lo, hi]))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        if !self.1 {
+            return Err(serde::de::Error::invalid_type(serde::de::Unexpected::Map, &self));
+        }
+        T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(NumOrPair::Table)
+    }
+}
+
+impl Knob for [f32; 2] {
+    fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match d.deserialize_any(NumOrPairVisitor::<AngleDist>(std::marker::PhantomData, false))? {
+            NumOrPair::Fixed(v) => Ok([v, v]),
+            NumOrPair::Pair(p) => Ok(p),
+            NumOrPair::Table(_) => Err(serde::de::Error::custom("expected a number or a [lo, hi] pair")),
+        }
+    }
+}
+
+impl Knob for AngleDist {
+    fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match d.deserialize_any(NumOrPairVisitor::<AngleDist>(std::marker::PhantomData, true))? {
+            NumOrPair::Fixed(v) => Ok(AngleDist::uniform(v, v)),
+            NumOrPair::Pair([lo, hi]) => Ok(AngleDist::uniform(lo, hi)),
+            NumOrPair::Table(t) => Ok(t),
+        }
+    }
+}
+
 /// Declares [`RenderConfig`] and a private all-`Option` twin used to deserialise partial configs
 /// on top of a domain preset, from one field list.
 macro_rules! render_config {
@@ -228,7 +317,9 @@ macro_rules! render_config {
         /// Every knob optional: what a partial config overrides on top of its domain preset.
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
-        struct RenderConfigPatch { $( #[serde(default)] $f: Option<$t>, )* }
+        struct RenderConfigPatch {
+            $( #[serde(default, deserialize_with = "read_knob")] $f: Option<$t>, )*
+        }
 
         impl RenderConfigPatch {
             fn apply(self, cfg: &mut $name) {
@@ -1332,7 +1423,22 @@ mod tests {
         let real = RenderConfig::for_domain(Domain::RealLike);
         let back: RenderConfig = serde_json::from_str(&serde_json::to_string(&real).unwrap()).unwrap();
         assert_eq!(back, real);
+        // Short forms: a number for a range, a number or a pair for an angle distribution.
+        let cfg: RenderConfig = serde_json::from_str(
+            r#"{"noise_std": 0.05, "blur_sigma_px": 1, "gaze_yaw": [-10, 10], "head_roll": 0}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.noise_std, [0.05, 0.05]);
+        assert_eq!(cfg.blur_sigma_px, [1.0, 1.0]);
+        assert_eq!(cfg.gaze_yaw, AngleDist::uniform(-10.0, 10.0));
+        assert_eq!(cfg.head_roll, AngleDist::uniform(0.0, 0.0));
+        let cfg: RenderConfig =
+            serde_json::from_str(r#"{"gaze_pitch": {"min_deg": -9, "max_deg": 9, "std_deg": 3}}"#).unwrap();
+        assert_eq!(cfg.gaze_pitch, AngleDist::normal(0.0, 3.0, -9.0, 9.0));
         // Typos and invalid values are rejected.
+        assert!(serde_json::from_str::<RenderConfig>(r#"{"noise_std": [0.1, 0.2, 0.3]}"#).is_err());
+        assert!(serde_json::from_str::<RenderConfig>(r#"{"noise_std": {"lo": 0.1}}"#).is_err());
+        assert!(serde_json::from_str::<RenderConfig>(r#"{"gaze_pitch": {"min": 0}}"#).is_err());
         assert!(serde_json::from_str::<RenderConfig>(r#"{"nois_std": [0, 0]}"#).is_err());
         assert!(serde_json::from_str::<RenderConfig>(r#"{"noise_std": [0.2, 0.1]}"#).is_err());
         assert!(serde_json::from_str::<RenderConfig>(r#"{"gaze_pitch": {"min_deg": -80, "max_deg": 0}}"#).is_err());

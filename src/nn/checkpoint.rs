@@ -532,7 +532,7 @@ mod tests {
     fn bare_models_roundtrip_and_metadata() {
         let device = Default::default();
         let cfg = RefinerConfig::narrow(4).with_blocks(1);
-        let r = cfg.init::<CpuBackend>(&device);
+        let r = crate::nn::init_seeded::<CpuBackend, _>(&device, 1, || cfg.init::<CpuBackend>(&device));
         let bytes = save_refiner(&r, &cfg).unwrap();
         let meta = safetensors_metadata(&bytes).unwrap();
         assert_eq!(meta.get(META_KIND).map(String::as_str), Some(KIND_REFINER));
@@ -546,7 +546,7 @@ mod tests {
 
         // Gaze net: linear weights stored PyTorch-style [out, in].
         let gcfg = GazeNetConfig::narrow(16).with_height(24).with_width(32);
-        let g = gcfg.init::<CpuBackend>(&device).unwrap();
+        let g = crate::nn::init_seeded::<CpuBackend, _>(&device, 1, || gcfg.init::<CpuBackend>(&device).ok()).unwrap();
         let gbytes = save_gaze_net(&g, &gcfg).unwrap();
         let header_len = u64::from_le_bytes(gbytes[..8].try_into().unwrap()) as usize;
         let header: serde_json::Value = serde_json::from_slice(&gbytes[8..8 + header_len]).unwrap();

@@ -12,7 +12,7 @@
 //! sums; a mean keeps the loss scale independent of the patch grid and batch size), and the
 //! self-regularisation is the mean over pixels and batch. Note what this does to λ: public code
 //! that sums both terms per image (carpedm20: λ = 0.5, 9×14 patches, 35×55 pixels) corresponds
-//! to λ ≈ 0.5 · 1925 / 126 ≈ 7.6 in this mean form.
+//! to λ ≈ 0.5 · 1925 / 126 ≈ 7.6 in this mean form (hence `TrainConfig`'s default of 7.5).
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::log_softmax;

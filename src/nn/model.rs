@@ -454,18 +454,18 @@ impl<B: Backend> GazeNet<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::backend::CpuBackend;
+    use crate::nn::backend::{CpuBackend, init_seeded};
 
     type B = CpuBackend;
 
     #[test]
     fn refiner_keeps_shape_and_range() {
         let device = Default::default();
-        let r = RefinerConfig::narrow(8).init::<B>(&device);
+        let r = init_seeded::<B, _>(&device, 1, || RefinerConfig::narrow(8).init::<B>(&device));
         let x = Tensor::<B, 4>::zeros([2, 1, 35, 55], &device);
         let y = r.forward(x);
         assert_eq!(y.dims(), [2, 1, 35, 55]);
-        let hand = RefinerConfig::hand().with_width(4).init::<B>(&device);
+        let hand = init_seeded::<B, _>(&device, 1, || RefinerConfig::hand().with_width(4).init::<B>(&device));
         assert_eq!(hand.blocks.len(), 10);
         assert_eq!(hand.conv_in.kernel_size, [7, 7]);
         assert_eq!(hand.forward(Tensor::zeros([1, 1, 20, 24], &device)).dims(), [1, 1, 20, 24]);
@@ -476,11 +476,13 @@ mod tests {
         let device = Default::default();
         let cfg = DiscriminatorConfig::narrow(8);
         assert_eq!(cfg.patch_grid(35, 55), (9, 14));
-        let d = cfg.init::<B>(&device);
+        let d = init_seeded::<B, _>(&device, 1, || cfg.init::<B>(&device));
         assert_eq!(d.forward(Tensor::zeros([3, 1, 35, 55], &device)).dims(), [3, 2, 9, 14]);
         let hand = DiscriminatorConfig::hand();
         assert_eq!(hand.patch_grid(224, 224), (7, 7));
-        let dh = DiscriminatorConfig::hand().with_conv1_channels(4).with_conv2_channels(4).init::<B>(&device);
+        let dh = init_seeded::<B, _>(&device, 1, || {
+            DiscriminatorConfig::hand().with_conv1_channels(4).with_conv2_channels(4).init::<B>(&device)
+        });
         assert_eq!(dh.forward(Tensor::zeros([1, 1, 224, 224], &device)).dims(), [1, 2, 7, 7]);
     }
 
@@ -489,7 +491,7 @@ mod tests {
         assert_eq!(GazeNetConfig::eye().flatten_size(), Some(9600));
         let cfg = GazeNetConfig::narrow(8).with_height(36).with_width(60);
         let device = Default::default();
-        let net = cfg.init::<B>(&device).unwrap();
+        let net = init_seeded::<B, _>(&device, 1, || cfg.init::<B>(&device).ok()).unwrap();
         assert_eq!(net.forward(Tensor::zeros([2, 1, 36, 60], &device)).dims(), [2, 3]);
         assert!(GazeNetConfig::new().with_height(10).validate().is_err());
     }

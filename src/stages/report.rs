@@ -218,6 +218,8 @@ fn html(summary: &[Summary], has_grid: bool, has_curves: bool, ctx: &StageCtx) -
         }
         h.push_str("</p>");
     }
+    // Marks how many images decoded (read by the headless-browser test and handy when debugging).
+    h.push_str("<script>window.addEventListener('load',function(){var i=[].slice.call(document.images);document.body.setAttribute('data-images-loaded',i.filter(function(x){return x.complete&&x.naturalWidth>0}).length+'/'+i.length)})</script>");
     h.push_str("</body></html>");
     h
 }
