@@ -12,6 +12,7 @@
 
 pub mod eyes;
 pub mod nn;
+pub mod bench;
 pub mod cli;
 pub mod dataset;
 pub mod error;

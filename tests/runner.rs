@@ -298,3 +298,12 @@ fn validation_errors_name_the_stage_and_key() {
         assert!(err.to_string().contains(want), "{body}\n→ {err}\nwanted: {want}");
     }
 }
+
+#[test]
+fn shipped_pipelines_validate() {
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines")).unwrap() {
+        let path = entry.unwrap().path();
+        let p = Pipeline::load(&path, &Registry::builtin()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(p.stages.len() >= 2, "{}", path.display());
+    }
+}

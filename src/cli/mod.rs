@@ -13,6 +13,7 @@ use crate::pipeline::Pipeline;
 use crate::stages::Registry;
 use crate::storage::Root;
 
+mod bench;
 mod data;
 mod inspect;
 mod run;
@@ -54,6 +55,8 @@ enum Command {
     Query(data::QueryArgs),
     /// Submit the pipeline to Slurm (job arrays, afterok chains) or print Kubernetes Indexed Jobs.
     Submit(submit::SubmitArgs),
+    /// Measure throughput (train, refine, generate, ingest, runner) as JSON; see the notes.
+    Bench(bench::BenchArgs),
     /// The stage kinds, their inputs and params.
     Kinds,
 }
@@ -137,6 +140,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Export(a) => data::export(a, &rt),
         Command::Query(a) => data::query(a, &rt),
         Command::Submit(a) => submit::submit(a, &rt),
+        Command::Bench(a) => bench::bench(a, &rt),
         Command::Kinds => {
             inspect::kinds();
             Ok(())

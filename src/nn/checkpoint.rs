@@ -536,6 +536,11 @@ mod tests {
         let bytes = save_refiner(&r, &cfg).unwrap();
         let meta = safetensors_metadata(&bytes).unwrap();
         assert_eq!(meta.get(META_KIND).map(String::as_str), Some(KIND_REFINER));
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+        assert_eq!(header["conv_in.weight"]["dtype"], "F32");
+        assert_eq!(header["conv_in.weight"]["shape"], serde_json::json!([4, 1, 3, 3]));
+        assert_eq!(header["blocks.0.conv2.bias"]["shape"], serde_json::json!([4]));
         let (r2, cfg2) = load_refiner::<CpuBackend>(&bytes, &device).unwrap();
         assert_eq!(cfg2, cfg);
         let x = Tensor::<CpuBackend, 4>::ones([1, 1, 6, 7], &device).mul_scalar(0.3);

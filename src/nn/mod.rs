@@ -31,8 +31,8 @@ pub use backend::{
 };
 pub use bench::{BenchReport, bench_cpu};
 pub use checkpoint::{
-    TrainerCheckpoint, load_discriminator, load_gaze_net, load_refiner, save_discriminator,
-    save_gaze_net, save_refiner,
+    TrainerCheckpoint, load_discriminator, load_gaze_net, load_refiner, safetensors_metadata,
+    save_discriminator, save_gaze_net, save_refiner,
 };
 pub use history::HistoryBuffer;
 pub use model::{
@@ -40,7 +40,7 @@ pub use model::{
 };
 pub use train::{
     BatchSource, GazeOptimizer, GazeTrainConfig, GazeTrainer, Phase, RefinerTrainer, StepMetrics,
-    TrainConfig, gray_to_tensor, refine, refine_images, tensor_to_gray,
+    TrainConfig, gray_to_tensor, predict_gaze, refine, refine_images, tensor_to_gray,
 };
 
 /// Errors of the nn module. Structured so callers can match on them; the sources of burn's own
@@ -121,3 +121,15 @@ impl From<burn::tensor::DataError> for NnError {
 
 /// Result alias for this module.
 pub type Result<T, E = NnError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    /// Errors cross threads and convert into `anyhow::Error` in the runner.
+    #[test]
+    fn error_is_send_sync_static() {
+        fn check<T: Send + Sync + 'static + std::error::Error>() {}
+        check::<super::NnError>();
+        let e: anyhow::Error = super::NnError::InvalidConfig("x".into()).into();
+        assert!(e.to_string().contains("invalid config"));
+    }
+}

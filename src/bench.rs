@@ -1,0 +1,237 @@
+//! `simgan bench`: the figures the notes report, measured side by side in one process so they can
+//! be stated as ratios on a shared, noisy machine. Every section runs real stages on a temporary
+//! root (or the S3 root given) — nothing here is used by the pipeline itself.
+//!
+//! Sections: `train` (burn refiner training iteration and inference vs PyTorch), `refine`
+//! (Parquet → Parquet end to end vs compute only), `generate` (images/s per core), `ingest`
+//! (UnityEyes 640×480 jpg+json vs a PIL + pyarrow script), `runner` (no-op rerun of a 200-shard
+//! pipeline, commit overhead per shard).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+use crate::pipeline::Pipeline;
+use crate::runner::{self, RunOptions};
+use crate::stages::Registry;
+use crate::storage::Root;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Sections to run (train, refine, generate, ingest, runner).
+    pub sections: Vec<String>,
+    /// Refiner width for `train` and `refine` (64 = paper).
+    pub width: usize,
+    /// Timed training iterations.
+    pub iters: usize,
+    /// Rows refined end to end.
+    pub refine_rows: usize,
+    /// Python with torch, for the PyTorch baseline (skipped if `None`).
+    pub torch_python: Option<String>,
+    /// Python with PIL + pyarrow, for the ingest baseline (skipped if `None`).
+    pub python: Option<String>,
+    /// UnityEyes samples for `ingest`.
+    pub ingest_files: usize,
+    /// An extra root (e.g. s3://bucket/bench) for the commit-overhead figure.
+    pub remote_root: Option<String>,
+    /// Scratch folder.
+    pub scratch: PathBuf,
+}
+
+fn temp_root(scratch: &Path, name: &str, rt: &tokio::runtime::Handle) -> Result<(PathBuf, Root)> {
+    let dir = scratch.join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    let root = Root::open(&dir.to_string_lossy(), rt.clone())?;
+    Ok((dir, root))
+}
+
+fn run_pipeline(text: &str, root: &Root) -> Result<(f64, runner::RunReport)> {
+    let p = Pipeline::parse(text, "bench.toml", &Registry::builtin())?;
+    let t = Instant::now();
+    let r = runner::run(&p, root, &RunOptions::default())?;
+    Ok((t.elapsed().as_secs_f64(), r))
+}
+
+fn stage_seconds(r: &runner::RunReport, name: &str) -> f64 {
+    r.ran.iter().find(|o| o.name == name).map(|o| o.seconds).unwrap_or(f64::NAN)
+}
+
+/// Peak resident memory of this process so far, in MiB (Linux `VmHWM`).
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn python_json(python: &str, args: &[String]) -> Result<Value> {
+    let out = std::process::Command::new(python)
+        .args(args)
+        .output()
+        .map_err(|source| Error::Io { op: "run", path: PathBuf::from(python), source })?;
+    if !out.status.success() {
+        return Err(Error::stage("bench", format!("{python} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr))));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|source| Error::Json { path: format!("{python} output"), source })
+}
+
+fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
+fn bench_train(o: &BenchOptions) -> Result<Value> {
+    let burn = crate::nn::bench_cpu(o.width, 64, o.iters)?;
+    let mut v = json!({ "burn": burn });
+    if let Some(py) = &o.torch_python {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/torch_refiner.py");
+        let args = [script.to_string_lossy().into_owned(), "--width".into(), o.width.to_string(), "--iters".into(), o.iters.to_string(), "--threads".into(), threads().to_string()];
+        let torch = python_json(py, &args)?;
+        let t_ms = torch["train_iter_ms"].as_f64().unwrap_or(f64::NAN);
+        let t_ips = torch["infer_images_per_s"].as_f64().unwrap_or(f64::NAN);
+        v["torch"] = torch;
+        v["speed_vs_torch"] = json!({ "train": t_ms / burn.train_iter_ms, "inference": burn.infer_images_per_s / t_ips });
+    }
+    Ok(v)
+}
+
+fn bench_refine(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> {
+    let (_dir, root) = temp_root(&o.scratch, "refine", rt)?;
+    let text = format!(
+        r#"name = "bench-refine"
+[stages.synthetic]
+kind = "generate-eyes"
+params = {{ domain = "synthetic", rows = {rows}, rows_per_shard = 2500, seed = 1 }}
+[stages.real]
+kind = "generate-eyes"
+params = {{ domain = "real-like", rows = 64, seed = 2 }}
+[stages.refiner]
+kind = "train-refiner"
+inputs = {{ synthetic = "synthetic", real = "real" }}
+params = {{ width = {w}, pretrain_r_steps = 1, pretrain_d_steps = 0, steps = 0 }}
+[stages.refined]
+kind = "refine"
+inputs = {{ data = "synthetic", refiner = "refiner" }}
+params = {{ batch_size = 256 }}
+"#,
+        rows = o.refine_rows,
+        w = o.width
+    );
+    let (_, r) = run_pipeline(&text, &root)?;
+    let e2e = stage_seconds(&r, "refined");
+    // Compute only: the same images, already decoded, through the same refiner.
+    let committed = crate::manifest::latest(&root, "synthetic")?.ok_or_else(|| Error::stage("bench", "no synthetic stage"))?;
+    let refiner = crate::manifest::latest(&root, "refiner")?.ok_or_else(|| Error::stage("bench", "no refiner"))?;
+    let weights_path = refiner.manifest.artifacts.iter().find(|a| a.path.ends_with("refiner.safetensors")).ok_or_else(|| Error::stage("bench", "no weights"))?;
+    let weights = root.get_required(&weights_path.path)?;
+    let mut images = Vec::new();
+    for s in &committed.manifest.shards {
+        for b in crate::shards::read(&root, &s.path, None)? {
+            let rows = crate::eyes::rows::from_batch(&b)?;
+            images.extend(crate::stages::common::decode_all(&rows)?);
+        }
+    }
+    let device = Default::default();
+    let (model, _) = crate::nn::load_refiner::<crate::nn::CpuBackend>(&weights, &device)?;
+    let t = Instant::now();
+    let out = crate::nn::refine_images(&model, &images, 256, &device)?;
+    let compute = t.elapsed().as_secs_f64();
+    let n = out.len() as f64;
+    Ok(json!({
+        "rows": o.refine_rows, "width": o.width, "batch": 256,
+        "end_to_end_images_per_s": n / e2e, "compute_only_images_per_s": n / compute,
+        "io_overhead_fraction": 1.0 - compute / e2e,
+        "peak_rss_mib": peak_rss_mib(),
+    }))
+}
+
+fn bench_generate(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> {
+    let mut v = json!({ "threads": threads() });
+    for domain in ["synthetic", "real-like"] {
+        let (_dir, root) = temp_root(&o.scratch, &format!("gen-{domain}"), rt)?;
+        let text = format!("name = \"g\"\n[stages.g]\nkind = \"generate-eyes\"\nparams = {{ domain = \"{domain}\", rows = 20000, rows_per_shard = 5000 }}\n");
+        let (_, r) = run_pipeline(&text, &root)?;
+        let ips = 20000.0 / stage_seconds(&r, "g");
+        v[domain] = json!({ "images_per_s": ips, "images_per_s_per_core": ips / threads() as f64 });
+    }
+    Ok(v)
+}
+
+fn bench_ingest(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> {
+    use crate::eyes::unityeyes::{fixture_image, fixture_json, fixture_label};
+    let src = o.scratch.join("unityeyes");
+    let _ = std::fs::remove_dir_all(&src);
+    std::fs::create_dir_all(&src).map_err(|source| Error::Io { op: "create", path: src.clone(), source })?;
+    for i in 0..o.ingest_files {
+        let f = i as f32 / o.ingest_files as f32;
+        let label = fixture_label([300.0 + 40.0 * f, 240.0 - 20.0 * f], 90.0, crate::eyes::from_pitch_yaw(0.2 * f - 0.1, 0.3 - 0.6 * f), [0.0, 0.0, 0.0]);
+        let img = fixture_image(&label, 640, 480);
+        let path = src.join(format!("{}.jpg", i + 1));
+        img.save(&path).map_err(|source| Error::Image { what: path.display().to_string(), source })?;
+        let jpath = src.join(format!("{}.json", i + 1));
+        std::fs::write(&jpath, fixture_json(&label, 480)).map_err(|source| Error::Io { op: "write", path: jpath.clone(), source })?;
+    }
+    let (_dir, root) = temp_root(&o.scratch, "ingest", rt)?;
+    let text = format!("name = \"i\"\n[stages.ue]\nkind = \"ingest-unityeyes\"\ninputs = {{ source = \"{}\" }}\n", src.display());
+    let (_, r) = run_pipeline(&text, &root)?;
+    let ours = o.ingest_files as f64 / stage_seconds(&r, "ue");
+    let mut v = json!({ "files": o.ingest_files, "threads": threads(), "simgan_images_per_s": ours, "simgan_images_per_s_per_core": ours / threads() as f64 });
+    if let Some(py) = &o.python {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pil_ingest.py");
+        let out = o.scratch.join("pil.parquet");
+        let res = python_json(py, &[script.to_string_lossy().into_owned(), src.to_string_lossy().into_owned(), out.to_string_lossy().into_owned()])?;
+        let theirs = res["images_per_s"].as_f64().unwrap_or(f64::NAN);
+        v["python_pil_images_per_s_one_core"] = json!(theirs);
+        v["speedup_per_core"] = json!(ours / threads() as f64 / theirs);
+    }
+    Ok(v)
+}
+
+fn bench_runner(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> {
+    let text = "name = \"r\"\n[stages.many]\nkind = \"generate-eyes\"\nparams = { domain = \"synthetic\", rows = 200, rows_per_shard = 1 }\n[stages.more]\nkind = \"generate-eyes\"\nparams = { domain = \"real-like\", rows = 200, rows_per_shard = 1 }\n";
+    let mut v = json!({});
+    let mut roots = vec![("local".to_string(), temp_root(&o.scratch, "runner", rt)?.1)];
+    if let Some(r) = &o.remote_root {
+        roots.push(("remote".to_string(), Root::open(r, rt.clone())?));
+    }
+    for (name, root) in roots {
+        let (first, report) = run_pipeline(text, &root)?;
+        let units: usize = report.ran.iter().map(|o| o.units_run).sum();
+        let (noop, again) = run_pipeline(text, &root)?;
+        if !again.ran.is_empty() {
+            return Err(Error::stage("bench", "the no-op rerun ran stages"));
+        }
+        v[name] = json!({ "shards": units, "first_run_s": first, "per_shard_ms": first * 1e3 / units as f64, "noop_rerun_s": noop, "root": root.url() });
+    }
+    Ok(v)
+}
+
+/// Run the selected sections; returns one JSON document.
+pub fn run(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> {
+    let mut out = json!({ "threads": threads(), "cpu": cpu_model() });
+    for s in &o.sections {
+        let t = Instant::now();
+        let v = match s.as_str() {
+            "train" => bench_train(o)?,
+            "refine" => bench_refine(o, rt)?,
+            "generate" => bench_generate(o, rt)?,
+            "ingest" => bench_ingest(o, rt)?,
+            "runner" => bench_runner(o, rt)?,
+            other => return Err(Error::stage("bench", format!("unknown section `{other}` (train, refine, generate, ingest, runner)"))),
+        };
+        tracing::info!(section = %s, seconds = t.elapsed().as_secs_f64(), "bench section done");
+        out[s.as_str()] = v;
+    }
+    out["peak_rss_mib"] = json!(peak_rss_mib());
+    Ok(out)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()))
+        .unwrap_or_default()
+}

@@ -1,0 +1,55 @@
+//! `simgan bench`: the benchmark figures (see `crate::bench`), as JSON on stdout.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::bench::{self, BenchOptions};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Sections: train, refine, generate, ingest, runner (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "generate,runner,refine,train")]
+    sections: Vec<String>,
+    /// Refiner width for train/refine (64 = the paper's eye refiner).
+    #[arg(long, default_value_t = 64)]
+    width: usize,
+    /// Timed training iterations.
+    #[arg(long, default_value_t = 3)]
+    iters: usize,
+    /// Rows for the refine section.
+    #[arg(long, default_value_t = 10_000)]
+    refine_rows: usize,
+    /// Python with torch for the PyTorch baseline.
+    #[arg(long)]
+    torch_python: Option<String>,
+    /// Python with PIL + pyarrow for the ingest baseline.
+    #[arg(long)]
+    python: Option<String>,
+    /// UnityEyes fixtures for the ingest section.
+    #[arg(long, default_value_t = 500)]
+    ingest_files: usize,
+    /// Also measure commit overhead on this root (e.g. s3://bucket/bench).
+    #[arg(long)]
+    remote_root: Option<String>,
+    /// Scratch folder (deleted first).
+    #[arg(long, default_value = "/tmp/simgan-bench")]
+    scratch: PathBuf,
+}
+
+pub fn bench(a: BenchArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    let o = BenchOptions {
+        sections: a.sections,
+        width: a.width,
+        iters: a.iters,
+        refine_rows: a.refine_rows,
+        torch_python: a.torch_python,
+        python: a.python,
+        ingest_files: a.ingest_files,
+        remote_root: a.remote_root,
+        scratch: a.scratch,
+    };
+    let report = bench::run(&o, rt.handle())?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
