@@ -42,7 +42,9 @@ pub type CudaAutodiffBackend = Autodiff<burn::backend::Cuda>;
 pub type CudaDevice = burn::backend::cuda::CudaDevice;
 
 /// Where to run: parsed from `"cpu"`, `"cuda"` (= `"cuda:0"`) or `"cuda:N"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub enum DeviceSpec {
     /// The CPU (burn-flex).
@@ -64,7 +66,9 @@ impl FromStr for DeviceSpec {
     type Err = DeviceSpecError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || DeviceSpecError { input: s.to_string() };
+        let bad = || DeviceSpecError {
+            input: s.to_string(),
+        };
         let t = s.trim().to_ascii_lowercase();
         match t.as_str() {
             "cpu" => Ok(DeviceSpec::Cpu),
@@ -74,7 +78,9 @@ impl FromStr for DeviceSpec {
                     .strip_prefix("cuda:")
                     .or_else(|| t.strip_prefix("gpu:"))
                     .ok_or_else(bad)?;
-                idx.parse::<usize>().map(DeviceSpec::Cuda).map_err(|_| bad())
+                idx.parse::<usize>()
+                    .map(DeviceSpec::Cuda)
+                    .map_err(|_| bad())
             }
         }
     }
@@ -144,7 +150,9 @@ pub fn run_on<J: BackendJob>(spec: &DeviceSpec, job: J) -> Result<J::Output, NnE
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(index) => Ok(job.run::<CudaAutodiffBackend>(CudaDevice { index: *index })),
         #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) => Err(NnError::CudaNotCompiled { spec: spec.to_string() }),
+        DeviceSpec::Cuda(_) => Err(NnError::CudaNotCompiled {
+            spec: spec.to_string(),
+        }),
     }
 }
 
@@ -164,7 +172,11 @@ static INIT_LOCK: Mutex<()> = Mutex::new(());
 /// holds a process-wide lock while seeding, building and materialising every (lazily
 /// initialised) parameter, so concurrent [`init_seeded`] calls cannot interleave their draws.
 /// (Code that draws from the backend RNG without this function can still interfere.)
-pub fn init_seeded<B: Backend, M: Module<B>>(device: &B::Device, seed: u64, build: impl FnOnce() -> M) -> M {
+pub fn init_seeded<B: Backend, M: Module<B>>(
+    device: &B::Device,
+    seed: u64,
+    build: impl FnOnce() -> M,
+) -> M {
     // A poisoned lock only means another init panicked; the guarded data is `()`.
     let _guard = INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     B::seed(device, seed);
@@ -199,7 +211,10 @@ mod tests {
         assert_eq!(DeviceSpec::Cuda(2).to_string(), "cuda:2");
         let json = serde_json::to_string(&DeviceSpec::Cuda(1)).unwrap();
         assert_eq!(json, "\"cuda:1\"");
-        assert_eq!(serde_json::from_str::<DeviceSpec>(&json).unwrap(), DeviceSpec::Cuda(1));
+        assert_eq!(
+            serde_json::from_str::<DeviceSpec>(&json).unwrap(),
+            DeviceSpec::Cuda(1)
+        );
     }
 
     struct Sum;

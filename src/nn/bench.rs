@@ -38,7 +38,9 @@ pub struct BenchReport {
 }
 
 fn toy_batch(n: usize, h: usize, w: usize, device: &CpuDevice) -> Tensor<CpuBackend, 4> {
-    let data: Vec<f32> = (0..n * h * w).map(|i| ((i % 97) as f32 / 48.5) - 1.0).collect();
+    let data: Vec<f32> = (0..n * h * w)
+        .map(|i| ((i % 97) as f32 / 48.5) - 1.0)
+        .collect();
     Tensor::from_data(TensorData::new(data, [n, 1, h, w]), device)
 }
 
@@ -56,7 +58,9 @@ pub fn bench_cpu(width: usize, batch: usize, iters: usize) -> Result<BenchReport
         .with_history_capacity(batch * 4);
     let mut trainer = RefinerTrainer::<CpuAutodiffBackend>::new(cfg, &device)?;
     let synth = Tensor::<CpuAutodiffBackend, 4>::from_inner(toy_batch(batch, h, w, &device));
-    let real = Tensor::<CpuAutodiffBackend, 4>::from_inner(toy_batch(batch, h, w, &device).mul_scalar(0.9));
+    let real = Tensor::<CpuAutodiffBackend, 4>::from_inner(
+        toy_batch(batch, h, w, &device).mul_scalar(0.9),
+    );
 
     trainer.r_step(synth.clone())?;
     trainer.d_step(synth.clone(), real.clone())?;
@@ -110,6 +114,14 @@ mod tests {
     #[ignore]
     fn bench_full_eye() {
         let r = bench_cpu(64, 64, 3).unwrap();
+        eprintln!("{}", serde_json::to_string_pretty(&r).unwrap());
+    }
+
+    /// The CPU-demo refiner width (16) at batch 16: `... bench_demo_width -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn bench_demo_width() {
+        let r = bench_cpu(16, 16, 5).unwrap();
         eprintln!("{}", serde_json::to_string_pretty(&r).unwrap());
     }
 }

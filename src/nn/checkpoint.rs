@@ -31,8 +31,12 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::NnError;
 use super::history::HistoryBuffer;
-use super::model::{Discriminator, DiscriminatorConfig, GazeNet, GazeNetConfig, Refiner, RefinerConfig};
-use super::train::{GazeOptim, GazeTrainConfig, GazeTrainer, RefinerTrainer, TrainConfig, gaze_optim, history_seed};
+use super::model::{
+    Discriminator, DiscriminatorConfig, GazeNet, GazeNetConfig, Refiner, RefinerConfig,
+};
+use super::train::{
+    GazeOptim, GazeTrainConfig, GazeTrainer, RefinerTrainer, TrainConfig, gaze_optim, history_seed,
+};
 
 /// Safetensors metadata key holding the model kind.
 pub const META_KIND: &str = "simgan.kind";
@@ -94,16 +98,26 @@ fn module_to_safetensors<B: Backend, M: Module<B>>(
         .with_to_adapter(BurnToPyTorchAdapter)
         .metadata(META_KIND, what)
         .metadata(META_CONFIG, config_json);
-    module.save_into(&mut store).map_err(|source| NnError::Safetensors { what, source })?;
-    store.get_bytes().map_err(|source| NnError::Safetensors { what, source })
+    module
+        .save_into(&mut store)
+        .map_err(|source| NnError::Safetensors { what, source })?;
+    store
+        .get_bytes()
+        .map_err(|source| NnError::Safetensors { what, source })
 }
 
-fn safetensors_into_module<B: Backend, M: Module<B>>(mut module: M, bytes: &[u8], what: &'static str) -> Result<M, NnError> {
+fn safetensors_into_module<B: Backend, M: Module<B>>(
+    mut module: M,
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<M, NnError> {
     let mut store = SafetensorsStore::from_bytes(Some(bytes.to_vec()))
         .with_from_adapter(PyTorchToBurnAdapter)
         .validate(true)
         .allow_partial(false);
-    let result = module.load_from(&mut store).map_err(|source| NnError::Safetensors { what, source })?;
+    let result = module
+        .load_from(&mut store)
+        .map_err(|source| NnError::Safetensors { what, source })?;
     if !result.errors.is_empty() || !result.missing.is_empty() || !result.unused.is_empty() {
         return Err(NnError::WeightsMismatch {
             what,
@@ -119,9 +133,15 @@ fn safetensors_into_module<B: Backend, M: Module<B>>(mut module: M, bytes: &[u8]
 /// The `__metadata__` map of a safetensors file (parsed from its JSON header).
 pub fn safetensors_metadata(bytes: &[u8]) -> Result<BTreeMap<String, String>, NnError> {
     let bad = |m: &str| NnError::Checkpoint(format!("safetensors header: {m}"));
-    let len_bytes: [u8; 8] = bytes.get(..8).and_then(|s| s.try_into().ok()).ok_or_else(|| bad("shorter than 8 bytes"))?;
-    let n = usize::try_from(u64::from_le_bytes(len_bytes)).map_err(|_| bad("header length overflows"))?;
-    let header = bytes.get(8..8usize.saturating_add(n)).ok_or_else(|| bad("truncated header"))?;
+    let len_bytes: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(|| bad("shorter than 8 bytes"))?;
+    let n = usize::try_from(u64::from_le_bytes(len_bytes))
+        .map_err(|_| bad("header length overflows"))?;
+    let header = bytes
+        .get(8..8usize.saturating_add(n))
+        .ok_or_else(|| bad("truncated header"))?;
     #[derive(Deserialize)]
     struct Header {
         #[serde(rename = "__metadata__", default)]
@@ -131,27 +151,38 @@ pub fn safetensors_metadata(bytes: &[u8]) -> Result<BTreeMap<String, String>, Nn
     Ok(h.metadata)
 }
 
-fn config_from_safetensors<C: DeserializeOwned>(bytes: &[u8], kind: &'static str) -> Result<C, NnError> {
+fn config_from_safetensors<C: DeserializeOwned>(
+    bytes: &[u8],
+    kind: &'static str,
+) -> Result<C, NnError> {
     let meta = safetensors_metadata(bytes)?;
     match meta.get(META_KIND) {
         Some(k) if k == kind => {}
         other => {
-            return Err(NnError::Checkpoint(format!("expected a {kind} safetensors, its {META_KIND} is {other:?}")));
+            return Err(NnError::Checkpoint(format!(
+                "expected a {kind} safetensors, its {META_KIND} is {other:?}"
+            )));
         }
     }
-    let json = meta
-        .get(META_CONFIG)
-        .ok_or_else(|| NnError::Checkpoint(format!("{kind} safetensors has no {META_CONFIG} metadata")))?;
+    let json = meta.get(META_CONFIG).ok_or_else(|| {
+        NnError::Checkpoint(format!("{kind} safetensors has no {META_CONFIG} metadata"))
+    })?;
     from_json(json.as_bytes(), kind)
 }
 
 /// A refiner as PyTorch-readable safetensors bytes, its config in the metadata.
-pub fn save_refiner<B: Backend>(refiner: &Refiner<B>, config: &RefinerConfig) -> Result<Vec<u8>, NnError> {
+pub fn save_refiner<B: Backend>(
+    refiner: &Refiner<B>,
+    config: &RefinerConfig,
+) -> Result<Vec<u8>, NnError> {
     module_to_safetensors(refiner, KIND_REFINER, to_json(config, "refiner config")?)
 }
 
 /// Rebuild a refiner (and its config) from [`save_refiner`] bytes.
-pub fn load_refiner<B: Backend>(bytes: &[u8], device: &B::Device) -> Result<(Refiner<B>, RefinerConfig), NnError> {
+pub fn load_refiner<B: Backend>(
+    bytes: &[u8],
+    device: &B::Device,
+) -> Result<(Refiner<B>, RefinerConfig), NnError> {
     let config: RefinerConfig = config_from_safetensors(bytes, KIND_REFINER)?;
     config.validate()?;
     let refiner = safetensors_into_module(config.init::<B>(device), bytes, KIND_REFINER)?;
@@ -159,8 +190,15 @@ pub fn load_refiner<B: Backend>(bytes: &[u8], device: &B::Device) -> Result<(Ref
 }
 
 /// A discriminator as safetensors bytes, its config in the metadata.
-pub fn save_discriminator<B: Backend>(d: &Discriminator<B>, config: &DiscriminatorConfig) -> Result<Vec<u8>, NnError> {
-    module_to_safetensors(d, KIND_DISCRIMINATOR, to_json(config, "discriminator config")?)
+pub fn save_discriminator<B: Backend>(
+    d: &Discriminator<B>,
+    config: &DiscriminatorConfig,
+) -> Result<Vec<u8>, NnError> {
+    module_to_safetensors(
+        d,
+        KIND_DISCRIMINATOR,
+        to_json(config, "discriminator config")?,
+    )
 }
 
 /// Rebuild a discriminator (and its config) from [`save_discriminator`] bytes.
@@ -175,12 +213,18 @@ pub fn load_discriminator<B: Backend>(
 }
 
 /// A gaze net as PyTorch-readable safetensors bytes, its config in the metadata.
-pub fn save_gaze_net<B: Backend>(net: &GazeNet<B>, config: &GazeNetConfig) -> Result<Vec<u8>, NnError> {
+pub fn save_gaze_net<B: Backend>(
+    net: &GazeNet<B>,
+    config: &GazeNetConfig,
+) -> Result<Vec<u8>, NnError> {
     module_to_safetensors(net, KIND_GAZE_NET, to_json(config, "gaze net config")?)
 }
 
 /// Rebuild a gaze net (and its config) from [`save_gaze_net`] bytes.
-pub fn load_gaze_net<B: Backend>(bytes: &[u8], device: &B::Device) -> Result<(GazeNet<B>, GazeNetConfig), NnError> {
+pub fn load_gaze_net<B: Backend>(
+    bytes: &[u8],
+    device: &B::Device,
+) -> Result<(GazeNet<B>, GazeNetConfig), NnError> {
     let config: GazeNetConfig = config_from_safetensors(bytes, KIND_GAZE_NET)?;
     let net = safetensors_into_module(config.init::<B>(device)?, bytes, KIND_GAZE_NET)?;
     Ok((net, config))
@@ -201,24 +245,38 @@ fn param_ids<B: Backend, M: Module<B>>(module: &M) -> BTreeMap<String, u64> {
         .collect()
 }
 
-fn rekey<V, R>(record: R, saved: &BTreeMap<String, u64>, fresh: &BTreeMap<String, u64>, what: &'static str) -> Result<R, NnError>
+fn rekey<V, R>(
+    record: R,
+    saved: &BTreeMap<String, u64>,
+    fresh: &BTreeMap<String, u64>,
+    what: &'static str,
+) -> Result<R, NnError>
 where
     R: IntoIterator<Item = (ParamId, V)> + FromIterator<(ParamId, V)>,
 {
     if saved.len() != fresh.len() || saved.keys().any(|k| !fresh.contains_key(k)) {
         return Err(NnError::WeightsMismatch {
             what,
-            message: format!("optimiser parameter paths differ: saved {:?}, model {:?}", saved.keys(), fresh.keys()),
+            message: format!(
+                "optimiser parameter paths differ: saved {:?}, model {:?}",
+                saved.keys(),
+                fresh.keys()
+            ),
         });
     }
-    let map: HashMap<u64, u64> = saved.iter().filter_map(|(path, id)| Some((*id, *fresh.get(path)?))).collect();
+    let map: HashMap<u64, u64> = saved
+        .iter()
+        .filter_map(|(path, id)| Some((*id, *fresh.get(path)?)))
+        .collect();
     record
         .into_iter()
         .map(|(id, v)| {
-            map.get(&id.val()).map(|new| (ParamId::from(*new), v)).ok_or_else(|| NnError::WeightsMismatch {
-                what,
-                message: format!("optimiser state for unknown parameter id {id}"),
-            })
+            map.get(&id.val())
+                .map(|new| (ParamId::from(*new), v))
+                .ok_or_else(|| NnError::WeightsMismatch {
+                    what,
+                    message: format!("optimiser state for unknown parameter id {id}"),
+                })
         })
         .collect()
 }
@@ -227,7 +285,8 @@ fn save_optim<B: AutodiffBackend, M: burn::module::AutodiffModule<B>, O: Optimiz
     optim: &O,
     what: &'static str,
 ) -> Result<Vec<u8>, NnError> {
-    Recorder::<B>::record(&MpkRecorder::default(), optim.to_record(), ()).map_err(|source| NnError::Record { what, source })
+    Recorder::<B>::record(&MpkRecorder::default(), optim.to_record(), ())
+        .map_err(|source| NnError::Record { what, source })
 }
 
 fn load_optim<B, M, O, V>(
@@ -244,8 +303,8 @@ where
     O: Optimizer<M, B>,
     O::Record: IntoIterator<Item = (ParamId, V)> + FromIterator<(ParamId, V)>,
 {
-    let record: O::Record =
-        Recorder::<B>::load(&MpkRecorder::default(), bytes.to_vec(), device).map_err(|source| NnError::Record { what, source })?;
+    let record: O::Record = Recorder::<B>::load(&MpkRecorder::default(), bytes.to_vec(), device)
+        .map_err(|source| NnError::Record { what, source })?;
     let record = rekey(record, saved_ids, &param_ids::<B, M>(module), what)?;
     Ok(optim.load_record(record))
 }
@@ -283,9 +342,19 @@ impl TrainerCheckpoint {
     pub fn to_bytes(&self) -> Result<Vec<u8>, NnError> {
         let header = ArchiveHeader {
             kind: self.kind.clone(),
-            entries: self.entries.iter().map(|(n, b)| ArchiveEntry { name: n.clone(), len: b.len() as u64 }).collect(),
+            entries: self
+                .entries
+                .iter()
+                .map(|(n, b)| ArchiveEntry {
+                    name: n.clone(),
+                    len: b.len() as u64,
+                })
+                .collect(),
         };
-        let header = serde_json::to_vec(&header).map_err(|source| NnError::Json { what: "checkpoint header", source })?;
+        let header = serde_json::to_vec(&header).map_err(|source| NnError::Json {
+            what: "checkpoint header",
+            source,
+        })?;
         let total: usize = self.entries.values().map(Vec::len).sum();
         let mut out = Vec::with_capacity(20 + header.len() + total);
         out.extend_from_slice(MAGIC);
@@ -304,40 +373,62 @@ impl TrainerCheckpoint {
         if bytes.get(..8) != Some(MAGIC.as_slice()) {
             return Err(bad("not a simgan checkpoint (bad magic)".into()));
         }
-        let version = bytes.get(8..12).and_then(|s| s.try_into().ok()).map(u32::from_le_bytes).ok_or_else(|| bad("truncated".into()))?;
+        let version = bytes
+            .get(8..12)
+            .and_then(|s| s.try_into().ok())
+            .map(u32::from_le_bytes)
+            .ok_or_else(|| bad("truncated".into()))?;
         if version != FORMAT_VERSION {
-            return Err(bad(format!("format version {version}, this build reads {FORMAT_VERSION}")));
+            return Err(bad(format!(
+                "format version {version}, this build reads {FORMAT_VERSION}"
+            )));
         }
-        let hlen = bytes.get(12..20).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes).ok_or_else(|| bad("truncated".into()))?;
+        let hlen = bytes
+            .get(12..20)
+            .and_then(|s| s.try_into().ok())
+            .map(u64::from_le_bytes)
+            .ok_or_else(|| bad("truncated".into()))?;
         let hlen = usize::try_from(hlen).map_err(|_| bad("header length overflows".into()))?;
-        let header = bytes.get(20..20usize.saturating_add(hlen)).ok_or_else(|| bad("truncated header".into()))?;
+        let header = bytes
+            .get(20..20usize.saturating_add(hlen))
+            .ok_or_else(|| bad("truncated header".into()))?;
         let header: ArchiveHeader = from_json(header, "checkpoint header")?;
         let mut pos = 20 + hlen;
         let mut entries = BTreeMap::new();
         for e in header.entries {
-            let len = usize::try_from(e.len).map_err(|_| bad(format!("entry {} too large", e.name)))?;
-            let end = pos.checked_add(len).ok_or_else(|| bad(format!("entry {} too large", e.name)))?;
-            let data = bytes.get(pos..end).ok_or_else(|| bad(format!("entry {} truncated", e.name)))?;
+            let len =
+                usize::try_from(e.len).map_err(|_| bad(format!("entry {} too large", e.name)))?;
+            let end = pos
+                .checked_add(len)
+                .ok_or_else(|| bad(format!("entry {} too large", e.name)))?;
+            let data = bytes
+                .get(pos..end)
+                .ok_or_else(|| bad(format!("entry {} truncated", e.name)))?;
             entries.insert(e.name, data.to_vec());
             pos = end;
         }
         if pos != bytes.len() {
             return Err(bad(format!("{} trailing bytes", bytes.len() - pos)));
         }
-        Ok(Self { kind: header.kind, entries })
+        Ok(Self {
+            kind: header.kind,
+            entries,
+        })
     }
 
     /// An entry's bytes, or a [`NnError::Checkpoint`] naming the missing entry.
     pub fn entry(&self, name: &str) -> Result<&[u8], NnError> {
-        self.entries
-            .get(name)
-            .map(Vec::as_slice)
-            .ok_or_else(|| NnError::Checkpoint(format!("{} checkpoint has no entry {name:?}", self.kind)))
+        self.entries.get(name).map(Vec::as_slice).ok_or_else(|| {
+            NnError::Checkpoint(format!("{} checkpoint has no entry {name:?}", self.kind))
+        })
     }
 
     fn expect_kind(&self, kind: &str) -> Result<(), NnError> {
         if self.kind != kind {
-            return Err(NnError::Checkpoint(format!("expected a {kind} checkpoint, got {}", self.kind)));
+            return Err(NnError::Checkpoint(format!(
+                "expected a {kind} checkpoint, got {}",
+                self.kind
+            )));
         }
         Ok(())
     }
@@ -360,7 +451,10 @@ struct StateJson {
 }
 
 fn ids_of<'a>(state: &'a StateJson, model: &str) -> Result<&'a BTreeMap<String, u64>, NnError> {
-    state.param_ids.get(model).ok_or_else(|| NnError::Checkpoint(format!("state.json has no parameter ids for {model}")))
+    state
+        .param_ids
+        .get(model)
+        .ok_or_else(|| NnError::Checkpoint(format!("state.json has no parameter ids for {model}")))
 }
 
 impl<B: AutodiffBackend> RefinerTrainer<B> {
@@ -369,15 +463,33 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
     /// bytes at most); without, a resumed run starts with an empty buffer.
     pub fn save_checkpoint(&self, include_history: bool) -> Result<Vec<u8>, NnError> {
         let mut entries = BTreeMap::new();
-        entries.insert(ENTRY_CONFIG.to_string(), to_json(&self.config, "train config")?.into_bytes());
-        entries.insert(ENTRY_REFINER.to_string(), save_refiner(&self.refiner, &self.config.refiner)?);
-        entries.insert(ENTRY_DISCRIMINATOR.to_string(), save_discriminator(&self.discriminator, &self.config.discriminator)?);
-        entries.insert(ENTRY_OPTIM_REFINER.to_string(), save_optim(&self.optim_r, "refiner")?);
-        entries.insert(ENTRY_OPTIM_DISCRIMINATOR.to_string(), save_optim(&self.optim_d, "discriminator")?);
+        entries.insert(
+            ENTRY_CONFIG.to_string(),
+            to_json(&self.config, "train config")?.into_bytes(),
+        );
+        entries.insert(
+            ENTRY_REFINER.to_string(),
+            save_refiner(&self.refiner, &self.config.refiner)?,
+        );
+        entries.insert(
+            ENTRY_DISCRIMINATOR.to_string(),
+            save_discriminator(&self.discriminator, &self.config.discriminator)?,
+        );
+        entries.insert(
+            ENTRY_OPTIM_REFINER.to_string(),
+            save_optim(&self.optim_r, "refiner")?,
+        );
+        entries.insert(
+            ENTRY_OPTIM_DISCRIMINATOR.to_string(),
+            save_optim(&self.optim_d, "discriminator")?,
+        );
         let mut history_len = None;
         if include_history {
             let flat = self.history.as_flat();
-            entries.insert(ENTRY_HISTORY.to_string(), flat.iter().flat_map(|v| v.to_le_bytes()).collect());
+            entries.insert(
+                ENTRY_HISTORY.to_string(),
+                flat.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            );
             history_len = Some(self.history.len());
         }
         let state = StateJson {
@@ -385,12 +497,22 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
             step: self.step,
             param_ids: BTreeMap::from([
                 (KIND_REFINER.to_string(), param_ids::<B, _>(&self.refiner)),
-                (KIND_DISCRIMINATOR.to_string(), param_ids::<B, _>(&self.discriminator)),
+                (
+                    KIND_DISCRIMINATOR.to_string(),
+                    param_ids::<B, _>(&self.discriminator),
+                ),
             ]),
             history_len,
         };
-        entries.insert(ENTRY_STATE.to_string(), to_json(&state, "checkpoint state")?.into_bytes());
-        TrainerCheckpoint { kind: ARCHIVE_REFINER_TRAINER.into(), entries }.to_bytes()
+        entries.insert(
+            ENTRY_STATE.to_string(),
+            to_json(&state, "checkpoint state")?.into_bytes(),
+        );
+        TrainerCheckpoint {
+            kind: ARCHIVE_REFINER_TRAINER.into(),
+            entries,
+        }
+        .to_bytes()
     }
 
     /// Resume a trainer from [`Self::save_checkpoint`] bytes on `device`.
@@ -418,17 +540,35 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
             device,
             "discriminator",
         )?;
-        let mut history =
-            HistoryBuffer::new(config.history_capacity, config.image_shape, history_seed(config.seed, state.step));
+        let mut history = HistoryBuffer::new(
+            config.history_capacity,
+            config.image_shape,
+            history_seed(config.seed, state.step),
+        );
         if let Some(raw) = ckpt.entries.get(ENTRY_HISTORY) {
             if raw.len() % 4 != 0 {
-                return Err(NnError::Checkpoint(format!("history entry has {} bytes, not whole f32s", raw.len())));
+                return Err(NnError::Checkpoint(format!(
+                    "history entry has {} bytes, not whole f32s",
+                    raw.len()
+                )));
             }
-            let flat: Vec<f32> = raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let flat: Vec<f32> = raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
             history.restore(flat)?;
         }
         B::seed(device, config.seed ^ state.step);
-        Ok(Self { config, refiner, discriminator, optim_r, optim_d, history, step: state.step, device: device.clone() })
+        Ok(Self {
+            config,
+            refiner,
+            discriminator,
+            optim_r,
+            optim_d,
+            history,
+            step: state.step,
+            device: device.clone(),
+        })
     }
 }
 
@@ -436,8 +576,14 @@ impl<B: AutodiffBackend> GazeTrainer<B> {
     /// The whole trainer state (network, optimiser, step) as one blob.
     pub fn save_checkpoint(&self) -> Result<Vec<u8>, NnError> {
         let mut entries = BTreeMap::new();
-        entries.insert(ENTRY_CONFIG.to_string(), to_json(&self.config, "gaze train config")?.into_bytes());
-        entries.insert(ENTRY_GAZE_NET.to_string(), save_gaze_net(&self.model, &self.config.net)?);
+        entries.insert(
+            ENTRY_CONFIG.to_string(),
+            to_json(&self.config, "gaze train config")?.into_bytes(),
+        );
+        entries.insert(
+            ENTRY_GAZE_NET.to_string(),
+            save_gaze_net(&self.model, &self.config.net)?,
+        );
         let optim = match &self.optim {
             GazeOptim::Adam(o) => save_optim(o, "gaze net")?,
             GazeOptim::Sgd(o) => save_optim(o, "gaze net")?,
@@ -446,11 +592,21 @@ impl<B: AutodiffBackend> GazeTrainer<B> {
         let state = StateJson {
             format_version: FORMAT_VERSION,
             step: self.step,
-            param_ids: BTreeMap::from([(KIND_GAZE_NET.to_string(), param_ids::<B, _>(&self.model))]),
+            param_ids: BTreeMap::from([(
+                KIND_GAZE_NET.to_string(),
+                param_ids::<B, _>(&self.model),
+            )]),
             history_len: None,
         };
-        entries.insert(ENTRY_STATE.to_string(), to_json(&state, "checkpoint state")?.into_bytes());
-        TrainerCheckpoint { kind: ARCHIVE_GAZE_TRAINER.into(), entries }.to_bytes()
+        entries.insert(
+            ENTRY_STATE.to_string(),
+            to_json(&state, "checkpoint state")?.into_bytes(),
+        );
+        TrainerCheckpoint {
+            kind: ARCHIVE_GAZE_TRAINER.into(),
+            entries,
+        }
+        .to_bytes()
     }
 
     /// Resume a gaze trainer from [`Self::save_checkpoint`] bytes on `device`.
@@ -463,11 +619,21 @@ impl<B: AutodiffBackend> GazeTrainer<B> {
         let ids = ids_of(&state, KIND_GAZE_NET)?;
         let raw = ckpt.entry(ENTRY_OPTIM_GAZE)?;
         let optim = match gaze_optim::<B>(&config) {
-            GazeOptim::Adam(o) => GazeOptim::Adam(load_optim(o, raw, ids, &model, device, "gaze net")?),
-            GazeOptim::Sgd(o) => GazeOptim::Sgd(load_optim(o, raw, ids, &model, device, "gaze net")?),
+            GazeOptim::Adam(o) => {
+                GazeOptim::Adam(load_optim(o, raw, ids, &model, device, "gaze net")?)
+            }
+            GazeOptim::Sgd(o) => {
+                GazeOptim::Sgd(load_optim(o, raw, ids, &model, device, "gaze net")?)
+            }
         };
         B::seed(device, config.seed ^ state.step);
-        Ok(Self { config, model, optim, step: state.step, device: device.clone() })
+        Ok(Self {
+            config,
+            model,
+            optim,
+            step: state.step,
+            device: device.clone(),
+        })
     }
 }
 
@@ -475,23 +641,34 @@ impl<B: AutodiffBackend> GazeTrainer<B> {
 mod tests {
     use super::*;
     use crate::nn::backend::{CpuAutodiffBackend, CpuBackend};
-    use crate::nn::train::tests::{ToySource, tiny_config};
     use crate::nn::train::BatchSource;
+    use crate::nn::train::tests::{ToySource, tiny_config};
     use burn::module::AutodiffModule;
     use burn::tensor::Tensor;
 
     type AB = CpuAutodiffBackend;
 
     fn bits(t: Tensor<CpuBackend, 4>) -> Vec<u32> {
-        t.into_data().to_vec::<f32>().unwrap().into_iter().map(f32::to_bits).collect()
+        t.into_data()
+            .to_vec::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(f32::to_bits)
+            .collect()
     }
 
     #[test]
     fn trainer_checkpoint_roundtrip_is_exact() {
         let device = Default::default();
-        let cfg = tiny_config().with_pretrain_r_steps(3).with_pretrain_d_steps(2);
+        let cfg = tiny_config()
+            .with_pretrain_r_steps(3)
+            .with_pretrain_d_steps(2);
         let mut t = RefinerTrainer::<AB>::new(cfg.clone(), &device).unwrap();
-        let mut src = ToySource { h: 16, w: 24, next: 0 };
+        let mut src = ToySource {
+            h: 16,
+            w: 24,
+            next: 0,
+        };
         for i in 0..8 {
             t.step(i, &mut src).unwrap();
         }
@@ -501,30 +678,47 @@ mod tests {
         assert_eq!(u.config(), t.config());
         assert_eq!(u.history().as_flat(), t.history().as_flat());
 
-        let x: Tensor<CpuBackend, 4> = BatchSource::<CpuBackend>::synthetic(&mut src, 4, &device).unwrap();
-        assert_eq!(bits(t.refine(x.clone())), bits(u.refine(x.clone())), "refiner outputs bit-identical");
+        let x: Tensor<CpuBackend, 4> =
+            BatchSource::<CpuBackend>::synthetic(&mut src, 4, &device).unwrap();
+        assert_eq!(
+            bits(t.refine(x.clone())),
+            bits(u.refine(x.clone())),
+            "refiner outputs bit-identical"
+        );
 
         // The optimiser state came back too: one more identical R step gives identical weights.
         let s = BatchSource::<AB>::synthetic(&mut src, 8, &device).unwrap();
         t.r_step(s.clone()).unwrap();
         u.r_step(s).unwrap();
-        assert_eq!(bits(t.refine(x.clone())), bits(u.refine(x.clone())), "Adam state restored");
+        assert_eq!(
+            bits(t.refine(x.clone())),
+            bits(u.refine(x.clone())),
+            "Adam state restored"
+        );
         let before = bits(u.refine(x.clone()));
         let s = BatchSource::<AB>::synthetic(&mut src, 8, &device).unwrap();
         u.r_step(s).unwrap();
-        assert_ne!(before, bits(u.refine(x)), "the resumed refiner still trains");
+        assert_ne!(
+            before,
+            bits(u.refine(x)),
+            "the resumed refiner still trains"
+        );
 
         // Bare refiner from the checkpoint entry, on the plain CPU backend.
         let ckpt = TrainerCheckpoint::from_bytes(&bytes).unwrap();
         assert_eq!(ckpt.step().unwrap(), 8);
-        let (bare, bare_cfg) = load_refiner::<CpuBackend>(ckpt.entry(ENTRY_REFINER).unwrap(), &device).unwrap();
+        let (bare, bare_cfg) =
+            load_refiner::<CpuBackend>(ckpt.entry(ENTRY_REFINER).unwrap(), &device).unwrap();
         assert_eq!(bare_cfg, cfg.refiner);
-        let y: Tensor<CpuBackend, 4> = BatchSource::<CpuBackend>::synthetic(&mut src, 2, &device).unwrap();
+        let y: Tensor<CpuBackend, 4> =
+            BatchSource::<CpuBackend>::synthetic(&mut src, 2, &device).unwrap();
         let reloaded = RefinerTrainer::<AB>::load_checkpoint(&bytes, &device).unwrap();
         assert_eq!(bits(bare.forward(y.clone())), bits(reloaded.refine(y)));
 
         // Without history: empty buffer on resume.
-        let nohist = RefinerTrainer::<AB>::load_checkpoint(&t.save_checkpoint(false).unwrap(), &device).unwrap();
+        let nohist =
+            RefinerTrainer::<AB>::load_checkpoint(&t.save_checkpoint(false).unwrap(), &device)
+                .unwrap();
         assert!(nohist.history().is_empty());
     }
 
@@ -532,30 +726,49 @@ mod tests {
     fn bare_models_roundtrip_and_metadata() {
         let device = Default::default();
         let cfg = RefinerConfig::narrow(4).with_blocks(1);
-        let r = crate::nn::init_seeded::<CpuBackend, _>(&device, 1, || cfg.init::<CpuBackend>(&device));
+        let r =
+            crate::nn::init_seeded::<CpuBackend, _>(&device, 1, || cfg.init::<CpuBackend>(&device));
         let bytes = save_refiner(&r, &cfg).unwrap();
         let meta = safetensors_metadata(&bytes).unwrap();
         assert_eq!(meta.get(META_KIND).map(String::as_str), Some(KIND_REFINER));
         let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
         let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
         assert_eq!(header["conv_in.weight"]["dtype"], "F32");
-        assert_eq!(header["conv_in.weight"]["shape"], serde_json::json!([4, 1, 3, 3]));
-        assert_eq!(header["blocks.0.conv2.bias"]["shape"], serde_json::json!([4]));
+        assert_eq!(
+            header["conv_in.weight"]["shape"],
+            serde_json::json!([4, 1, 3, 3])
+        );
+        assert_eq!(
+            header["blocks.0.conv2.bias"]["shape"],
+            serde_json::json!([4])
+        );
         let (r2, cfg2) = load_refiner::<CpuBackend>(&bytes, &device).unwrap();
         assert_eq!(cfg2, cfg);
         let x = Tensor::<CpuBackend, 4>::ones([1, 1, 6, 7], &device).mul_scalar(0.3);
         assert_eq!(bits(r.forward(x.clone())), bits(r2.forward(x)));
-        assert!(matches!(load_discriminator::<CpuBackend>(&bytes, &device), Err(NnError::Checkpoint(_))));
+        assert!(matches!(
+            load_discriminator::<CpuBackend>(&bytes, &device),
+            Err(NnError::Checkpoint(_))
+        ));
         assert!(load_refiner::<CpuBackend>(&bytes[..bytes.len() - 3], &device).is_err());
-        assert!(matches!(TrainerCheckpoint::from_bytes(b"nonsense"), Err(NnError::Checkpoint(_))));
+        assert!(matches!(
+            TrainerCheckpoint::from_bytes(b"nonsense"),
+            Err(NnError::Checkpoint(_))
+        ));
 
         // Gaze net: linear weights stored PyTorch-style [out, in].
         let gcfg = GazeNetConfig::narrow(16).with_height(24).with_width(32);
-        let g = crate::nn::init_seeded::<CpuBackend, _>(&device, 1, || gcfg.init::<CpuBackend>(&device).ok()).unwrap();
+        let g = crate::nn::init_seeded::<CpuBackend, _>(&device, 1, || {
+            gcfg.init::<CpuBackend>(&device).ok()
+        })
+        .unwrap();
         let gbytes = save_gaze_net(&g, &gcfg).unwrap();
         let header_len = u64::from_le_bytes(gbytes[..8].try_into().unwrap()) as usize;
         let header: serde_json::Value = serde_json::from_slice(&gbytes[8..8 + header_len]).unwrap();
-        assert_eq!(header["fc2.weight"]["shape"], serde_json::json!([3, gcfg.hidden]));
+        assert_eq!(
+            header["fc2.weight"]["shape"],
+            serde_json::json!([3, gcfg.hidden])
+        );
         let (g2, _) = load_gaze_net::<CpuBackend>(&gbytes, &device).unwrap();
         let gx = Tensor::<CpuBackend, 4>::ones([2, 1, 24, 32], &device);
         let a: Vec<f32> = g.forward(gx.clone()).into_data().to_vec().unwrap();

@@ -12,10 +12,10 @@
 //! images ≈ 197 MB). Sampling and replacement use a seeded `StdRng`; two public SimGAN
 //! reimplementations shipped a buffer that silently stayed empty, hence the tests below.
 
+use rand::Rng;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::index;
-use rand::Rng;
 
 use super::NnError;
 
@@ -224,9 +224,16 @@ mod tests {
         let new_count = now.iter().filter(|v| **v >= 100.0).count();
         let old_count = now.iter().filter(|v| **v < 100.0).count();
         assert!(new_count >= 10, "replacement happened: {now:?}");
-        assert!(old_count >= 1, "replacement is random, not FIFO of everything: {now:?}");
-        let new_positions: Vec<usize> =
-            now.iter().enumerate().filter(|(_, v)| **v >= 100.0).map(|(i, _)| i).collect();
+        assert!(
+            old_count >= 1,
+            "replacement is random, not FIFO of everything: {now:?}"
+        );
+        let new_positions: Vec<usize> = now
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| **v >= 100.0)
+            .map(|(i, _)| i)
+            .collect();
         assert!(new_positions.iter().any(|p| *p < 10) && new_positions.iter().any(|p| *p >= 10));
         assert_eq!(h.counters(), (60, 40));
     }

@@ -51,7 +51,8 @@ pub fn discriminator_loss<B: Backend>(
     d_logits_refined: Tensor<B, 4>,
     d_logits_real: Tensor<B, 4>,
 ) -> Tensor<B, 1> {
-    patch_cross_entropy(d_logits_refined, CLASS_REFINED) + patch_cross_entropy(d_logits_real, CLASS_REAL)
+    patch_cross_entropy(d_logits_refined, CLASS_REFINED)
+        + patch_cross_entropy(d_logits_real, CLASS_REAL)
 }
 
 /// Fraction of patches of a `[batch, 2, h, w]` logit map classified as `class` (argmax; a tie
@@ -61,12 +62,19 @@ pub fn patch_accuracy<B: Backend>(logits: Tensor<B, 4>, class: usize) -> Result<
     if c != 2 || class > 1 {
         return Err(NnError::Shape {
             context: "patch_accuracy",
-            message: format!("expected 2 logit channels and class 0/1, got {c} channels, class {class}"),
+            message: format!(
+                "expected 2 logit channels and class 0/1, got {c} channels, class {class}"
+            ),
         });
     }
     let target = logits.clone().narrow(1, class, 1); // [batch, 1, h, w]
     let other = logits.narrow(1, 1 - class, 1); // [batch, 1, h, w]
-    let correct: Vec<f32> = target.greater(other).float().into_data().convert::<f32>().to_vec()?;
+    let correct: Vec<f32> = target
+        .greater(other)
+        .float()
+        .into_data()
+        .convert::<f32>()
+        .to_vec()?;
     if correct.is_empty() {
         return Ok(0.0);
     }
@@ -76,7 +84,10 @@ pub fn patch_accuracy<B: Backend>(logits: Tensor<B, 4>, class: usize) -> Result<
 /// A one-element loss tensor as `f32` (a host sync).
 pub fn scalar<B: Backend>(t: Tensor<B, 1>) -> Result<f32, NnError> {
     let v = t.into_data().convert::<f32>().to_vec::<f32>()?;
-    v.first().copied().ok_or(NnError::Shape { context: "scalar", message: "empty tensor".into() })
+    v.first().copied().ok_or(NnError::Shape {
+        context: "scalar",
+        message: "empty tensor".into(),
+    })
 }
 
 #[cfg(test)]

@@ -27,7 +27,8 @@ pub mod model;
 pub mod train;
 
 pub use backend::{
-    BackendJob, CpuAutodiffBackend, CpuBackend, CpuDevice, DeviceSpec, DeviceSpecError, init_seeded, run_on, seed,
+    BackendJob, CpuAutodiffBackend, CpuBackend, CpuDevice, DeviceSpec, DeviceSpecError,
+    init_seeded, run_on, seed,
 };
 pub use bench::{BenchReport, bench_cpu};
 pub use checkpoint::{

@@ -74,7 +74,9 @@ impl RefinerConfig {
     /// Check that the sizes make a network (all positive, odd kernels for SAME padding).
     pub fn validate(&self) -> Result<(), NnError> {
         if self.channels == 0 || self.width == 0 {
-            return Err(NnError::InvalidConfig(format!("refiner: channels and width must be > 0, got {self:?}")));
+            return Err(NnError::InvalidConfig(format!(
+                "refiner: channels and width must be > 0, got {self:?}"
+            )));
         }
         if self.kernel_size % 2 == 0 || self.first_kernel_size % 2 == 0 {
             return Err(NnError::InvalidConfig(format!(
@@ -88,7 +90,9 @@ impl RefinerConfig {
     /// Build the refiner with freshly initialised weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Refiner<B> {
         let same = |cin: usize, cout: usize, k: usize| {
-            Conv2dConfig::new([cin, cout], [k, k]).with_padding(PaddingConfig2d::Same).init(device)
+            Conv2dConfig::new([cin, cout], [k, k])
+                .with_padding(PaddingConfig2d::Same)
+                .init(device)
         };
         Refiner {
             conv_in: same(self.channels, self.width, self.first_kernel_size),
@@ -234,10 +238,15 @@ impl DiscriminatorConfig {
     /// The patch grid `(rows, cols)` D produces for an `height × width` image (SAME padding:
     /// every strided layer maps n to ⌈n / stride⌉).
     pub fn patch_grid(&self, height: usize, width: usize) -> (usize, usize) {
-        let strides = [self.conv1_stride, self.conv2_stride, self.pool_stride, self.conv3_stride];
-        strides
-            .iter()
-            .fold((height, width), |(h, w), s| (h.div_ceil((*s).max(1)), w.div_ceil((*s).max(1))))
+        let strides = [
+            self.conv1_stride,
+            self.conv2_stride,
+            self.pool_stride,
+            self.conv3_stride,
+        ];
+        strides.iter().fold((height, width), |(h, w), s| {
+            (h.div_ceil((*s).max(1)), w.div_ceil((*s).max(1)))
+        })
     }
 
     /// Check that all sizes are positive.
@@ -258,7 +267,9 @@ impl DiscriminatorConfig {
             self.conv4_channels,
         ];
         if sizes.contains(&0) {
-            return Err(NnError::InvalidConfig(format!("discriminator: all sizes must be > 0, got {self:?}")));
+            return Err(NnError::InvalidConfig(format!(
+                "discriminator: all sizes must be > 0, got {self:?}"
+            )));
         }
         Ok(())
     }
@@ -272,13 +283,28 @@ impl DiscriminatorConfig {
                 .init(device)
         };
         Discriminator {
-            conv1: conv(self.channels, self.conv1_channels, self.conv1_kernel, self.conv1_stride),
-            conv2: conv(self.conv1_channels, self.conv2_channels, self.conv2_kernel, self.conv2_stride),
+            conv1: conv(
+                self.channels,
+                self.conv1_channels,
+                self.conv1_kernel,
+                self.conv1_stride,
+            ),
+            conv2: conv(
+                self.conv1_channels,
+                self.conv2_channels,
+                self.conv2_kernel,
+                self.conv2_stride,
+            ),
             pool: MaxPool2dConfig::new([self.pool_kernel, self.pool_kernel])
                 .with_strides([self.pool_stride, self.pool_stride])
                 .with_padding(PaddingConfig2d::Same)
                 .init(),
-            conv3: conv(self.conv2_channels, self.conv3_channels, self.conv3_kernel, self.conv3_stride),
+            conv3: conv(
+                self.conv2_channels,
+                self.conv3_channels,
+                self.conv3_kernel,
+                self.conv3_stride,
+            ),
             conv4: conv(self.conv3_channels, self.conv4_channels, 1, 1),
             conv_out: conv(self.conv4_channels, 2, 1, 1),
             leaky_slope: self.leaky_slope,
@@ -356,7 +382,9 @@ impl GazeNetConfig {
     pub fn narrow(divisor: usize) -> Self {
         let d = divisor.max(1);
         let c = Self::new().conv_channels.map(|n| (n / d).max(2));
-        Self::new().with_conv_channels(c).with_hidden((1000 / d).max(8))
+        Self::new()
+            .with_conv_channels(c)
+            .with_hidden((1000 / d).max(8))
     }
 
     /// Spatial size after the convolution stack, `(rows, cols)`, or `None` when the input is
@@ -374,13 +402,16 @@ impl GazeNetConfig {
 
     /// Length of the flattened features feeding the first FC layer (9600 for the paper's net).
     pub fn flatten_size(&self) -> Option<usize> {
-        self.feature_grid().map(|(h, w)| h * w * self.conv_channels[4])
+        self.feature_grid()
+            .map(|(h, w)| h * w * self.conv_channels[4])
     }
 
     /// Check the sizes (positive, input large enough).
     pub fn validate(&self) -> Result<(), NnError> {
         if self.channels == 0 || self.hidden == 0 || self.conv_channels.contains(&0) {
-            return Err(NnError::InvalidConfig(format!("gaze net: sizes must be > 0, got {self:?}")));
+            return Err(NnError::InvalidConfig(format!(
+                "gaze net: sizes must be > 0, got {self:?}"
+            )));
         }
         if self.feature_grid().is_none() {
             return Err(NnError::InvalidConfig(format!(
@@ -465,10 +496,15 @@ mod tests {
         let x = Tensor::<B, 4>::zeros([2, 1, 35, 55], &device);
         let y = r.forward(x);
         assert_eq!(y.dims(), [2, 1, 35, 55]);
-        let hand = init_seeded::<B, _>(&device, 1, || RefinerConfig::hand().with_width(4).init::<B>(&device));
+        let hand = init_seeded::<B, _>(&device, 1, || {
+            RefinerConfig::hand().with_width(4).init::<B>(&device)
+        });
         assert_eq!(hand.blocks.len(), 10);
         assert_eq!(hand.conv_in.kernel_size, [7, 7]);
-        assert_eq!(hand.forward(Tensor::zeros([1, 1, 20, 24], &device)).dims(), [1, 1, 20, 24]);
+        assert_eq!(
+            hand.forward(Tensor::zeros([1, 1, 20, 24], &device)).dims(),
+            [1, 1, 20, 24]
+        );
     }
 
     #[test]
@@ -477,13 +513,22 @@ mod tests {
         let cfg = DiscriminatorConfig::narrow(8);
         assert_eq!(cfg.patch_grid(35, 55), (9, 14));
         let d = init_seeded::<B, _>(&device, 1, || cfg.init::<B>(&device));
-        assert_eq!(d.forward(Tensor::zeros([3, 1, 35, 55], &device)).dims(), [3, 2, 9, 14]);
+        assert_eq!(
+            d.forward(Tensor::zeros([3, 1, 35, 55], &device)).dims(),
+            [3, 2, 9, 14]
+        );
         let hand = DiscriminatorConfig::hand();
         assert_eq!(hand.patch_grid(224, 224), (7, 7));
         let dh = init_seeded::<B, _>(&device, 1, || {
-            DiscriminatorConfig::hand().with_conv1_channels(4).with_conv2_channels(4).init::<B>(&device)
+            DiscriminatorConfig::hand()
+                .with_conv1_channels(4)
+                .with_conv2_channels(4)
+                .init::<B>(&device)
         });
-        assert_eq!(dh.forward(Tensor::zeros([1, 1, 224, 224], &device)).dims(), [1, 2, 7, 7]);
+        assert_eq!(
+            dh.forward(Tensor::zeros([1, 1, 224, 224], &device)).dims(),
+            [1, 2, 7, 7]
+        );
     }
 
     #[test]
@@ -492,7 +537,10 @@ mod tests {
         let cfg = GazeNetConfig::narrow(8).with_height(36).with_width(60);
         let device = Default::default();
         let net = init_seeded::<B, _>(&device, 1, || cfg.init::<B>(&device).ok()).unwrap();
-        assert_eq!(net.forward(Tensor::zeros([2, 1, 36, 60], &device)).dims(), [2, 3]);
+        assert_eq!(
+            net.forward(Tensor::zeros([2, 1, 36, 60], &device)).dims(),
+            [2, 3]
+        );
         assert!(GazeNetConfig::new().with_height(10).validate().is_err());
     }
 }

@@ -18,10 +18,12 @@
 //! uses λ = 0.5 on per-image *sums* (1,925 pixels against 126 patches); our losses are *means*
 //! (see [`super::loss`]), so the same balance is λ = 0.5 · 1925 / 126 ≈ 7.6, and the default is
 //! 7.5. (λ = 0.5 in mean form is ≈ 15× weaker: in the toy test the refiner then drifts 2–5× further
-//! from its input than the real domain is.) Batch 32 (the paper and carpedm20 use 512 on GPUs)
-//! keeps a CPU iteration of the full-width networks to seconds; for CPU demos use
-//! [`TrainConfig::cpu_demo`] (refiner width 16, discriminator a quarter wide), which is ≈ 15×
-//! cheaper per iteration.
+//! from its input than the real domain is.) Batch 32 (the paper and carpedm20 use 512 on GPUs).
+//! On the 2-core CPU (burn 0.21 flex, which runs these convolutions on one core) the full-width
+//! networks take ≈ 11 s per R + D iteration at batch 64 (`bench_cpu(64, 64, 3)`), far too slow
+//! for a demo; use [`TrainConfig::cpu_demo`] (refiner width 16, discriminator a quarter wide,
+//! batch 16), whose iterations take well under a second (`bench_cpu(16, 16, 5)`, with the
+//! full-width discriminator: 0.8 s).
 
 use burn::config::Config;
 use burn::module::{AutodiffModule, Module};
@@ -40,7 +42,9 @@ use super::loss::{
     CLASS_REAL, CLASS_REFINED, discriminator_loss, patch_accuracy, refiner_adversarial_loss,
     scalar, self_regularization_loss,
 };
-use super::model::{Discriminator, DiscriminatorConfig, GazeNet, GazeNetConfig, Refiner, RefinerConfig};
+use super::model::{
+    Discriminator, DiscriminatorConfig, GazeNet, GazeNetConfig, Refiner, RefinerConfig,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Config, schedule, metrics
@@ -104,8 +108,7 @@ pub struct TrainConfig {
 
 impl TrainConfig {
     /// A CPU-sized run on 35×55 eyes: refiner width 16, discriminator channels ÷ 4, batch 16,
-    /// 200 + 50 pretraining steps, 300 rounds, a 2,048-image history. About 15× cheaper per
-    /// iteration than the paper's networks.
+    /// 200 + 50 pretraining steps, 300 rounds (1,150 iterations), a 2,048-image history.
     pub fn cpu_demo() -> Self {
         Self::new()
             .with_refiner(RefinerConfig::narrow(16))
@@ -121,17 +124,28 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<(), NnError> {
         self.refiner.validate()?;
         self.discriminator.validate()?;
-        if self.refiner.channels != self.image_shape[0] || self.discriminator.channels != self.image_shape[0] {
+        if self.refiner.channels != self.image_shape[0]
+            || self.discriminator.channels != self.image_shape[0]
+        {
             return Err(NnError::InvalidConfig(format!(
                 "image_shape {:?} has {} channels but the refiner has {} and the discriminator {}",
-                self.image_shape, self.image_shape[0], self.refiner.channels, self.discriminator.channels
+                self.image_shape,
+                self.image_shape[0],
+                self.refiner.channels,
+                self.discriminator.channels
             )));
         }
         if self.image_shape.contains(&0) {
-            return Err(NnError::InvalidConfig(format!("image_shape {:?} has a zero", self.image_shape)));
+            return Err(NnError::InvalidConfig(format!(
+                "image_shape {:?} has a zero",
+                self.image_shape
+            )));
         }
         if self.batch_size < 2 {
-            return Err(NnError::InvalidConfig(format!("batch_size must be ≥ 2, got {}", self.batch_size)));
+            return Err(NnError::InvalidConfig(format!(
+                "batch_size must be ≥ 2, got {}",
+                self.batch_size
+            )));
         }
         if self.k_g + self.k_d == 0 && self.steps > 0 {
             return Err(NnError::InvalidConfig("k_g + k_d must be > 0".into()));
@@ -164,7 +178,11 @@ impl TrainConfig {
         if round == 0 || j >= self.steps * round {
             return None;
         }
-        Some(if j % round < self.k_g { Phase::Refiner } else { Phase::Discriminator })
+        Some(if j % round < self.k_g {
+            Phase::Refiner
+        } else {
+            Phase::Discriminator
+        })
     }
 
     pub(crate) fn adam_config(&self) -> AdamConfig {
@@ -235,7 +253,8 @@ impl StepMetrics {
 /// `[batch, c, h, w]` tensors in `[-1, 1]` (see [`gray_to_tensor`]).
 pub trait BatchSource<B: Backend> {
     /// Next batch of synthetic images.
-    fn synthetic(&mut self, batch_size: usize, device: &B::Device) -> Result<Tensor<B, 4>, NnError>;
+    fn synthetic(&mut self, batch_size: usize, device: &B::Device)
+    -> Result<Tensor<B, 4>, NnError>;
     /// Next batch of real images.
     fn real(&mut self, batch_size: usize, device: &B::Device) -> Result<Tensor<B, 4>, NnError>;
 }
@@ -269,12 +288,19 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
     pub fn new(config: TrainConfig, device: &B::Device) -> Result<Self, NnError> {
         config.validate()?;
         let (refiner, discriminator) = init_seeded::<B, _>(device, config.seed, || {
-            (config.refiner.init::<B>(device), config.discriminator.init::<B>(device))
+            (
+                config.refiner.init::<B>(device),
+                config.discriminator.init::<B>(device),
+            )
         });
         Ok(Self {
             optim_r: config.adam_config().init(),
             optim_d: config.adam_config().init(),
-            history: HistoryBuffer::new(config.history_capacity, config.image_shape, history_seed(config.seed, 0)),
+            history: HistoryBuffer::new(
+                config.history_capacity,
+                config.image_shape,
+                history_seed(config.seed, 0),
+            ),
             refiner,
             discriminator,
             step: 0,
@@ -323,12 +349,19 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
         self.refiner.valid().forward(batch)
     }
 
-    fn check_batch<BB: Backend>(&self, t: &Tensor<BB, 4>, context: &'static str) -> Result<usize, NnError> {
+    fn check_batch<BB: Backend>(
+        &self,
+        t: &Tensor<BB, 4>,
+        context: &'static str,
+    ) -> Result<usize, NnError> {
         let [b, c, h, w] = t.dims();
         if b == 0 || [c, h, w] != self.config.image_shape {
             return Err(NnError::Shape {
                 context,
-                message: format!("got [{b}, {c}, {h}, {w}], expected [batch ≥ 1, {:?}]", self.config.image_shape),
+                message: format!(
+                    "got [{b}, {c}, {h}, {w}], expected [batch ≥ 1, {:?}]",
+                    self.config.image_shape
+                ),
             });
         }
         Ok(b)
@@ -340,7 +373,9 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
         let refined = self.refiner.forward(synthetic.clone()); // [b, 1, 35, 55]
         let reg = self_regularization_loss(refined, synthetic, self.config.lambda);
         let grads = GradientsParams::from_grads(reg.backward(), &self.refiner);
-        self.refiner = self.optim_r.step(self.config.lr_r, self.refiner.clone(), grads);
+        self.refiner = self
+            .optim_r
+            .step(self.config.lr_r, self.refiner.clone(), grads);
         let mut m = StepMetrics::new(self.step, Phase::PretrainRefiner, self.history.len());
         let reg = scalar(reg)?;
         m.reg_loss = Some(reg);
@@ -360,7 +395,9 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
         let adv = refiner_adversarial_loss(logits.clone());
         let total = adv.clone() + reg.clone();
         let grads = GradientsParams::from_grads(total.backward(), &self.refiner);
-        self.refiner = self.optim_r.step(self.config.lr_r, self.refiner.clone(), grads);
+        self.refiner = self
+            .optim_r
+            .step(self.config.lr_r, self.refiner.clone(), grads);
 
         let mut m = StepMetrics::new(self.step, Phase::Refiner, self.history.len());
         m.adv_loss = Some(scalar(adv)?);
@@ -373,16 +410,29 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
 
     /// One discriminator step on refined (half current, half history when available) vs real
     /// images; then `b/2` current refined images go into the history buffer.
-    pub fn d_step(&mut self, synthetic: Tensor<B, 4>, real: Tensor<B, 4>) -> Result<StepMetrics, NnError> {
+    pub fn d_step(
+        &mut self,
+        synthetic: Tensor<B, 4>,
+        real: Tensor<B, 4>,
+    ) -> Result<StepMetrics, NnError> {
         self.d_step_as(synthetic, real, Phase::Discriminator)
     }
 
     /// A discriminator step while pretraining (same update as [`Self::d_step`], history included).
-    pub fn pretrain_d_step(&mut self, synthetic: Tensor<B, 4>, real: Tensor<B, 4>) -> Result<StepMetrics, NnError> {
+    pub fn pretrain_d_step(
+        &mut self,
+        synthetic: Tensor<B, 4>,
+        real: Tensor<B, 4>,
+    ) -> Result<StepMetrics, NnError> {
         self.d_step_as(synthetic, real, Phase::PretrainDiscriminator)
     }
 
-    fn d_step_as(&mut self, synthetic: Tensor<B, 4>, real: Tensor<B, 4>, phase: Phase) -> Result<StepMetrics, NnError> {
+    fn d_step_as(
+        &mut self,
+        synthetic: Tensor<B, 4>,
+        real: Tensor<B, 4>,
+        phase: Phase,
+    ) -> Result<StepMetrics, NnError> {
         let b = self.check_batch(&synthetic, "d_step (synthetic)")?;
         self.check_batch(&real, "d_step (real)")?;
         let [c, h, w] = self.config.image_shape;
@@ -393,10 +443,17 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
         // Refined images are inputs to D, not functions of R's parameters: inner backend.
         let refiner = self.refiner.valid();
         let current = refiner.forward(synthetic.inner().narrow(0, 0, n_current)); // [n_current, 1, 35, 55]
-        let old = if used_history { self.history.sample(half) } else { None };
+        let old = if used_history {
+            self.history.sample(half)
+        } else {
+            None
+        };
         let fake = match old {
             Some(old) => {
-                let old = Tensor::<B::InnerBackend, 4>::from_data(TensorData::new(old, [half, c, h, w]), &self.device);
+                let old = Tensor::<B::InnerBackend, 4>::from_data(
+                    TensorData::new(old, [half, c, h, w]),
+                    &self.device,
+                );
                 Tensor::cat(vec![current.clone(), old], 0) // [b, 1, 35, 55]
             }
             None => current.clone(), // [b, 1, 35, 55]
@@ -407,9 +464,15 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
         let logits_real = self.discriminator.forward(real); // [b, 2, 9, 14]
         let loss = discriminator_loss(logits_fake.clone(), logits_real.clone());
         let grads = GradientsParams::from_grads(loss.backward(), &self.discriminator);
-        self.discriminator = self.optim_d.step(self.config.lr_d, self.discriminator.clone(), grads);
+        self.discriminator = self
+            .optim_d
+            .step(self.config.lr_d, self.discriminator.clone(), grads);
 
-        let newest = current.narrow(0, 0, half).into_data().convert::<f32>().to_vec::<f32>()?;
+        let newest = current
+            .narrow(0, 0, half)
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()?;
         self.history.push(&newest)?;
 
         let mut m = StepMetrics::new(self.step, phase, self.history.len());
@@ -423,9 +486,16 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
 
     /// Run iteration `i` of the schedule with batches from `source`; afterwards
     /// [`Self::step_count`] is `i + 1`. Errors past the end of the schedule.
-    pub fn step<S: BatchSource<B>>(&mut self, i: u64, source: &mut S) -> Result<StepMetrics, NnError> {
+    pub fn step<S: BatchSource<B>>(
+        &mut self,
+        i: u64,
+        source: &mut S,
+    ) -> Result<StepMetrics, NnError> {
         let phase = self.config.phase(i).ok_or_else(|| {
-            NnError::InvalidConfig(format!("iteration {i} is past the schedule's {} iterations", self.config.total_iterations()))
+            NnError::InvalidConfig(format!(
+                "iteration {i} is past the schedule's {} iterations",
+                self.config.total_iterations()
+            ))
         })?;
         let b = self.config.batch_size;
         let device = self.device.clone();
@@ -450,33 +520,52 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
 // ---------------------------------------------------------------------------------------------
 
 /// Grey images (all the same size) → `[n, 1, h, w]` in `[-1, 1]` (`v / 127.5 − 1`).
-pub fn gray_to_tensor<B: Backend>(images: &[GrayImage], device: &B::Device) -> Result<Tensor<B, 4>, NnError> {
-    let first = images.first().ok_or(NnError::Shape { context: "gray_to_tensor", message: "no images".into() })?;
+pub fn gray_to_tensor<B: Backend>(
+    images: &[GrayImage],
+    device: &B::Device,
+) -> Result<Tensor<B, 4>, NnError> {
+    let first = images.first().ok_or(NnError::Shape {
+        context: "gray_to_tensor",
+        message: "no images".into(),
+    })?;
     let (w, h) = first.dimensions();
     let mut data = Vec::with_capacity(images.len() * (w * h) as usize);
     for (i, img) in images.iter().enumerate() {
         if img.dimensions() != (w, h) {
             return Err(NnError::Shape {
                 context: "gray_to_tensor",
-                message: format!("image {i} is {:?}, image 0 is {:?} (w, h)", img.dimensions(), (w, h)),
+                message: format!(
+                    "image {i} is {:?}, image 0 is {:?} (w, h)",
+                    img.dimensions(),
+                    (w, h)
+                ),
             });
         }
         data.extend(img.as_raw().iter().map(|v| *v as f32 / 127.5 - 1.0));
     }
-    Ok(Tensor::from_data(TensorData::new(data, [images.len(), 1, h as usize, w as usize]), device))
+    Ok(Tensor::from_data(
+        TensorData::new(data, [images.len(), 1, h as usize, w as usize]),
+        device,
+    ))
 }
 
 /// `[n, 1, h, w]` in `[-1, 1]` → grey images (clamped, rounded).
 pub fn tensor_to_gray<B: Backend>(tensor: Tensor<B, 4>) -> Result<Vec<GrayImage>, NnError> {
     let [n, c, h, w] = tensor.dims();
     if c != 1 {
-        return Err(NnError::Shape { context: "tensor_to_gray", message: format!("expected 1 channel, got {c}") });
+        return Err(NnError::Shape {
+            context: "tensor_to_gray",
+            message: format!("expected 1 channel, got {c}"),
+        });
     }
     let values = tensor.into_data().convert::<f32>().to_vec::<f32>()?;
     let per = h * w;
     let mut out = Vec::with_capacity(n);
     for chunk in values.chunks_exact(per) {
-        let px: Vec<u8> = chunk.iter().map(|v| ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8).collect();
+        let px: Vec<u8> = chunk
+            .iter()
+            .map(|v| ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8)
+            .collect();
         let img = GrayImage::from_raw(w as u32, h as u32, px).ok_or(NnError::Shape {
             context: "tensor_to_gray",
             message: format!("{per} pixels do not make a {w}×{h} image"),
@@ -560,7 +649,12 @@ pub struct GazeTrainer<B: AutodiffBackend> {
 
 /// Normalise `[batch, 3]` rows to unit length.
 fn unit_rows<B: Backend>(v: Tensor<B, 2>) -> Tensor<B, 2> {
-    let norm = v.clone().powf_scalar(2.0).sum_dim(1).sqrt().clamp_min(1e-12); // [batch, 1]
+    let norm = v
+        .clone()
+        .powf_scalar(2.0)
+        .sum_dim(1)
+        .sqrt()
+        .clamp_min(1e-12); // [batch, 1]
     v / norm // [batch, 3]
 }
 
@@ -568,7 +662,8 @@ pub(crate) fn gaze_optim<B: AutodiffBackend>(config: &GazeTrainConfig) -> GazeOp
     match config.optimizer {
         GazeOptimizer::Adam => GazeOptim::Adam(AdamConfig::new().init()),
         GazeOptimizer::Sgd => {
-            let momentum = (config.momentum > 0.0).then(|| MomentumConfig::new().with_momentum(config.momentum));
+            let momentum = (config.momentum > 0.0)
+                .then(|| MomentumConfig::new().with_momentum(config.momentum));
             GazeOptim::Sgd(SgdConfig::new().with_momentum(momentum).init())
         }
     }
@@ -578,12 +673,21 @@ impl<B: AutodiffBackend> GazeTrainer<B> {
     /// Fresh network (seeded) and optimiser.
     pub fn new(config: GazeTrainConfig, device: &B::Device) -> Result<Self, NnError> {
         if !(config.lr > 0.0) {
-            return Err(NnError::InvalidConfig(format!("gaze lr must be > 0, got {}", config.lr)));
+            return Err(NnError::InvalidConfig(format!(
+                "gaze lr must be > 0, got {}",
+                config.lr
+            )));
         }
         config.net.validate()?;
         let model = init_seeded::<B, _>(device, config.seed, || config.net.init::<B>(device).ok())
             .ok_or_else(|| NnError::InvalidConfig("gaze net failed to build".into()))?;
-        Ok(Self { optim: gaze_optim(&config), model, step: 0, device: device.clone(), config })
+        Ok(Self {
+            optim: gaze_optim(&config),
+            model,
+            step: 0,
+            device: device.clone(),
+            config,
+        })
     }
 
     /// The run's configuration.
@@ -643,7 +747,10 @@ impl<B: AutodiffBackend> GazeTrainer<B> {
 }
 
 /// Unit gaze vectors predicted by `net` for `[batch, 1, h, w]` images (inference backend).
-pub fn predict_gaze<B: Backend>(net: &GazeNet<B>, images: Tensor<B, 4>) -> Result<Vec<[f32; 3]>, NnError> {
+pub fn predict_gaze<B: Backend>(
+    net: &GazeNet<B>,
+    images: Tensor<B, 4>,
+) -> Result<Vec<[f32; 3]>, NnError> {
     let pred = unit_rows(net.forward(images)); // [batch, 3]
     let v = pred.into_data().convert::<f32>().to_vec::<f32>()?;
     Ok(v.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect())
@@ -653,7 +760,7 @@ pub fn predict_gaze<B: Backend>(net: &GazeNet<B>, images: Tensor<B, 4>) -> Resul
 pub(crate) mod tests {
     use super::*;
     use crate::nn::backend::CpuAutodiffBackend;
-    
+
     type AB = CpuAutodiffBackend;
 
     /// Smooth "synthetic" eye-like images: a dark disc (pupil) on a gradient, position varying
@@ -697,14 +804,24 @@ pub(crate) mod tests {
 
     impl<B: Backend> BatchSource<B> for ToySource {
         fn synthetic(&mut self, n: usize, device: &B::Device) -> Result<Tensor<B, 4>, NnError> {
-            let data: Vec<f32> = (0..n).flat_map(|i| synthetic_image(self.next + i, self.h, self.w)).collect();
+            let data: Vec<f32> = (0..n)
+                .flat_map(|i| synthetic_image(self.next + i, self.h, self.w))
+                .collect();
             self.next += n;
-            Ok(Tensor::from_data(TensorData::new(data, [n, 1, self.h, self.w]), device))
+            Ok(Tensor::from_data(
+                TensorData::new(data, [n, 1, self.h, self.w]),
+                device,
+            ))
         }
         fn real(&mut self, n: usize, device: &B::Device) -> Result<Tensor<B, 4>, NnError> {
-            let data: Vec<f32> = (0..n).flat_map(|i| real_image(self.next + i, self.h, self.w)).collect();
+            let data: Vec<f32> = (0..n)
+                .flat_map(|i| real_image(self.next + i, self.h, self.w))
+                .collect();
             self.next += n;
-            Ok(Tensor::from_data(TensorData::new(data, [n, 1, self.h, self.w]), device))
+            Ok(Tensor::from_data(
+                TensorData::new(data, [n, 1, self.h, self.w]),
+                device,
+            ))
         }
     }
 
@@ -723,7 +840,10 @@ pub(crate) mod tests {
 
     #[test]
     fn schedule_phases() {
-        let c = TrainConfig::new().with_pretrain_r_steps(2).with_pretrain_d_steps(1).with_steps(2);
+        let c = TrainConfig::new()
+            .with_pretrain_r_steps(2)
+            .with_pretrain_d_steps(1)
+            .with_steps(2);
         let phases: Vec<_> = (0..c.total_iterations() + 1).map(|i| c.phase(i)).collect();
         use Phase::*;
         assert_eq!(
@@ -750,7 +870,9 @@ pub(crate) mod tests {
     fn image_tensor_roundtrip() {
         let device = Default::default();
         let img = GrayImage::from_fn(5, 3, |x, y| image::Luma([(x * 50 + y * 7) as u8]));
-        let t = gray_to_tensor::<crate::nn::backend::CpuBackend>(&[img.clone(), img.clone()], &device).unwrap();
+        let t =
+            gray_to_tensor::<crate::nn::backend::CpuBackend>(&[img.clone(), img.clone()], &device)
+                .unwrap();
         assert_eq!(t.dims(), [2, 1, 3, 5]);
         let v = t.clone().into_data().to_vec::<f32>().unwrap();
         assert!(v.iter().all(|x| (-1.0..=1.0).contains(x)));
@@ -758,17 +880,35 @@ pub(crate) mod tests {
         let back = tensor_to_gray(t).unwrap();
         assert_eq!(back, vec![img.clone(), img]);
         let other = GrayImage::new(4, 3);
-        assert!(gray_to_tensor::<crate::nn::backend::CpuBackend>(&[GrayImage::new(5, 3), other], &device).is_err());
+        assert!(
+            gray_to_tensor::<crate::nn::backend::CpuBackend>(
+                &[GrayImage::new(5, 3), other],
+                &device
+            )
+            .is_err()
+        );
     }
 
     #[test]
     fn same_seed_same_training() {
         let device = Default::default();
         let run = || {
-            let mut t = RefinerTrainer::<AB>::new(tiny_config().with_pretrain_r_steps(2).with_pretrain_d_steps(2), &device).unwrap();
-            let mut src = ToySource { h: 16, w: 24, next: 0 };
+            let mut t = RefinerTrainer::<AB>::new(
+                tiny_config()
+                    .with_pretrain_r_steps(2)
+                    .with_pretrain_d_steps(2),
+                &device,
+            )
+            .unwrap();
+            let mut src = ToySource {
+                h: 16,
+                w: 24,
+                next: 0,
+            };
             let m: Vec<StepMetrics> = (0..8).map(|i| t.step(i, &mut src).unwrap()).collect();
-            let x = BatchSource::<AB>::synthetic(&mut src, 2, &device).unwrap().inner();
+            let x = BatchSource::<AB>::synthetic(&mut src, 2, &device)
+                .unwrap()
+                .inner();
             (m, t.refine(x).into_data().to_vec::<f32>().unwrap())
         };
         let (a, b) = std::thread::scope(|s| {
@@ -776,9 +916,22 @@ pub(crate) mod tests {
             let b = s.spawn(run);
             (a.join().unwrap(), b.join().unwrap())
         });
-        assert_eq!(a, b, "same seed, same metrics and weights, even when run concurrently");
+        assert_eq!(
+            a, b,
+            "same seed, same metrics and weights, even when run concurrently"
+        );
         let other = RefinerTrainer::<AB>::new(tiny_config().with_seed(8), &device).unwrap();
-        let x = BatchSource::<AB>::synthetic(&mut ToySource { h: 16, w: 24, next: 0 }, 2, &device).unwrap().inner();
+        let x = BatchSource::<AB>::synthetic(
+            &mut ToySource {
+                h: 16,
+                w: 24,
+                next: 0,
+            },
+            2,
+            &device,
+        )
+        .unwrap()
+        .inner();
         let first = RefinerTrainer::<AB>::new(tiny_config(), &device).unwrap();
         assert_ne!(
             other.refine(x.clone()).into_data().to_vec::<f32>().unwrap(),
@@ -793,7 +946,11 @@ pub(crate) mod tests {
         let device = Default::default();
         let cfg = tiny_config().with_history_capacity(12).with_batch_size(8);
         let mut t = RefinerTrainer::<AB>::new(cfg, &device).unwrap();
-        let mut src = ToySource { h: 16, w: 24, next: 0 };
+        let mut src = ToySource {
+            h: 16,
+            w: 24,
+            next: 0,
+        };
         let mut used = Vec::new();
         for _ in 0..6 {
             let s = BatchSource::<AB>::synthetic(&mut src, 8, &device).unwrap();
@@ -802,9 +959,15 @@ pub(crate) mod tests {
             used.push((m.used_history, m.history_len));
         }
         // b/2 = 4 per step: 4, 8, 12 (full), then replacements keep it at 12.
-        assert_eq!(used.iter().map(|u| u.1).collect::<Vec<_>>(), vec![4, 8, 12, 12, 12, 12]);
+        assert_eq!(
+            used.iter().map(|u| u.1).collect::<Vec<_>>(),
+            vec![4, 8, 12, 12, 12, 12]
+        );
         assert_eq!(used[0].0, false, "empty buffer: all current");
-        assert!(used[1..].iter().all(|u| u.0), "history used once it holds b/2");
+        assert!(
+            used[1..].iter().all(|u| u.0),
+            "history used once it holds b/2"
+        );
         assert_eq!(t.history().counters(), (24, 12));
     }
 
@@ -826,7 +989,11 @@ pub(crate) mod tests {
             .with_lambda(8.0)
             .with_seed(seed);
         let mut t = RefinerTrainer::<AB>::new(cfg.clone(), &device).unwrap();
-        let mut src = ToySource { h: 16, w: 24, next: 0 };
+        let mut src = ToySource {
+            h: 16,
+            w: 24,
+            next: 0,
+        };
         let pretrain = cfg.pretrain_r_steps + cfg.pretrain_d_steps;
         let mut log = Vec::new();
         for i in 0..pretrain {
@@ -837,11 +1004,17 @@ pub(crate) mod tests {
         };
         let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
         let pre_r = of(&log, Phase::PretrainRefiner, |m| m.reg_loss);
-        assert!(mean(&pre_r[pre_r.len() - 3..]) < 0.6 * mean(&pre_r[..3]), "pretraining learns identity: {pre_r:?}");
+        assert!(
+            mean(&pre_r[pre_r.len() - 3..]) < 0.6 * mean(&pre_r[..3]),
+            "pretraining learns identity: {pre_r:?}"
+        );
         // D, trained against the fixed pretrained R, goes from chance (≈ 2 ln 2) to separating.
         let pre_d = of(&log, Phase::PretrainDiscriminator, |m| m.d_loss);
         let (d0, d1) = (mean(&pre_d[..3]), mean(&pre_d[pre_d.len() - 3..]));
-        assert!((d0 - 2.0 * std::f32::consts::LN_2).abs() < 0.1, "D starts near chance: {pre_d:?}");
+        assert!(
+            (d0 - 2.0 * std::f32::consts::LN_2).abs() < 0.1,
+            "D starts near chance: {pre_d:?}"
+        );
         assert!(d1 < 0.85 * d0, "D loss falls: {pre_d:?}");
 
         // R steps against that D lower R's adversarial loss.
@@ -851,22 +1024,36 @@ pub(crate) mod tests {
                 t.r_step(s).unwrap().adv_loss.unwrap()
             })
             .collect();
-        eprintln!("seed {seed}: D loss {d0:.4} -> {d1:.4}; adv loss {:.4} -> {:.4}", adv[0], adv[3]);
-        assert!(adv[3] < 0.8 * adv[0], "refiner adversarial loss falls: {adv:?}");
+        eprintln!(
+            "seed {seed}: D loss {d0:.4} -> {d1:.4}; adv loss {:.4} -> {:.4}",
+            adv[0], adv[3]
+        );
+        assert!(
+            adv[3] < 0.8 * adv[0],
+            "refiner adversarial loss falls: {adv:?}"
+        );
 
         // The alternating schedule: D keeps training, now with half its batch from history.
         for i in pretrain..cfg.total_iterations() {
             let m = t.step(i, &mut src).unwrap();
-            assert!(m.d_loss.into_iter().chain(m.adv_loss).all(f32::is_finite), "{m:?}");
+            assert!(
+                m.d_loss.into_iter().chain(m.adv_loss).all(f32::is_finite),
+                "{m:?}"
+            );
             log.push(m);
         }
         assert!(t.is_done());
-        let d_steps: Vec<&StepMetrics> = log.iter().filter(|m| m.phase == Phase::Discriminator).collect();
+        let d_steps: Vec<&StepMetrics> = log
+            .iter()
+            .filter(|m| m.phase == Phase::Discriminator)
+            .collect();
         assert_eq!(d_steps.len() as u64, cfg.steps * cfg.k_d);
         assert!(d_steps.iter().all(|m| m.used_history));
 
         // Refined differs from synthetic, within a self-regularisation bound.
-        let synth = BatchSource::<AB>::synthetic(&mut src, 8, &device).unwrap().inner();
+        let synth = BatchSource::<AB>::synthetic(&mut src, 8, &device)
+            .unwrap()
+            .inner();
         let refined = t.refine(synth.clone());
         let diff = scalar((refined - synth).abs().mean()).unwrap();
         eprintln!("mean |R(x) - x| = {diff:.4}");

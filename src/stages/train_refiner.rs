@@ -44,7 +44,7 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec::new("blocks", ParamType::Int { min: 1, max: 64 }, "4", "Refiner ResNet blocks (paper: 4 for eyes, 10 for hands)"),
     ParamSpec::new("d_divisor", ParamType::Int { min: 1, max: 32 }, "4", "Discriminator channels = paper's ÷ this (1 = paper: 96, 64, 32, 32)"),
     ParamSpec::new("batch_size", ParamType::Int { min: 2, max: 65536 }, "16", "Images per step (paper code: 512; b/2 of D's refined half come from history)"),
-    ParamSpec::new("lambda", ParamType::Float { min: 0.0, max: 1e6 }, "0.5", "Self-regularisation weight λ on mean |R(x) − x| ([-1,1] images; carpedm20: 0.5)"),
+    ParamSpec::new("lambda", ParamType::Float { min: 0.0, max: 1e6 }, "7.5", "Self-regularisation weight λ on mean |R(x) − x| over pixels, [-1,1] images (carpedm20 uses 0.5 on per-image sums ≈ 7.5 here)"),
     ParamSpec::new("lr_r", ParamType::Float { min: 1e-9, max: 1.0 }, "0.001", "Refiner Adam learning rate"),
     ParamSpec::new("lr_d", ParamType::Float { min: 1e-9, max: 1.0 }, "0.001", "Discriminator Adam learning rate"),
     ParamSpec::new("pretrain_r_steps", INT, "200", "Refiner steps with only the self-regularisation loss (paper: 1000)"),
