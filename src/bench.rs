@@ -56,14 +56,22 @@ fn run_pipeline(text: &str, root: &Root) -> Result<(f64, runner::RunReport)> {
 }
 
 fn stage_seconds(r: &runner::RunReport, name: &str) -> f64 {
-    r.ran.iter().find(|o| o.name == name).map(|o| o.seconds).unwrap_or(f64::NAN)
+    r.ran
+        .iter()
+        .find(|o| o.name == name)
+        .map(|o| o.seconds)
+        .unwrap_or(f64::NAN)
 }
 
 /// Peak resident memory of this process so far, in MiB (Linux `VmHWM`).
 pub fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
 }
@@ -72,11 +80,25 @@ fn python_json(python: &str, args: &[String]) -> Result<Value> {
     let out = std::process::Command::new(python)
         .args(args)
         .output()
-        .map_err(|source| Error::Io { op: "run", path: PathBuf::from(python), source })?;
+        .map_err(|source| Error::Io {
+            op: "run",
+            path: PathBuf::from(python),
+            source,
+        })?;
     if !out.status.success() {
-        return Err(Error::stage("bench", format!("{python} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr))));
+        return Err(Error::stage(
+            "bench",
+            format!(
+                "{python} {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ));
     }
-    serde_json::from_slice(&out.stdout).map_err(|source| Error::Json { path: format!("{python} output"), source })
+    serde_json::from_slice(&out.stdout).map_err(|source| Error::Json {
+        path: format!("{python} output"),
+        source,
+    })
 }
 
 fn threads() -> usize {
@@ -88,7 +110,15 @@ fn bench_train(o: &BenchOptions) -> Result<Value> {
     let mut v = json!({ "burn": burn });
     if let Some(py) = &o.torch_python {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/torch_refiner.py");
-        let args = [script.to_string_lossy().into_owned(), "--width".into(), o.width.to_string(), "--iters".into(), o.iters.to_string(), "--threads".into(), threads().to_string()];
+        let args = [
+            script.to_string_lossy().into_owned(),
+            "--width".into(),
+            o.width.to_string(),
+            "--iters".into(),
+            o.iters.to_string(),
+            "--threads".into(),
+            threads().to_string(),
+        ];
         let torch = python_json(py, &args)?;
         let t_ms = torch["train_iter_ms"].as_f64().unwrap_or(f64::NAN);
         let t_ips = torch["infer_images_per_s"].as_f64().unwrap_or(f64::NAN);
@@ -123,9 +153,16 @@ params = {{ batch_size = 256 }}
     let (_, r) = run_pipeline(&text, &root)?;
     let e2e = stage_seconds(&r, "refined");
     // Compute only: the same images, already decoded, through the same refiner.
-    let committed = crate::manifest::latest(&root, "synthetic")?.ok_or_else(|| Error::stage("bench", "no synthetic stage"))?;
-    let refiner = crate::manifest::latest(&root, "refiner")?.ok_or_else(|| Error::stage("bench", "no refiner"))?;
-    let weights_path = refiner.manifest.artifacts.iter().find(|a| a.path.ends_with("refiner.safetensors")).ok_or_else(|| Error::stage("bench", "no weights"))?;
+    let committed = crate::manifest::latest(&root, "synthetic")?
+        .ok_or_else(|| Error::stage("bench", "no synthetic stage"))?;
+    let refiner = crate::manifest::latest(&root, "refiner")?
+        .ok_or_else(|| Error::stage("bench", "no refiner"))?;
+    let weights_path = refiner
+        .manifest
+        .artifacts
+        .iter()
+        .find(|a| a.path.ends_with("refiner.safetensors"))
+        .ok_or_else(|| Error::stage("bench", "no weights"))?;
     let weights = root.get_required(&weights_path.path)?;
     let mut images = Vec::new();
     for s in &committed.manifest.shards {
@@ -152,7 +189,9 @@ fn bench_generate(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value
     let mut v = json!({ "threads": threads() });
     for domain in ["synthetic", "real-like"] {
         let (_dir, root) = temp_root(&o.scratch, &format!("gen-{domain}"), rt)?;
-        let text = format!("name = \"g\"\n[stages.g]\nkind = \"generate-eyes\"\nparams = {{ domain = \"{domain}\", rows = 20000, rows_per_shard = 5000 }}\n");
+        let text = format!(
+            "name = \"g\"\n[stages.g]\nkind = \"generate-eyes\"\nparams = {{ domain = \"{domain}\", rows = 20000, rows_per_shard = 5000 }}\n"
+        );
         let (_, r) = run_pipeline(&text, &root)?;
         let ips = 20000.0 / stage_seconds(&r, "g");
         v[domain] = json!({ "images_per_s": ips, "images_per_s_per_core": ips / threads() as f64 });
@@ -164,25 +203,51 @@ fn bench_ingest(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> 
     use crate::eyes::unityeyes::{fixture_image, fixture_json, fixture_label};
     let src = o.scratch.join("unityeyes");
     let _ = std::fs::remove_dir_all(&src);
-    std::fs::create_dir_all(&src).map_err(|source| Error::Io { op: "create", path: src.clone(), source })?;
+    std::fs::create_dir_all(&src).map_err(|source| Error::Io {
+        op: "create",
+        path: src.clone(),
+        source,
+    })?;
     for i in 0..o.ingest_files {
         let f = i as f32 / o.ingest_files as f32;
-        let label = fixture_label([300.0 + 40.0 * f, 240.0 - 20.0 * f], 90.0, crate::eyes::from_pitch_yaw(0.2 * f - 0.1, 0.3 - 0.6 * f), [0.0, 0.0, 0.0]);
+        let label = fixture_label(
+            [300.0 + 40.0 * f, 240.0 - 20.0 * f],
+            90.0,
+            crate::eyes::from_pitch_yaw(0.2 * f - 0.1, 0.3 - 0.6 * f),
+            [0.0, 0.0, 0.0],
+        );
         let img = fixture_image(&label, 640, 480);
         let path = src.join(format!("{}.jpg", i + 1));
-        img.save(&path).map_err(|source| Error::Image { what: path.display().to_string(), source })?;
+        img.save(&path).map_err(|source| Error::Image {
+            what: path.display().to_string(),
+            source,
+        })?;
         let jpath = src.join(format!("{}.json", i + 1));
-        std::fs::write(&jpath, fixture_json(&label, 480)).map_err(|source| Error::Io { op: "write", path: jpath.clone(), source })?;
+        std::fs::write(&jpath, fixture_json(&label, 480)).map_err(|source| Error::Io {
+            op: "write",
+            path: jpath.clone(),
+            source,
+        })?;
     }
     let (_dir, root) = temp_root(&o.scratch, "ingest", rt)?;
-    let text = format!("name = \"i\"\n[stages.ue]\nkind = \"ingest-unityeyes\"\ninputs = {{ source = \"{}\" }}\n", src.display());
+    let text = format!(
+        "name = \"i\"\n[stages.ue]\nkind = \"ingest-unityeyes\"\ninputs = {{ source = \"{}\" }}\n",
+        src.display()
+    );
     let (_, r) = run_pipeline(&text, &root)?;
     let ours = o.ingest_files as f64 / stage_seconds(&r, "ue");
     let mut v = json!({ "files": o.ingest_files, "threads": threads(), "simgan_images_per_s": ours, "simgan_images_per_s_per_core": ours / threads() as f64 });
     if let Some(py) = &o.python {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pil_ingest.py");
         let out = o.scratch.join("pil.parquet");
-        let res = python_json(py, &[script.to_string_lossy().into_owned(), src.to_string_lossy().into_owned(), out.to_string_lossy().into_owned()])?;
+        let res = python_json(
+            py,
+            &[
+                script.to_string_lossy().into_owned(),
+                src.to_string_lossy().into_owned(),
+                out.to_string_lossy().into_owned(),
+            ],
+        )?;
         let theirs = res["images_per_s"].as_f64().unwrap_or(f64::NAN);
         v["python_pil_images_per_s_one_core"] = json!(theirs);
         v["speedup_per_core"] = json!(ours / threads() as f64 / theirs);
@@ -220,7 +285,12 @@ pub fn run(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> {
             "generate" => bench_generate(o, rt)?,
             "ingest" => bench_ingest(o, rt)?,
             "runner" => bench_runner(o, rt)?,
-            other => return Err(Error::stage("bench", format!("unknown section `{other}` (train, refine, generate, ingest, runner)"))),
+            other => {
+                return Err(Error::stage(
+                    "bench",
+                    format!("unknown section `{other}` (train, refine, generate, ingest, runner)"),
+                ));
+            }
         };
         tracing::info!(section = %s, seconds = t.elapsed().as_secs_f64(), "bench section done");
         out[s.as_str()] = v;
@@ -232,6 +302,11 @@ pub fn run(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> {
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
         .unwrap_or_default()
 }

@@ -30,20 +30,34 @@ fn split_parent(url: &str) -> Option<(&str, &str)> {
 
 /// Open the dataset a URL names.
 pub fn open(url: &str, rt: Handle) -> Result<Dataset> {
-    let bad = |reason: &str| Error::Location { location: crate::storage::redact(url), reason: reason.to_string() };
+    let bad = |reason: &str| Error::Location {
+        location: crate::storage::redact(url),
+        reason: reason.to_string(),
+    };
     let (base, version) = match url.rsplit_once('@') {
-        Some((b, v)) if !v.contains('/') => (b, Some(v.parse::<u64>().map_err(|_| bad("version after @ must be a number"))?)),
+        Some((b, v)) if !v.contains('/') => (
+            b,
+            Some(
+                v.parse::<u64>()
+                    .map_err(|_| bad("version after @ must be a number"))?,
+            ),
+        ),
         _ => (url, None),
     };
     // A manifest file: <root>/<stage>/_manifests/NNNNNNNN.json
     if let Some(stripped) = base.strip_suffix(".json") {
-        let (manifests_dir, file) = split_parent(stripped).ok_or_else(|| bad("not a manifest path"))?;
-        let (stage_dir, m) = split_parent(manifests_dir).ok_or_else(|| bad("not a manifest path"))?;
-        let (root_url, stage) = split_parent(stage_dir).ok_or_else(|| bad("not a manifest path"))?;
+        let (manifests_dir, file) =
+            split_parent(stripped).ok_or_else(|| bad("not a manifest path"))?;
+        let (stage_dir, m) =
+            split_parent(manifests_dir).ok_or_else(|| bad("not a manifest path"))?;
+        let (root_url, stage) =
+            split_parent(stage_dir).ok_or_else(|| bad("not a manifest path"))?;
         if m != "_manifests" {
             return Err(bad("a manifest lives in <stage>/_manifests/"));
         }
-        let v: u64 = file.parse().map_err(|_| bad("manifest file name must be its version number"))?;
+        let v: u64 = file
+            .parse()
+            .map_err(|_| bad("manifest file name must be its version number"))?;
         let root = Root::open_existing(root_url, rt)?;
         let committed = manifest::read(&root, stage, v)?.ok_or_else(|| bad("no such manifest"))?;
         return Ok(from_manifest(root, committed));
@@ -54,7 +68,8 @@ pub fn open(url: &str, rt: Handle) -> Result<Dataset> {
             let versions = manifest::versions(&root, stage)?;
             if !versions.is_empty() {
                 let v = version.unwrap_or(versions[versions.len() - 1]);
-                let committed = manifest::read(&root, stage, v)?.ok_or_else(|| bad(&format!("stage `{stage}` has no version {v}")))?;
+                let committed = manifest::read(&root, stage, v)?
+                    .ok_or_else(|| bad(&format!("stage `{stage}` has no version {v}")))?;
                 return Ok(from_manifest(root, committed));
             }
         }
@@ -64,16 +79,34 @@ pub fn open(url: &str, rt: Handle) -> Result<Dataset> {
     }
     // Any folder of parquet files.
     let root = Root::open_existing(base, rt)?;
-    let shards: Vec<String> = root.list("")?.into_iter().map(|l| l.path).filter(|p| p.ends_with(".parquet") && !p.contains("/_")).collect();
+    let shards: Vec<String> = root
+        .list("")?
+        .into_iter()
+        .map(|l| l.path)
+        .filter(|p| p.ends_with(".parquet") && !p.contains("/_"))
+        .collect();
     if shards.is_empty() {
         return Err(bad("no stage manifest and no .parquet files here"));
     }
-    Ok(Dataset { root, committed: None, shards })
+    Ok(Dataset {
+        root,
+        committed: None,
+        shards,
+    })
 }
 
 fn from_manifest(root: Root, committed: Committed) -> Dataset {
-    let shards = committed.manifest.shards.iter().map(|s| s.path.clone()).collect();
-    Dataset { root, committed: Some(committed), shards }
+    let shards = committed
+        .manifest
+        .shards
+        .iter()
+        .map(|s| s.path.clone())
+        .collect();
+    Dataset {
+        root,
+        committed: Some(committed),
+        shards,
+    }
 }
 
 /// The committed dataset of a stage input (for kinds reading their inputs).

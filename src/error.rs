@@ -65,11 +65,21 @@ pub enum Error {
 
     /// A shard's bytes no longer match the checksum recorded when it was written.
     #[error("checksum mismatch for `{path}`: recorded {expected}, found {found}")]
-    Checksum { path: String, expected: String, found: String },
+    Checksum {
+        path: String,
+        expected: String,
+        found: String,
+    },
 
     /// Another run holds the root's lease.
-    #[error("root `{root}` is locked by {holder} (lease expires {expires}); retry later or pass --wait")]
-    LeaseHeld { root: String, holder: String, expires: String },
+    #[error(
+        "root `{root}` is locked by {holder} (lease expires {expires}); retry later or pass --wait"
+    )]
+    LeaseHeld {
+        root: String,
+        holder: String,
+        expires: String,
+    },
 
     /// This run lost its lease (it expired and another run took over).
     #[error("lease on `{root}` was lost: {reason}")]
@@ -81,7 +91,11 @@ pub enum Error {
 
     /// Bad user data: the file (or object), the field and what was wrong.
     #[error("{file}: {field}: {reason}")]
-    Input { file: String, field: String, reason: String },
+    Input {
+        file: String,
+        field: String,
+        reason: String,
+    },
 
     /// A stage kind failed for a reason of its own.
     #[error("stage `{stage}`: {reason}")]
@@ -106,12 +120,23 @@ pub enum Error {
 
 impl Error {
     /// Shorthand for a storage error.
-    pub fn storage(op: &'static str, path: impl std::fmt::Display, source: object_store::Error) -> Self {
-        Error::Storage { op, path: path.to_string(), source }
+    pub fn storage(
+        op: &'static str,
+        path: impl std::fmt::Display,
+        source: object_store::Error,
+    ) -> Self {
+        Error::Storage {
+            op,
+            path: path.to_string(),
+            source,
+        }
     }
 
     /// Shorthand for a stage-specific failure.
     pub fn stage(stage: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::Stage { stage: stage.into(), reason: reason.into() }
+        Error::Stage {
+            stage: stage.into(),
+            reason: reason.into(),
+        }
     }
 }

@@ -51,11 +51,15 @@ impl LeaseRecord {
 }
 
 fn now_s() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn pid_alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists() || !std::path::Path::new("/proc/self").exists()
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        || !std::path::Path::new("/proc/self").exists()
 }
 
 fn host() -> String {
@@ -69,13 +73,26 @@ fn gen_path(generation: u64) -> String {
 /// The current lease generation of a root, if any.
 pub fn current(root: &Root) -> Result<Option<LeaseRecord>> {
     let latest = root.list(DIR)?.into_iter().filter_map(|l| {
-        let g: u64 = l.path.rsplit('/').next()?.strip_suffix(".json")?.parse().ok()?;
+        let g: u64 = l
+            .path
+            .rsplit('/')
+            .next()?
+            .strip_suffix(".json")?
+            .parse()
+            .ok()?;
         Some(g)
     });
-    let Some(g) = latest.max() else { return Ok(None) };
+    let Some(g) = latest.max() else {
+        return Ok(None);
+    };
     let rel = gen_path(g);
     match root.get(&rel)? {
-        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|source| Error::Json { path: root.url_of(&rel), source }),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| Error::Json {
+                path: root.url_of(&rel),
+                source,
+            }),
         None => Ok(None),
     }
 }
@@ -96,7 +113,13 @@ impl Lease {
     pub fn acquire(root: &Root, purpose: &str, ttl: Duration, wait: bool) -> Result<Lease> {
         let host = host();
         let pid = std::process::id();
-        let owner = format!("{host}:{pid}:{}", SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+        let owner = format!(
+            "{host}:{pid}:{}",
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        );
         let ttl_s = ttl.as_secs().max(1);
         loop {
             let cur = current(root)?;
@@ -104,8 +127,14 @@ impl Lease {
             match &cur {
                 Some(rec) if !rec.is_free(now, &host) => {
                     if !wait {
-                        let expires = chrono::DateTime::from_timestamp(rec.expires_at as i64, 0).map(|t| t.to_rfc3339()).unwrap_or_default();
-                        return Err(Error::LeaseHeld { root: root.url().to_string(), holder: rec.describe(), expires });
+                        let expires = chrono::DateTime::from_timestamp(rec.expires_at as i64, 0)
+                            .map(|t| t.to_rfc3339())
+                            .unwrap_or_default();
+                        return Err(Error::LeaseHeld {
+                            root: root.url().to_string(),
+                            holder: rec.describe(),
+                            expires,
+                        });
                     }
                     std::thread::sleep(Duration::from_millis(500));
                     continue;
@@ -122,7 +151,10 @@ impl Lease {
                 released: false,
                 purpose: purpose.to_string(),
             };
-            let bytes = serde_json::to_vec(&record).map_err(|source| Error::Json { path: root.url_of(DIR), source })?;
+            let bytes = serde_json::to_vec(&record).map_err(|source| Error::Json {
+                path: root.url_of(DIR),
+                source,
+            })?;
             if root.put_if_absent(&gen_path(generation), bytes)? {
                 tracing::debug!(generation, "lease acquired");
                 let mut lease = Lease {
@@ -151,8 +183,14 @@ impl Lease {
         self.renewer = Some(std::thread::spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(period) {
                 let g = generation.load(Ordering::SeqCst) + 1;
-                let rec = LeaseRecord { generation: g, expires_at: now_s() + ttl_s, ..base.clone() };
-                let Ok(bytes) = serde_json::to_vec(&rec) else { continue };
+                let rec = LeaseRecord {
+                    generation: g,
+                    expires_at: now_s() + ttl_s,
+                    ..base.clone()
+                };
+                let Ok(bytes) = serde_json::to_vec(&rec) else {
+                    continue;
+                };
                 match root.put_if_absent(&gen_path(g), bytes) {
                     Ok(true) => {
                         generation.store(g, Ordering::SeqCst);
@@ -175,7 +213,10 @@ impl Lease {
     /// Fail if the lease was lost (expired and taken over).
     pub fn check(&self) -> Result<()> {
         if self.lost.load(Ordering::SeqCst) {
-            return Err(Error::LeaseLost { root: self.root.url().to_string(), reason: "another run took it over after it expired".into() });
+            return Err(Error::LeaseLost {
+                root: self.root.url().to_string(),
+                reason: "another run took it over after it expired".into(),
+            });
         }
         Ok(())
     }
@@ -201,8 +242,16 @@ impl Lease {
             return Ok(());
         }
         let g = self.generation.load(Ordering::SeqCst) + 1;
-        let rec = LeaseRecord { generation: g, released: true, expires_at: now_s(), ..self.record.clone() };
-        let bytes = serde_json::to_vec(&rec).map_err(|source| Error::Json { path: self.root.url_of(DIR), source })?;
+        let rec = LeaseRecord {
+            generation: g,
+            released: true,
+            expires_at: now_s(),
+            ..self.record.clone()
+        };
+        let bytes = serde_json::to_vec(&rec).map_err(|source| Error::Json {
+            path: self.root.url_of(DIR),
+            source,
+        })?;
         self.root.put_if_absent(&gen_path(g), bytes)?;
         let _ = self.root.delete(&gen_path(g - 1));
         self.lost.store(true, Ordering::SeqCst);

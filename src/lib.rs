@@ -10,14 +10,14 @@
 //! - [`stages`]: the stage kinds (one module each) and their registry.
 //! - [`eyes`]: eye-gaze domain (generator, UnityEyes, MPIIGaze); [`nn`]: the burn models and loops.
 
-pub mod eyes;
-pub mod nn;
 pub mod bench;
 pub mod cli;
 pub mod dataset;
 pub mod error;
+pub mod eyes;
 pub mod lease;
 pub mod manifest;
+pub mod nn;
 pub mod params;
 pub mod pipeline;
 pub mod query;

@@ -30,7 +30,11 @@ pub const FORMAT: u32 = 1;
 #[serde(untagged)]
 pub enum InputRef {
     /// Another stage's committed version.
-    Stage { stage: String, version: u64, digest: String },
+    Stage {
+        stage: String,
+        version: u64,
+        digest: String,
+    },
     /// An external location (path or URL, credentials stripped).
     Location { location: String },
 }
@@ -121,7 +125,10 @@ impl FingerprintParts<'_> {
             "params": self.params,
             "inputs": self.inputs,
         });
-        format!("sha256:{}", hex::encode(Sha256::digest(doc.to_string().as_bytes())))
+        format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(doc.to_string().as_bytes()))
+        )
     }
 }
 
@@ -146,8 +153,14 @@ pub struct Committed {
 
 /// Parse manifest bytes read from `name`.
 pub fn parse(bytes: &[u8], name: &str) -> Result<Committed> {
-    let manifest: Manifest = serde_json::from_slice(bytes).map_err(|source| Error::Json { path: name.to_string(), source })?;
-    Ok(Committed { manifest, digest: crate::shards::checksum(bytes) })
+    let manifest: Manifest = serde_json::from_slice(bytes).map_err(|source| Error::Json {
+        path: name.to_string(),
+        source,
+    })?;
+    Ok(Committed {
+        manifest,
+        digest: crate::shards::checksum(bytes),
+    })
 }
 
 /// Committed version numbers of a stage, ascending.
@@ -155,7 +168,14 @@ pub fn versions(root: &Root, stage: &str) -> Result<Vec<u64>> {
     let mut out: Vec<u64> = root
         .list(&format!("{stage}/_manifests/"))?
         .iter()
-        .filter_map(|l| l.path.rsplit('/').next()?.strip_suffix(".json")?.parse().ok())
+        .filter_map(|l| {
+            l.path
+                .rsplit('/')
+                .next()?
+                .strip_suffix(".json")?
+                .parse()
+                .ok()
+        })
         .collect();
     out.sort_unstable();
     Ok(out)
@@ -182,12 +202,22 @@ pub fn latest(root: &Root, stage: &str) -> Result<Option<Committed>> {
 /// already exists (another writer committed it).
 pub fn commit(root: &Root, manifest: &Manifest) -> Result<String> {
     let rel = manifest_path(&manifest.stage, manifest.version);
-    let bytes = serde_json::to_vec_pretty(manifest).map_err(|source| Error::Json { path: root.url_of(&rel), source })?;
+    let bytes = serde_json::to_vec_pretty(manifest).map_err(|source| Error::Json {
+        path: root.url_of(&rel),
+        source,
+    })?;
     let digest = crate::shards::checksum(&bytes);
     if root.put_if_absent(&rel, bytes)? {
         Ok(digest)
     } else {
-        Err(Error::stage(&manifest.stage, format!("version {} was already committed by another writer ({})", manifest.version, root.url_of(&rel))))
+        Err(Error::stage(
+            &manifest.stage,
+            format!(
+                "version {} was already committed by another writer ({})",
+                manifest.version,
+                root.url_of(&rel)
+            ),
+        ))
     }
 }
 
@@ -199,14 +229,45 @@ mod tests {
     fn fingerprint_changes_with_each_part() {
         let params = serde_json::json!({"a": 1});
         let inputs = BTreeMap::new();
-        let base = FingerprintParts { kind: "k", code_version: "1", params: &params, inputs: &inputs };
+        let base = FingerprintParts {
+            kind: "k",
+            code_version: "1",
+            params: &params,
+            inputs: &inputs,
+        };
         let f0 = base.fingerprint();
         assert_eq!(f0, base.clone().fingerprint());
         let p2 = serde_json::json!({"a": 2});
-        assert_ne!(f0, FingerprintParts { params: &p2, ..base.clone() }.fingerprint());
-        assert_ne!(f0, FingerprintParts { code_version: "2", ..base.clone() }.fingerprint());
+        assert_ne!(
+            f0,
+            FingerprintParts {
+                params: &p2,
+                ..base.clone()
+            }
+            .fingerprint()
+        );
+        assert_ne!(
+            f0,
+            FingerprintParts {
+                code_version: "2",
+                ..base.clone()
+            }
+            .fingerprint()
+        );
         let mut i2 = BTreeMap::new();
-        i2.insert("x".to_string(), InputRef::Location { location: "/d".into() });
-        assert_ne!(f0, FingerprintParts { inputs: &i2, ..base }.fingerprint());
+        i2.insert(
+            "x".to_string(),
+            InputRef::Location {
+                location: "/d".into(),
+            },
+        );
+        assert_ne!(
+            f0,
+            FingerprintParts {
+                inputs: &i2,
+                ..base
+            }
+            .fingerprint()
+        );
     }
 }

@@ -36,7 +36,13 @@ impl ParamType {
             ParamType::Float { min, max } => format!("number in [{min}, {max}]"),
             ParamType::Bool => "boolean".into(),
             ParamType::Str => "string".into(),
-            ParamType::Choice(c) => format!("one of {}", c.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")),
+            ParamType::Choice(c) => format!(
+                "one of {}",
+                c.iter()
+                    .map(|s| format!("\"{s}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             ParamType::StrList => "list of strings".into(),
             ParamType::Table => "table".into(),
         }
@@ -44,23 +50,40 @@ impl ParamType {
 
     /// Check and normalise a TOML value; `Err` holds the reason.
     fn coerce(&self, v: &toml::Value) -> std::result::Result<Value, String> {
-        let found = || format!("expected {}, found {} `{}`", self.describe(), v.type_str(), v);
+        let found = || {
+            format!(
+                "expected {}, found {} `{}`",
+                self.describe(),
+                v.type_str(),
+                v
+            )
+        };
         match (self, v) {
-            (ParamType::Int { min, max }, toml::Value::Integer(i)) if i >= min && i <= max => Ok(Value::from(*i)),
-            (ParamType::Float { min, max }, toml::Value::Float(f)) if f >= min && f <= max => Ok(Value::from(*f)),
-            (ParamType::Float { min, max }, toml::Value::Integer(i)) if (*i as f64) >= *min && (*i as f64) <= *max => {
+            (ParamType::Int { min, max }, toml::Value::Integer(i)) if i >= min && i <= max => {
+                Ok(Value::from(*i))
+            }
+            (ParamType::Float { min, max }, toml::Value::Float(f)) if f >= min && f <= max => {
+                Ok(Value::from(*f))
+            }
+            (ParamType::Float { min, max }, toml::Value::Integer(i))
+                if (*i as f64) >= *min && (*i as f64) <= *max =>
+            {
                 Ok(Value::from(*i as f64))
             }
             (ParamType::Bool, toml::Value::Boolean(b)) => Ok(Value::from(*b)),
             (ParamType::Str, toml::Value::String(s)) => Ok(Value::from(s.clone())),
-            (ParamType::Choice(c), toml::Value::String(s)) if c.contains(&s.as_str()) => Ok(Value::from(s.clone())),
+            (ParamType::Choice(c), toml::Value::String(s)) if c.contains(&s.as_str()) => {
+                Ok(Value::from(s.clone()))
+            }
             (ParamType::StrList, toml::Value::Array(a)) => a
                 .iter()
                 .map(|x| x.as_str().map(|s| Value::from(s.to_string())))
                 .collect::<Option<Vec<_>>>()
                 .map(Value::Array)
                 .ok_or_else(found),
-            (ParamType::Table, toml::Value::Table(t)) => serde_json::to_value(t).map_err(|e| e.to_string()),
+            (ParamType::Table, toml::Value::Table(t)) => {
+                serde_json::to_value(t).map_err(|e| e.to_string())
+            }
             _ => Err(found()),
         }
     }
@@ -81,13 +104,28 @@ pub struct ParamSpec {
 
 impl ParamSpec {
     /// A parameter with a default given in TOML syntax (e.g. `"64"`, `"\"cpu\""`, `"[]"`).
-    pub const fn new(name: &'static str, ty: ParamType, default: &'static str, doc: &'static str) -> Self {
-        ParamSpec { name, ty, default: Some(default), doc }
+    pub const fn new(
+        name: &'static str,
+        ty: ParamType,
+        default: &'static str,
+        doc: &'static str,
+    ) -> Self {
+        ParamSpec {
+            name,
+            ty,
+            default: Some(default),
+            doc,
+        }
     }
 
     /// A parameter the pipeline must set.
     pub const fn required(name: &'static str, ty: ParamType, doc: &'static str) -> Self {
-        ParamSpec { name, ty, default: None, doc }
+        ParamSpec {
+            name,
+            ty,
+            default: None,
+            doc,
+        }
     }
 }
 
@@ -102,7 +140,10 @@ pub struct Params {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamProblem {
     /// A key the kind does not declare.
-    Unknown { key: String, known: Vec<&'static str> },
+    Unknown {
+        key: String,
+        known: Vec<&'static str>,
+    },
     /// A value of the wrong type or out of range.
     Mistyped { key: String, reason: String },
     /// A required key is absent.
@@ -111,38 +152,78 @@ pub enum ParamProblem {
 
 impl Params {
     /// Validate a stage's params table against the kind's specs, filling in defaults.
-    pub fn resolve(stage: &str, specs: &[ParamSpec], table: &toml::Table) -> std::result::Result<Params, ParamProblem> {
+    pub fn resolve(
+        stage: &str,
+        specs: &[ParamSpec],
+        table: &toml::Table,
+    ) -> std::result::Result<Params, ParamProblem> {
         for key in table.keys() {
             if !specs.iter().any(|s| s.name == key) {
-                return Err(ParamProblem::Unknown { key: key.clone(), known: specs.iter().map(|s| s.name).collect() });
+                return Err(ParamProblem::Unknown {
+                    key: key.clone(),
+                    known: specs.iter().map(|s| s.name).collect(),
+                });
             }
         }
         let mut values = BTreeMap::new();
         for spec in specs {
             let raw = match (table.get(spec.name), spec.default) {
                 (Some(v), _) => v.clone(),
-                (None, Some(d)) => parse_default(d).map_err(|reason| ParamProblem::Mistyped { key: spec.name.into(), reason })?,
-                (None, None) => return Err(ParamProblem::Missing { key: spec.name.into() }),
+                (None, Some(d)) => parse_default(d).map_err(|reason| ParamProblem::Mistyped {
+                    key: spec.name.into(),
+                    reason,
+                })?,
+                (None, None) => {
+                    return Err(ParamProblem::Missing {
+                        key: spec.name.into(),
+                    });
+                }
             };
-            let v = spec.ty.coerce(&raw).map_err(|reason| ParamProblem::Mistyped { key: spec.name.into(), reason })?;
+            let v = spec
+                .ty
+                .coerce(&raw)
+                .map_err(|reason| ParamProblem::Mistyped {
+                    key: spec.name.into(),
+                    reason,
+                })?;
             values.insert(spec.name.to_string(), v);
         }
-        Ok(Params { stage: stage.to_string(), values })
+        Ok(Params {
+            stage: stage.to_string(),
+            values,
+        })
     }
 
     /// Build params directly (tests and internal callers), still validated.
-    pub fn from_pairs(stage: &str, specs: &[ParamSpec], pairs: &[(&str, toml::Value)]) -> Result<Params> {
-        let table: toml::Table = pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    pub fn from_pairs(
+        stage: &str,
+        specs: &[ParamSpec],
+        pairs: &[(&str, toml::Value)],
+    ) -> Result<Params> {
+        let table: toml::Table = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
         Params::resolve(stage, specs, &table).map_err(|p| Error::stage(stage, format!("{p:?}")))
     }
 
     /// The canonical JSON form (sorted keys) used in fingerprints and manifests.
     pub fn to_json(&self) -> Value {
-        Value::Object(self.values.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        Value::Object(
+            self.values
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )
     }
 
     fn get(&self, key: &str) -> Result<&Value> {
-        self.values.get(key).ok_or_else(|| Error::stage(&self.stage, format!("param `{key}` is not declared by this kind")))
+        self.values.get(key).ok_or_else(|| {
+            Error::stage(
+                &self.stage,
+                format!("param `{key}` is not declared by this kind"),
+            )
+        })
     }
 
     fn wrong(&self, key: &str, what: &str) -> Error {
@@ -151,7 +232,9 @@ impl Params {
 
     /// An integer param.
     pub fn int(&self, key: &str) -> Result<i64> {
-        self.get(key)?.as_i64().ok_or_else(|| self.wrong(key, "integer"))
+        self.get(key)?
+            .as_i64()
+            .ok_or_else(|| self.wrong(key, "integer"))
     }
 
     /// A non-negative integer param as `usize`.
@@ -162,34 +245,55 @@ impl Params {
 
     /// A float param.
     pub fn float(&self, key: &str) -> Result<f64> {
-        self.get(key)?.as_f64().ok_or_else(|| self.wrong(key, "number"))
+        self.get(key)?
+            .as_f64()
+            .ok_or_else(|| self.wrong(key, "number"))
     }
 
     /// A boolean param.
     pub fn bool(&self, key: &str) -> Result<bool> {
-        self.get(key)?.as_bool().ok_or_else(|| self.wrong(key, "boolean"))
+        self.get(key)?
+            .as_bool()
+            .ok_or_else(|| self.wrong(key, "boolean"))
     }
 
     /// A string (or choice) param.
     pub fn str(&self, key: &str) -> Result<&str> {
-        self.get(key)?.as_str().ok_or_else(|| self.wrong(key, "string"))
+        self.get(key)?
+            .as_str()
+            .ok_or_else(|| self.wrong(key, "string"))
     }
 
     /// A table param as JSON (an object).
     pub fn table(&self, key: &str) -> Result<&serde_json::Map<String, Value>> {
-        self.get(key)?.as_object().ok_or_else(|| self.wrong(key, "table"))
+        self.get(key)?
+            .as_object()
+            .ok_or_else(|| self.wrong(key, "table"))
     }
 
     /// A list-of-strings param.
     pub fn str_list(&self, key: &str) -> Result<Vec<String>> {
-        let arr = self.get(key)?.as_array().ok_or_else(|| self.wrong(key, "list"))?;
-        arr.iter().map(|v| v.as_str().map(str::to_string).ok_or_else(|| self.wrong(key, "list of strings"))).collect()
+        let arr = self
+            .get(key)?
+            .as_array()
+            .ok_or_else(|| self.wrong(key, "list"))?;
+        arr.iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| self.wrong(key, "list of strings"))
+            })
+            .collect()
     }
 }
 
 fn parse_default(d: &str) -> std::result::Result<toml::Value, String> {
-    let table: toml::Table = toml::from_str(&format!("v = {d}")).map_err(|e| format!("bad built-in default `{d}`: {e}"))?;
-    table.get("v").cloned().ok_or_else(|| format!("bad built-in default `{d}`"))
+    let table: toml::Table = toml::from_str(&format!("v = {d}"))
+        .map_err(|e| format!("bad built-in default `{d}`: {e}"))?;
+    table
+        .get("v")
+        .cloned()
+        .ok_or_else(|| format!("bad built-in default `{d}`"))
 }
 
 #[cfg(test)]
@@ -217,10 +321,20 @@ mod tests {
 
     #[test]
     fn problems_name_the_key() {
-        assert!(matches!(Params::resolve("s", SPECS, &table("name=\"x\"\nrowz = 1")), Err(ParamProblem::Unknown { key, .. }) if key == "rowz"));
-        assert!(matches!(Params::resolve("s", SPECS, &table("name=\"x\"\nrows = \"1\"")), Err(ParamProblem::Mistyped { key, .. }) if key == "rows"));
-        assert!(matches!(Params::resolve("s", SPECS, &table("name=\"x\"\nrows = 0")), Err(ParamProblem::Mistyped { key, .. }) if key == "rows"));
-        assert!(matches!(Params::resolve("s", SPECS, &table("name=\"x\"\ndomain = \"c\"")), Err(ParamProblem::Mistyped { key, .. }) if key == "domain"));
-        assert!(matches!(Params::resolve("s", SPECS, &table("")), Err(ParamProblem::Missing { key }) if key == "name"));
+        assert!(
+            matches!(Params::resolve("s", SPECS, &table("name=\"x\"\nrowz = 1")), Err(ParamProblem::Unknown { key, .. }) if key == "rowz")
+        );
+        assert!(
+            matches!(Params::resolve("s", SPECS, &table("name=\"x\"\nrows = \"1\"")), Err(ParamProblem::Mistyped { key, .. }) if key == "rows")
+        );
+        assert!(
+            matches!(Params::resolve("s", SPECS, &table("name=\"x\"\nrows = 0")), Err(ParamProblem::Mistyped { key, .. }) if key == "rows")
+        );
+        assert!(
+            matches!(Params::resolve("s", SPECS, &table("name=\"x\"\ndomain = \"c\"")), Err(ParamProblem::Mistyped { key, .. }) if key == "domain")
+        );
+        assert!(
+            matches!(Params::resolve("s", SPECS, &table("")), Err(ParamProblem::Missing { key }) if key == "name")
+        );
     }
 }

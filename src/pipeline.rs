@@ -34,28 +34,53 @@ pub enum PipelineError {
     Parse { file: String, reason: String },
     /// A stage uses a kind that does not exist.
     #[error("stage `{stage}`: unknown kind `{kind}` (known: {known})")]
-    UnknownKind { stage: String, kind: String, known: String },
+    UnknownKind {
+        stage: String,
+        kind: String,
+        known: String,
+    },
     /// A stage sets a param its kind does not declare.
     #[error("stage `{stage}`: unknown param `{key}` (known: {known})")]
-    UnknownParam { stage: String, key: String, known: String },
+    UnknownParam {
+        stage: String,
+        key: String,
+        known: String,
+    },
     /// A param has the wrong type or is out of range.
     #[error("stage `{stage}`: param `{key}`: {reason}")]
-    BadParam { stage: String, key: String, reason: String },
+    BadParam {
+        stage: String,
+        key: String,
+        reason: String,
+    },
     /// A required param is absent.
     #[error("stage `{stage}`: missing required param `{key}`")]
     MissingParam { stage: String, key: String },
     /// A stage sets an input role its kind does not declare.
     #[error("stage `{stage}`: unknown input `{role}` (known: {known})")]
-    UnknownInput { stage: String, role: String, known: String },
+    UnknownInput {
+        stage: String,
+        role: String,
+        known: String,
+    },
     /// A required input is absent.
     #[error("stage `{stage}`: missing required input `{role}`")]
     MissingInput { stage: String, role: String },
     /// An input names a stage that is not in the pipeline.
     #[error("stage `{stage}`: input `{role}` refers to unknown stage `{target}`")]
-    UnknownStage { stage: String, role: String, target: String },
+    UnknownStage {
+        stage: String,
+        role: String,
+        target: String,
+    },
     /// An input is a location where a stage is expected, or the reverse.
     #[error("stage `{stage}`: input `{role}` must be {expected}, got `{value}`")]
-    InputType { stage: String, role: String, expected: &'static str, value: String },
+    InputType {
+        stage: String,
+        role: String,
+        expected: &'static str,
+        value: String,
+    },
     /// The stages' inputs form a cycle.
     #[error("cycle between stages: {0}")]
     Cycle(String),
@@ -135,25 +160,45 @@ impl Pipeline {
     /// Read and validate a pipeline file.
     pub fn load(path: &std::path::Path, registry: &Registry) -> Result<Pipeline, PipelineError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| PipelineError::Read { file: file.clone(), reason: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| PipelineError::Read {
+            file: file.clone(),
+            reason: e.to_string(),
+        })?;
         Pipeline::parse(&text, &file, registry)
     }
 
     /// Validate a pipeline from TOML text (`file` is used in messages).
     pub fn parse(text: &str, file: &str, registry: &Registry) -> Result<Pipeline, PipelineError> {
-        let raw: RawPipeline = toml::from_str(text).map_err(|e| PipelineError::Parse { file: file.to_string(), reason: e.to_string() })?;
+        let raw: RawPipeline = toml::from_str(text).map_err(|e| PipelineError::Parse {
+            file: file.to_string(),
+            reason: e.to_string(),
+        })?;
         let mut stages = BTreeMap::new();
         for (name, rs) in &raw.stages {
-            stages.insert(name.clone(), validate_stage(name, rs, &raw.stages, registry)?);
+            stages.insert(
+                name.clone(),
+                validate_stage(name, rs, &raw.stages, registry)?,
+            );
         }
         let order = topo_order(&stages)?;
-        let stages = order.into_iter().filter_map(|n| stages.remove(&n)).collect();
-        Ok(Pipeline { name: raw.name, root: raw.root, description: raw.description, stages })
+        let stages = order
+            .into_iter()
+            .filter_map(|n| stages.remove(&n))
+            .collect();
+        Ok(Pipeline {
+            name: raw.name,
+            root: raw.root,
+            description: raw.description,
+            stages,
+        })
     }
 
     /// A stage by name.
     pub fn stage(&self, name: &str) -> Result<&Stage, PipelineError> {
-        self.stages.iter().find(|s| s.name == name).ok_or_else(|| PipelineError::NoSuchStage(name.to_string()))
+        self.stages
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| PipelineError::NoSuchStage(name.to_string()))
     }
 
     /// `names` and every stage downstream of them, in dependency order.
@@ -167,39 +212,75 @@ impl Pipeline {
                 set.insert(s.name.clone());
             }
         }
-        Ok(self.stages.iter().filter(|s| set.contains(&s.name)).map(|s| s.name.clone()).collect())
+        Ok(self
+            .stages
+            .iter()
+            .filter(|s| set.contains(&s.name))
+            .map(|s| s.name.clone())
+            .collect())
     }
 }
 
-fn validate_stage(name: &str, rs: &RawStage, all: &BTreeMap<String, RawStage>, registry: &Registry) -> Result<Stage, PipelineError> {
-    let kind = registry.get(&rs.kind).ok_or_else(|| PipelineError::UnknownKind {
-        stage: name.into(),
-        kind: rs.kind.clone(),
-        known: registry.names().join(", "),
-    })?;
+fn validate_stage(
+    name: &str,
+    rs: &RawStage,
+    all: &BTreeMap<String, RawStage>,
+    registry: &Registry,
+) -> Result<Stage, PipelineError> {
+    let kind = registry
+        .get(&rs.kind)
+        .ok_or_else(|| PipelineError::UnknownKind {
+            stage: name.into(),
+            kind: rs.kind.clone(),
+            known: registry.names().join(", "),
+        })?;
     let params = Params::resolve(name, kind.params(), &rs.params).map_err(|p| match p {
-        ParamProblem::Unknown { key, known } => PipelineError::UnknownParam { stage: name.into(), key, known: known.join(", ") },
-        ParamProblem::Mistyped { key, reason } => PipelineError::BadParam { stage: name.into(), key, reason },
-        ParamProblem::Missing { key } => PipelineError::MissingParam { stage: name.into(), key },
+        ParamProblem::Unknown { key, known } => PipelineError::UnknownParam {
+            stage: name.into(),
+            key,
+            known: known.join(", "),
+        },
+        ParamProblem::Mistyped { key, reason } => PipelineError::BadParam {
+            stage: name.into(),
+            key,
+            reason,
+        },
+        ParamProblem::Missing { key } => PipelineError::MissingParam {
+            stage: name.into(),
+            key,
+        },
     })?;
     let specs = kind.inputs();
     let mut inputs = BTreeMap::new();
     for (role, value) in &rs.inputs {
-        let spec = specs.iter().find(|s| s.role == role).ok_or_else(|| PipelineError::UnknownInput {
-            stage: name.into(),
-            role: role.clone(),
-            known: specs.iter().map(|s| s.role).collect::<Vec<_>>().join(", "),
-        })?;
+        let spec =
+            specs
+                .iter()
+                .find(|s| s.role == role)
+                .ok_or_else(|| PipelineError::UnknownInput {
+                    stage: name.into(),
+                    role: role.clone(),
+                    known: specs.iter().map(|s| s.role).collect::<Vec<_>>().join(", "),
+                })?;
         let input = match (spec.kind, is_location(value)) {
             (InputKind::Stage, false) => {
                 if !all.contains_key(value) {
-                    return Err(PipelineError::UnknownStage { stage: name.into(), role: role.clone(), target: value.clone() });
+                    return Err(PipelineError::UnknownStage {
+                        stage: name.into(),
+                        role: role.clone(),
+                        target: value.clone(),
+                    });
                 }
                 Input::Stage(value.clone())
             }
             (InputKind::Location, true) => Input::Location(value.clone()),
             (InputKind::Stage, true) => {
-                return Err(PipelineError::InputType { stage: name.into(), role: role.clone(), expected: "a stage name", value: value.clone() });
+                return Err(PipelineError::InputType {
+                    stage: name.into(),
+                    role: role.clone(),
+                    expected: "a stage name",
+                    value: value.clone(),
+                });
             }
             (InputKind::Location, false) => {
                 return Err(PipelineError::InputType {
@@ -212,10 +293,21 @@ fn validate_stage(name: &str, rs: &RawStage, all: &BTreeMap<String, RawStage>, r
         };
         inputs.insert(role.clone(), input);
     }
-    if let Some(missing) = specs.iter().find(|s| s.required && !inputs.contains_key(s.role)) {
-        return Err(PipelineError::MissingInput { stage: name.into(), role: missing.role.into() });
+    if let Some(missing) = specs
+        .iter()
+        .find(|s| s.required && !inputs.contains_key(s.role))
+    {
+        return Err(PipelineError::MissingInput {
+            stage: name.into(),
+            role: missing.role.into(),
+        });
     }
-    Ok(Stage { name: name.to_string(), kind: kind.clone(), params, inputs })
+    Ok(Stage {
+        name: name.to_string(),
+        kind: kind.clone(),
+        params,
+        inputs,
+    })
 }
 
 /// Kahn's algorithm, ties broken by name; a leftover set is a cycle.
@@ -229,7 +321,9 @@ fn topo_order(stages: &BTreeMap<String, Stage>) -> Result<Vec<String>, PipelineE
             .filter(|n| stages[*n].upstream().all(|u| done.iter().any(|d| d == u)))
             .collect();
         if ready.is_empty() {
-            return Err(PipelineError::Cycle(left.iter().copied().collect::<Vec<_>>().join(" → ")));
+            return Err(PipelineError::Cycle(
+                left.iter().copied().collect::<Vec<_>>().join(" → "),
+            ));
         }
         for n in ready {
             left.remove(n);

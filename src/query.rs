@@ -17,12 +17,23 @@ use crate::eyes::rows;
 /// A lazy frame over every shard of a dataset.
 pub fn scan(ds: &Dataset) -> Result<LazyFrame> {
     // Shards are plain files, not hive-partitioned folders.
-    let hive_options = HiveOptions { enabled: Some(false), ..Default::default() };
-    let args = ScanArgsParquet { use_statistics: true, hive_options, ..Default::default() };
+    let hive_options = HiveOptions {
+        enabled: Some(false),
+        ..Default::default()
+    };
+    let args = ScanArgsParquet {
+        use_statistics: true,
+        hive_options,
+        ..Default::default()
+    };
     let local_dir = local_folder(ds.root.url());
     let sources = match local_dir {
         Some(dir) => {
-            let paths: Vec<PlRefPath> = ds.shards.iter().map(|s| PlRefPath::new(dir.join(s).to_string_lossy().as_ref())).collect();
+            let paths: Vec<PlRefPath> = ds
+                .shards
+                .iter()
+                .map(|s| PlRefPath::new(dir.join(s).to_string_lossy().as_ref()))
+                .collect();
             ScanSources::Paths(paths.into())
         }
         None => {
@@ -55,7 +66,11 @@ pub fn sql(ds: &Dataset, query: &str) -> Result<DataFrame> {
 /// Export the first `limit` eye rows as `<id>.png` files plus `labels.csv` into `out`.
 /// Returns the number of rows written.
 pub fn export_eyes(ds: &Dataset, limit: usize, out: &Path) -> Result<usize> {
-    std::fs::create_dir_all(out).map_err(|source| Error::Io { op: "create export folder", path: out.to_path_buf(), source })?;
+    std::fs::create_dir_all(out).map_err(|source| Error::Io {
+        op: "create export folder",
+        path: out.to_path_buf(),
+        source,
+    })?;
     let declared = crate::schema::get("eye_sample")?;
     let mut labels: Vec<rows::EyeRow> = Vec::new();
     'shards: for shard in &ds.shards {
@@ -65,15 +80,30 @@ pub fn export_eyes(ds: &Dataset, limit: usize, out: &Path) -> Result<usize> {
                     break 'shards;
                 }
                 let file = out.join(format!("{}.png", sanitize(&row.id)));
-                std::fs::write(&file, &row.png).map_err(|source| Error::Io { op: "write", path: file.clone(), source })?;
+                std::fs::write(&file, &row.png).map_err(|source| Error::Io {
+                    op: "write",
+                    path: file.clone(),
+                    source,
+                })?;
                 labels.push(row);
             }
         }
     }
-    let col = |name: &str, f: &dyn Fn(&rows::EyeRow) -> f32| Column::new(name.into(), labels.iter().map(f).collect::<Vec<f32>>());
+    let col = |name: &str, f: &dyn Fn(&rows::EyeRow) -> f32| {
+        Column::new(name.into(), labels.iter().map(f).collect::<Vec<f32>>())
+    };
     let mut df = DataFrame::new_infer_height(vec![
-        Column::new("id".into(), labels.iter().map(|r| r.id.clone()).collect::<Vec<_>>()),
-        Column::new("file".into(), labels.iter().map(|r| format!("{}.png", sanitize(&r.id))).collect::<Vec<_>>()),
+        Column::new(
+            "id".into(),
+            labels.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "file".into(),
+            labels
+                .iter()
+                .map(|r| format!("{}.png", sanitize(&r.id)))
+                .collect::<Vec<_>>(),
+        ),
         col("gaze_x", &|r| r.gaze[0]),
         col("gaze_y", &|r| r.gaze[1]),
         col("gaze_z", &|r| r.gaze[2]),
@@ -82,16 +112,36 @@ pub fn export_eyes(ds: &Dataset, limit: usize, out: &Path) -> Result<usize> {
         col("head_pitch", &|r| r.head_pose[0]),
         col("head_yaw", &|r| r.head_pose[1]),
         col("head_roll", &|r| r.head_pose[2]),
-        Column::new("domain".into(), labels.iter().map(|r| r.domain.clone()).collect::<Vec<_>>()),
-        Column::new("split".into(), labels.iter().map(|r| r.split.clone()).collect::<Vec<_>>()),
+        Column::new(
+            "domain".into(),
+            labels.iter().map(|r| r.domain.clone()).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "split".into(),
+            labels.iter().map(|r| r.split.clone()).collect::<Vec<_>>(),
+        ),
     ])?;
     let csv = out.join("labels.csv");
-    let mut f = std::fs::File::create(&csv).map_err(|source| Error::Io { op: "create", path: csv.clone(), source })?;
-    CsvWriter::new(&mut f).include_header(true).finish(&mut df)?;
+    let mut f = std::fs::File::create(&csv).map_err(|source| Error::Io {
+        op: "create",
+        path: csv.clone(),
+        source,
+    })?;
+    CsvWriter::new(&mut f)
+        .include_header(true)
+        .finish(&mut df)?;
     Ok(labels.len())
 }
 
 /// A file-name-safe version of an id.
 fn sanitize(id: &str) -> String {
-    id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect()
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }

@@ -72,7 +72,15 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { only: vec![], from: vec![], force: false, dry_run: false, wait: false, lease_ttl: Duration::from_secs(60), progress: false }
+        RunOptions {
+            only: vec![],
+            from: vec![],
+            force: false,
+            dry_run: false,
+            wait: false,
+            lease_ttl: Duration::from_secs(60),
+            progress: false,
+        }
     }
 }
 
@@ -114,20 +122,50 @@ pub struct RunReport {
 }
 
 /// Resolve a stage's inputs from the latest committed manifests (or opened locations).
-fn resolve_inputs(stage: &Stage, root: &Root) -> Result<(BTreeMap<String, ResolvedInput>, BTreeMap<String, InputRef>)> {
+fn resolve_inputs(
+    stage: &Stage,
+    root: &Root,
+) -> Result<(BTreeMap<String, ResolvedInput>, BTreeMap<String, InputRef>)> {
     let mut resolved = BTreeMap::new();
     let mut refs = BTreeMap::new();
     for (role, input) in &stage.inputs {
         match input {
             Input::Stage(s) => {
-                let committed = manifest::latest(root, s)?.ok_or_else(|| Error::InputMissing { stage: stage.name.clone(), input: s.clone() })?;
-                refs.insert(role.clone(), InputRef::Stage { stage: s.clone(), version: committed.manifest.version, digest: committed.digest.clone() });
-                resolved.insert(role.clone(), ResolvedInput::Stage { stage: s.clone(), committed });
+                let committed = manifest::latest(root, s)?.ok_or_else(|| Error::InputMissing {
+                    stage: stage.name.clone(),
+                    input: s.clone(),
+                })?;
+                refs.insert(
+                    role.clone(),
+                    InputRef::Stage {
+                        stage: s.clone(),
+                        version: committed.manifest.version,
+                        digest: committed.digest.clone(),
+                    },
+                );
+                resolved.insert(
+                    role.clone(),
+                    ResolvedInput::Stage {
+                        stage: s.clone(),
+                        committed,
+                    },
+                );
             }
             Input::Location(loc) => {
                 let opened = Root::open(loc, root.runtime().clone())?;
-                refs.insert(role.clone(), InputRef::Location { location: redact(loc) });
-                resolved.insert(role.clone(), ResolvedInput::Location { location: redact(loc), root: opened });
+                refs.insert(
+                    role.clone(),
+                    InputRef::Location {
+                        location: redact(loc),
+                    },
+                );
+                resolved.insert(
+                    role.clone(),
+                    ResolvedInput::Location {
+                        location: redact(loc),
+                        root: opened,
+                    },
+                );
             }
         }
     }
@@ -140,7 +178,11 @@ fn stale_reason(latest: &Manifest, stage: &Stage, refs: &BTreeMap<String, InputR
         return format!("kind changed ({} → {})", latest.kind, stage.kind.name());
     }
     if latest.code_version != stage.kind.code_version() {
-        return format!("code version changed ({} → {})", latest.code_version, stage.kind.code_version());
+        return format!(
+            "code version changed ({} → {})",
+            latest.code_version,
+            stage.kind.code_version()
+        );
     }
     let params = stage.params.to_json();
     if latest.params != params {
@@ -157,7 +199,18 @@ fn stale_reason(latest: &Manifest, stage: &Stage, refs: &BTreeMap<String, InputR
     }
     for (role, r) in refs {
         match (latest.inputs.get(role), r) {
-            (Some(InputRef::Stage { stage: s0, version: v0, .. }), InputRef::Stage { stage: s1, version: v1, .. }) if s0 == s1 && v0 != v1 => {
+            (
+                Some(InputRef::Stage {
+                    stage: s0,
+                    version: v0,
+                    ..
+                }),
+                InputRef::Stage {
+                    stage: s1,
+                    version: v1,
+                    ..
+                },
+            ) if s0 == s1 && v0 != v1 => {
                 return format!("input `{role}` has a new version ({s1} v{v0} → v{v1})");
             }
             (old, new) if old != Some(new) => return format!("input `{role}` changed"),
@@ -172,7 +225,10 @@ pub fn plan(pipeline: &Pipeline, root: &Root, opts: &RunOptions) -> Result<Vec<D
     let selected: Vec<String> = if !opts.from.is_empty() {
         pipeline.downstream_of(&opts.from)?
     } else if !opts.only.is_empty() {
-        opts.only.iter().map(|s| pipeline.stage(s).map(|st| st.name.clone())).collect::<Result<_, _>>()?
+        opts.only
+            .iter()
+            .map(|s| pipeline.stage(s).map(|st| st.name.clone()))
+            .collect::<Result<_, _>>()?
     } else {
         pipeline.stages.iter().map(|s| s.name.clone()).collect()
     };
@@ -183,7 +239,10 @@ pub fn plan(pipeline: &Pipeline, root: &Root, opts: &RunOptions) -> Result<Vec<D
             continue;
         }
         let forced = opts.force || opts.from.contains(&stage.name);
-        let upstream_rerun = stage.upstream().find(|u| will_run.iter().any(|w| w == u)).map(str::to_string);
+        let upstream_rerun = stage
+            .upstream()
+            .find(|u| will_run.iter().any(|w| w == u))
+            .map(str::to_string);
         let (run, reason) = if let Some(u) = upstream_rerun {
             (true, format!("upstream `{u}` reruns"))
         } else {
@@ -196,7 +255,11 @@ pub fn plan(pipeline: &Pipeline, root: &Root, opts: &RunOptions) -> Result<Vec<D
         if run {
             will_run.push(stage.name.clone());
         }
-        out.push(Decision { name: stage.name.clone(), run, reason });
+        out.push(Decision {
+            name: stage.name.clone(),
+            run,
+            reason,
+        });
     }
     Ok(out)
 }
@@ -207,16 +270,27 @@ fn status_of(stage: &Stage, root: &Root) -> Result<(State, String)> {
     let refs = match resolve_inputs(stage, root) {
         Ok((_, refs)) => refs,
         Err(Error::InputMissing { input, .. }) => {
-            let state = if latest.is_some() { State::Stale } else { State::Missing };
+            let state = if latest.is_some() {
+                State::Stale
+            } else {
+                State::Missing
+            };
             return Ok((state, format!("input stage `{input}` has no version yet")));
         }
         Err(e) => return Err(e),
     };
     let params = stage.params.to_json();
-    let parts = FingerprintParts { kind: stage.kind.name(), code_version: stage.kind.code_version(), params: &params, inputs: &refs };
+    let parts = FingerprintParts {
+        kind: stage.kind.name(),
+        code_version: stage.kind.code_version(),
+        params: &params,
+        inputs: &refs,
+    };
     Ok(match latest {
         None => (State::Missing, "never run".into()),
-        Some(c) if c.manifest.fingerprint == parts.fingerprint() => (State::UpToDate, String::new()),
+        Some(c) if c.manifest.fingerprint == parts.fingerprint() => {
+            (State::UpToDate, String::new())
+        }
         Some(c) => (State::Stale, stale_reason(&c.manifest, stage, &refs)),
     })
 }
@@ -240,7 +314,11 @@ pub fn status(pipeline: &Pipeline, root: &Root) -> Result<Vec<StageStatus>> {
             reason,
             version: latest.as_ref().map(|c| c.manifest.version),
             rows: latest.as_ref().map(|c| c.manifest.rows),
-            units: if state == State::UpToDate { None } else { attempt_progress(root, &name)?.map(|(d, t)| [d, t]) },
+            units: if state == State::UpToDate {
+                None
+            } else {
+                attempt_progress(root, &name)?.map(|(d, t)| [d, t])
+            },
         });
     }
     Ok(out)
@@ -249,11 +327,19 @@ pub fn status(pipeline: &Pipeline, root: &Root) -> Result<Vec<StageStatus>> {
 /// Run a pipeline on a root: take the lease, run what the plan says, release.
 pub fn run(pipeline: &Pipeline, root: &Root, opts: &RunOptions) -> Result<RunReport> {
     let decisions = plan(pipeline, root, opts)?;
-    let mut report = RunReport { plan: decisions.clone(), ran: vec![] };
+    let mut report = RunReport {
+        plan: decisions.clone(),
+        ran: vec![],
+    };
     if opts.dry_run || decisions.iter().all(|d| !d.run) {
         return Ok(report);
     }
-    let lease = Lease::acquire(root, &format!("simgan run {}", pipeline.name), opts.lease_ttl, opts.wait)?;
+    let lease = Lease::acquire(
+        root,
+        &format!("simgan run {}", pipeline.name),
+        opts.lease_ttl,
+        opts.wait,
+    )?;
     // Re-plan under the lease: another run may have committed while we waited.
     let decisions = plan(pipeline, root, opts)?;
     report.plan = decisions.clone();
@@ -300,13 +386,21 @@ fn unit_verifies(root: &Root, rec: &UnitRecord) -> Result<bool> {
 
 fn read_json<T: for<'de> Deserialize<'de>>(root: &Root, rel: &str) -> Result<Option<T>> {
     match root.get(rel)? {
-        Some(b) => serde_json::from_slice(&b).map(Some).map_err(|source| Error::Json { path: root.url_of(rel), source }),
+        Some(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|source| Error::Json {
+                path: root.url_of(rel),
+                source,
+            }),
         None => Ok(None),
     }
 }
 
 fn put_json<T: Serialize>(root: &Root, rel: &str, value: &T) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|source| Error::Json { path: root.url_of(rel), source })?;
+    let bytes = serde_json::to_vec_pretty(value).map_err(|source| Error::Json {
+        path: root.url_of(rel),
+        source,
+    })?;
     root.put(rel, bytes)
 }
 
@@ -341,7 +435,13 @@ impl<'a> Prepared<'a> {
         let (inputs, refs) = resolve_inputs(stage, root)?;
         let params = stage.params.to_json();
         let kind = stage.kind.as_ref();
-        let fingerprint = FingerprintParts { kind: kind.name(), code_version: kind.code_version(), params: &params, inputs: &refs }.fingerprint();
+        let fingerprint = FingerprintParts {
+            kind: kind.name(),
+            code_version: kind.code_version(),
+            params: &params,
+            inputs: &refs,
+        }
+        .fingerprint();
         let declared = crate::schema::get(kind.schema())?;
         let latest = manifest::latest(root, &stage.name)?;
         let version = latest.as_ref().map(|c| c.manifest.version).unwrap_or(0) + 1;
@@ -358,18 +458,35 @@ impl<'a> Prepared<'a> {
             version,
             prefix,
             units: vec![],
-            attempt: Attempt { fingerprint: String::new(), plan_digest: String::new(), units: 0 },
+            attempt: Attempt {
+                fingerprint: String::new(),
+                plan_digest: String::new(),
+                units: 0,
+            },
             started,
             started_at,
         };
         p.units = kind.plan(&p.ctx())?;
-        let plan_bytes = serde_json::to_vec(&p.units).map_err(|source| Error::Json { path: stage.name.clone(), source })?;
-        p.attempt = Attempt { fingerprint: p.fingerprint.clone(), plan_digest: shards::checksum(&plan_bytes), units: p.units.len() };
+        let plan_bytes = serde_json::to_vec(&p.units).map_err(|source| Error::Json {
+            path: stage.name.clone(),
+            source,
+        })?;
+        p.attempt = Attempt {
+            fingerprint: p.fingerprint.clone(),
+            plan_digest: shards::checksum(&plan_bytes),
+            units: p.units.len(),
+        };
         Ok(p)
     }
 
     fn ctx(&self) -> StageCtx<'_> {
-        StageCtx { stage: &self.stage.name, params: &self.stage.params, inputs: &self.inputs, root: self.root, out_prefix: &self.prefix }
+        StageCtx {
+            stage: &self.stage.name,
+            params: &self.stage.params,
+            inputs: &self.inputs,
+            root: self.root,
+            out_prefix: &self.prefix,
+        }
     }
 
     fn attempt_rel(&self) -> String {
@@ -378,7 +495,9 @@ impl<'a> Prepared<'a> {
 
     /// Whether the latest committed version already is this work.
     fn already_committed(&self) -> bool {
-        self.latest.as_ref().is_some_and(|c| c.manifest.fingerprint == self.fingerprint)
+        self.latest
+            .as_ref()
+            .is_some_and(|c| c.manifest.fingerprint == self.fingerprint)
     }
 
     /// Run one unit and commit its record.
@@ -387,7 +506,12 @@ impl<'a> Prepared<'a> {
         let mut out = UnitOutput::new(self.root, &self.prefix, unit.index, self.declared);
         self.stage.kind.run_unit(&ctx, unit, &mut out)?;
         let (shard, artifacts, skipped) = out.finish()?;
-        let rec = UnitRecord { index: unit.index, shard, artifacts, skipped };
+        let rec = UnitRecord {
+            index: unit.index,
+            shard,
+            artifacts,
+            skipped,
+        };
         put_json(self.root, &unit_record_path(&self.prefix, unit.index), &rec)?;
         Ok(rec)
     }
@@ -401,7 +525,12 @@ impl<'a> Prepared<'a> {
     }
 
     /// Assemble the manifest from every unit's record and commit it (create-if-absent).
-    fn commit(&self, records: BTreeMap<usize, UnitRecord>, reused: usize, run_count: usize) -> Result<StageOutcome> {
+    fn commit(
+        &self,
+        records: BTreeMap<usize, UnitRecord>,
+        reused: usize,
+        run_count: usize,
+    ) -> Result<StageOutcome> {
         let mut shards_out = Vec::new();
         let mut artifacts = Vec::new();
         let mut skipped = Vec::new();
@@ -449,7 +578,12 @@ impl<'a> Prepared<'a> {
 }
 
 /// Run one stage to a committed version (resuming an interrupted attempt when possible).
-pub fn run_stage(stage: &Stage, root: &Root, lease: Option<&Lease>, progress: bool) -> Result<StageOutcome> {
+pub fn run_stage(
+    stage: &Stage,
+    root: &Root,
+    lease: Option<&Lease>,
+    progress: bool,
+) -> Result<StageOutcome> {
     let p = Prepared::new(stage, root)?;
     let prefix = &p.prefix;
     let attempt_rel = p.attempt_rel();
@@ -466,7 +600,13 @@ pub fn run_stage(stage: &Stage, root: &Root, lease: Option<&Lease>, progress: bo
         // Delete everything that is not a verified unit's output (partial uploads, stale records).
         let keep: Vec<String> = records
             .values()
-            .flat_map(|r| r.shard.iter().chain(r.artifacts.iter()).map(|s| s.path.clone()).chain([unit_record_path(prefix, r.index)]))
+            .flat_map(|r| {
+                r.shard
+                    .iter()
+                    .chain(r.artifacts.iter())
+                    .map(|s| s.path.clone())
+                    .chain([unit_record_path(prefix, r.index)])
+            })
             .chain([attempt_rel.clone()])
             .collect();
         for obj in root.list(prefix)? {
@@ -525,7 +665,11 @@ pub enum WorkerOutcome {
     /// The stage's latest version already is this work (committed by another worker or run).
     AlreadyCommitted { version: u64 },
     /// This worker's units are done; others are still running.
-    UnitsDone { done: usize, total: usize, ran: usize },
+    UnitsDone {
+        done: usize,
+        total: usize,
+        ran: usize,
+    },
 }
 
 /// Run one worker's share of a stage. Workers coordinate only through the run root: the first
@@ -536,16 +680,24 @@ pub enum WorkerOutcome {
 pub fn run_worker(stage: &Stage, root: &Root, slot: Option<WorkerSlot>) -> Result<WorkerOutcome> {
     let p = Prepared::new(stage, root)?;
     if p.already_committed() {
-        return Ok(WorkerOutcome::AlreadyCommitted { version: p.version - 1 });
+        return Ok(WorkerOutcome::AlreadyCommitted {
+            version: p.version - 1,
+        });
     }
     let attempt_rel = p.attempt_rel();
-    let bytes = serde_json::to_vec_pretty(&p.attempt).map_err(|source| Error::Json { path: root.url_of(&attempt_rel), source })?;
+    let bytes = serde_json::to_vec_pretty(&p.attempt).map_err(|source| Error::Json {
+        path: root.url_of(&attempt_rel),
+        source,
+    })?;
     if !root.put_if_absent(&attempt_rel, bytes)? {
         let existing: Option<Attempt> = read_json(root, &attempt_rel)?;
         if existing.as_ref() != Some(&p.attempt) {
             return Err(Error::stage(
                 &stage.name,
-                format!("{} holds an attempt with other params, inputs or plan; finish it, or delete that folder to start over", root.url_of(&p.prefix)),
+                format!(
+                    "{} holds an attempt with other params, inputs or plan; finish it, or delete that folder to start over",
+                    root.url_of(&p.prefix)
+                ),
             ));
         }
     }
@@ -569,13 +721,25 @@ pub fn run_worker(stage: &Stage, root: &Root, slot: Option<WorkerSlot>) -> Resul
             Some(rec) => {
                 records.insert(unit.index, rec);
             }
-            None => return Ok(WorkerOutcome::UnitsDone { done: records.len(), total: p.units.len(), ran }),
+            None => {
+                return Ok(WorkerOutcome::UnitsDone {
+                    done: records.len(),
+                    total: p.units.len(),
+                    ran,
+                });
+            }
         }
     }
     for rec in records.values() {
         for info in rec.shard.iter().chain(rec.artifacts.iter()) {
             if root.size(&info.path)? != Some(info.bytes) {
-                return Err(Error::stage(&stage.name, format!("{} does not match its unit record; rerun that unit's worker", root.url_of(&info.path))));
+                return Err(Error::stage(
+                    &stage.name,
+                    format!(
+                        "{} does not match its unit record; rerun that unit's worker",
+                        root.url_of(&info.path)
+                    ),
+                ));
             }
         }
     }
@@ -583,7 +747,9 @@ pub fn run_worker(stage: &Stage, root: &Root, slot: Option<WorkerSlot>) -> Resul
     match p.commit(records, reused, ran) {
         Ok(outcome) => Ok(WorkerOutcome::Committed(outcome)),
         Err(e) => match manifest::read(root, &stage.name, p.version)? {
-            Some(c) if c.manifest.fingerprint == p.fingerprint => Ok(WorkerOutcome::AlreadyCommitted { version: p.version }),
+            Some(c) if c.manifest.fingerprint == p.fingerprint => {
+                Ok(WorkerOutcome::AlreadyCommitted { version: p.version })
+            }
             _ => Err(e),
         },
     }
@@ -591,9 +757,15 @@ pub fn run_worker(stage: &Stage, root: &Root, slot: Option<WorkerSlot>) -> Resul
 
 /// Progress of an uncommitted attempt of a stage: (units with records, units planned).
 pub fn attempt_progress(root: &Root, stage: &str) -> Result<Option<(usize, usize)>> {
-    let version = manifest::versions(root, stage)?.last().copied().unwrap_or(0) + 1;
+    let version = manifest::versions(root, stage)?
+        .last()
+        .copied()
+        .unwrap_or(0)
+        + 1;
     let prefix = manifest::data_prefix(stage, version);
-    let Some(attempt) = read_json::<Attempt>(root, &format!("{prefix}/_attempt.json"))? else { return Ok(None) };
+    let Some(attempt) = read_json::<Attempt>(root, &format!("{prefix}/_attempt.json"))? else {
+        return Ok(None);
+    };
     let done = root.list(&format!("{prefix}/_units"))?.len();
     Ok(Some((done, attempt.units)))
 }
@@ -604,8 +776,12 @@ fn progress_bar(enabled: bool, stage: &str, total: u64, done: u64) -> indicatif:
     if !enabled || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
-    let bar = indicatif::ProgressBar::new(total).with_position(done).with_message(stage.to_string());
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg:>16} [{bar:30}] {pos}/{len} units {elapsed_precise} eta {eta}") {
+    let bar = indicatif::ProgressBar::new(total)
+        .with_position(done)
+        .with_message(stage.to_string());
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg:>16} [{bar:30}] {pos}/{len} units {elapsed_precise} eta {eta}",
+    ) {
         bar.set_style(style.progress_chars("=> "));
     }
     bar

@@ -19,9 +19,15 @@ use crate::error::{Error, Result};
 /// The schema files shipped with the binary, by name.
 const FILES: &[(&str, &str)] = &[
     ("eye_sample", include_str!("../schemas/eye_sample.json")),
-    ("train_metrics", include_str!("../schemas/train_metrics.json")),
+    (
+        "train_metrics",
+        include_str!("../schemas/train_metrics.json"),
+    ),
     ("gaze_scores", include_str!("../schemas/gaze_scores.json")),
-    ("report_summary", include_str!("../schemas/report_summary.json")),
+    (
+        "report_summary",
+        include_str!("../schemas/report_summary.json"),
+    ),
 ];
 
 #[derive(Debug, Deserialize)]
@@ -76,7 +82,10 @@ fn parse_type(ty: &str) -> Option<(DataType, Value)> {
     if let Some(inner) = ty.strip_suffix("[]") {
         let (dt, hf) = scalar(inner)?;
         let item = Arc::new(Field::new("item", dt, true));
-        return Some((DataType::List(item), json!({"feature": {"dtype": hf, "_type": "Value"}, "_type": "Sequence"})));
+        return Some((
+            DataType::List(item),
+            json!({"feature": {"dtype": hf, "_type": "Value"}, "_type": "Sequence"}),
+        ));
     }
     if let Some((inner, n)) = ty.strip_suffix(']').and_then(|t| t.split_once('[')) {
         let (dt, hf) = scalar(inner)?;
@@ -96,13 +105,18 @@ fn build(text: &str) -> std::result::Result<DeclaredSchema, String> {
     let mut fields = Vec::with_capacity(def.fields.len());
     let mut features = serde_json::Map::new();
     for f in &def.fields {
-        let (dt, hf) = parse_type(&f.ty).ok_or_else(|| format!("field `{}`: unknown type `{}`", f.name, f.ty))?;
+        let (dt, hf) = parse_type(&f.ty)
+            .ok_or_else(|| format!("field `{}`: unknown type `{}`", f.name, f.ty))?;
         fields.push(Field::new(&f.name, dt, f.nullable));
         features.insert(f.name.clone(), hf);
     }
     let hf = json!({"info": {"features": features}});
     let metadata = HashMap::from([("huggingface".to_string(), hf.to_string())]);
-    Ok(DeclaredSchema { name: def.name, version: def.version, arrow: Arc::new(Schema::new_with_metadata(fields, metadata)) })
+    Ok(DeclaredSchema {
+        name: def.name,
+        version: def.version,
+        arrow: Arc::new(Schema::new_with_metadata(fields, metadata)),
+    })
 }
 
 /// Look up a declared schema by name.
@@ -111,10 +125,16 @@ pub fn get(name: &str) -> Result<&'static DeclaredSchema> {
     let all = ALL.get_or_init(|| FILES.iter().map(|(_, text)| build(text)).collect());
     for ((file, _), parsed) in FILES.iter().zip(all) {
         if *file == name {
-            return parsed.as_ref().map_err(|e| Error::Schema { path: format!("schemas/{file}.json"), detail: e.clone() });
+            return parsed.as_ref().map_err(|e| Error::Schema {
+                path: format!("schemas/{file}.json"),
+                detail: e.clone(),
+            });
         }
     }
-    Err(Error::Schema { path: format!("schemas/{name}.json"), detail: "no such schema".into() })
+    Err(Error::Schema {
+        path: format!("schemas/{name}.json"),
+        detail: "no such schema".into(),
+    })
 }
 
 /// Check that `found` has the declared fields with the declared types, in order.
@@ -122,22 +142,42 @@ pub fn get(name: &str) -> Result<&'static DeclaredSchema> {
 pub fn check(declared: &DeclaredSchema, found: &Schema, path: &str) -> Result<()> {
     let want = declared.arrow.fields();
     let got = found.fields();
-    let names = |fs: &Fields| fs.iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ");
+    let names = |fs: &Fields| {
+        fs.iter()
+            .map(|f| f.name().as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if want.len() != got.len() {
         return Err(Error::Schema {
             path: path.into(),
-            detail: format!("expected columns [{}] ({}), found [{}]", names(want), declared.name, names(got)),
+            detail: format!(
+                "expected columns [{}] ({}), found [{}]",
+                names(want),
+                declared.name,
+                names(got)
+            ),
         });
     }
     for (w, g) in want.iter().zip(got.iter()) {
         if w.name() != g.name() || !same_type(w.data_type(), g.data_type()) {
             return Err(Error::Schema {
                 path: path.into(),
-                detail: format!("column `{}`: expected {} {:?}, found {} {:?}", w.name(), w.name(), w.data_type(), g.name(), g.data_type()),
+                detail: format!(
+                    "column `{}`: expected {} {:?}, found {} {:?}",
+                    w.name(),
+                    w.name(),
+                    w.data_type(),
+                    g.name(),
+                    g.data_type()
+                ),
             });
         }
         if !w.is_nullable() && g.is_nullable() && g.data_type() != w.data_type() {
-            return Err(Error::Schema { path: path.into(), detail: format!("column `{}` must not be nullable", w.name()) });
+            return Err(Error::Schema {
+                path: path.into(),
+                detail: format!("column `{}` must not be nullable", w.name()),
+            });
         }
     }
     Ok(())
@@ -145,12 +185,21 @@ pub fn check(declared: &DeclaredSchema, found: &Schema, path: &str) -> Result<()
 
 fn same_type(a: &DataType, b: &DataType) -> bool {
     match (a, b) {
-        (DataType::List(x), DataType::List(y)) | (DataType::LargeList(x), DataType::List(y)) => same_type(x.data_type(), y.data_type()),
-        (DataType::FixedSizeList(x, n), DataType::FixedSizeList(y, m)) => n == m && same_type(x.data_type(), y.data_type()),
-        (DataType::Struct(x), DataType::Struct(y)) => {
-            x.len() == y.len() && x.iter().zip(y.iter()).all(|(f, g)| f.name() == g.name() && same_type(f.data_type(), g.data_type()))
+        (DataType::List(x), DataType::List(y)) | (DataType::LargeList(x), DataType::List(y)) => {
+            same_type(x.data_type(), y.data_type())
         }
-        (DataType::Binary, DataType::LargeBinary) | (DataType::Utf8, DataType::LargeUtf8) | (DataType::Utf8, DataType::Utf8View) => true,
+        (DataType::FixedSizeList(x, n), DataType::FixedSizeList(y, m)) => {
+            n == m && same_type(x.data_type(), y.data_type())
+        }
+        (DataType::Struct(x), DataType::Struct(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y.iter())
+                    .all(|(f, g)| f.name() == g.name() && same_type(f.data_type(), g.data_type()))
+        }
+        (DataType::Binary, DataType::LargeBinary)
+        | (DataType::Utf8, DataType::LargeUtf8)
+        | (DataType::Utf8, DataType::Utf8View) => true,
         _ => a == b,
     }
 }
@@ -164,25 +213,41 @@ mod tests {
         for (name, _) in FILES {
             let s = get(name).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(!s.arrow.fields().is_empty());
-            let hf: Value = serde_json::from_str(&s.arrow.metadata()["huggingface"]).unwrap_or(Value::Null);
-            assert_eq!(hf["info"]["features"].as_object().map(|o| o.len()), Some(s.arrow.fields().len()));
+            let hf: Value =
+                serde_json::from_str(&s.arrow.metadata()["huggingface"]).unwrap_or(Value::Null);
+            assert_eq!(
+                hf["info"]["features"].as_object().map(|o| o.len()),
+                Some(s.arrow.fields().len())
+            );
         }
     }
 
     #[test]
     fn eye_schema_has_hf_image_and_fixed_gaze() {
         let s = get("eye_sample").unwrap_or_else(|e| panic!("{e}"));
-        let hf: Value = serde_json::from_str(&s.arrow.metadata()["huggingface"]).unwrap_or(Value::Null);
+        let hf: Value =
+            serde_json::from_str(&s.arrow.metadata()["huggingface"]).unwrap_or(Value::Null);
         assert_eq!(hf["info"]["features"]["image"]["_type"], "Image");
         assert_eq!(hf["info"]["features"]["gaze"]["length"], 3);
-        assert!(matches!(s.arrow.field_with_name("gaze").map(|f| f.data_type().clone()), Ok(DataType::FixedSizeList(_, 3))));
+        assert!(matches!(
+            s.arrow
+                .field_with_name("gaze")
+                .map(|f| f.data_type().clone()),
+            Ok(DataType::FixedSizeList(_, 3))
+        ));
     }
 
     #[test]
     fn check_names_the_column() {
         let s = get("train_metrics").unwrap_or_else(|e| panic!("{e}"));
         let other = Schema::new(vec![Field::new("step", DataType::Utf8, false)]);
-        let err = check(s, &other, "x.parquet").err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains("x.parquet") && err.contains("expected columns"), "{err}");
+        let err = check(s, &other, "x.parquet")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("x.parquet") && err.contains("expected columns"),
+            "{err}"
+        );
     }
 }

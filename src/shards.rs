@@ -85,7 +85,11 @@ pub struct ShardWriter {
 
 impl ShardWriter {
     /// Start a shard at `rel` (relative to `root`) with a declared schema.
-    pub fn create(root: &Root, rel: &str, declared: &'static DeclaredSchema) -> Result<ShardWriter> {
+    pub fn create(
+        root: &Root,
+        rel: &str,
+        declared: &'static DeclaredSchema,
+    ) -> Result<ShardWriter> {
         let hf = declared.arrow.metadata().get("huggingface").cloned();
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
@@ -93,23 +97,42 @@ impl ShardWriter {
             .set_key_value_metadata(hf.map(|v| vec![KeyValue::new("huggingface".to_string(), v)]))
             .set_created_by(format!("simgan {}", env!("CARGO_PKG_VERSION")))
             .build();
-        let upload = HashingUpload { inner: root.writer(rel), hasher: Sha256::new(), bytes: 0 };
+        let upload = HashingUpload {
+            inner: root.writer(rel),
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
         let writer = AsyncArrowWriter::try_new(upload, declared.arrow.clone(), Some(props))
-            .map_err(|source| Error::Parquet { path: root.url_of(rel), source })?;
-        Ok(ShardWriter { root: root.clone(), rel: rel.to_string(), declared, writer, rows: 0 })
+            .map_err(|source| Error::Parquet {
+                path: root.url_of(rel),
+                source,
+            })?;
+        Ok(ShardWriter {
+            root: root.clone(),
+            rel: rel.to_string(),
+            declared,
+            writer,
+            rows: 0,
+        })
     }
 
     /// Append a batch; its schema must match the declared one.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         schema::check(self.declared, &batch.schema(), &self.root.url_of(&self.rel))?;
-        let batch = batch.clone().with_schema(self.declared.arrow.clone()).map_err(|source| Error::Arrow {
-            what: self.root.url_of(&self.rel),
-            source,
-        })?;
+        let batch = batch
+            .clone()
+            .with_schema(self.declared.arrow.clone())
+            .map_err(|source| Error::Arrow {
+                what: self.root.url_of(&self.rel),
+                source,
+            })?;
         self.root
             .runtime()
             .block_on(self.writer.write(&batch))
-            .map_err(|source| Error::Parquet { path: self.root.url_of(&self.rel), source })?;
+            .map_err(|source| Error::Parquet {
+                path: self.root.url_of(&self.rel),
+                source,
+            })?;
         self.rows += batch.num_rows() as u64;
         Ok(())
     }
@@ -122,7 +145,11 @@ impl ShardWriter {
     /// Finish the file and complete the upload; the object becomes visible atomically.
     pub fn finish(mut self) -> Result<ShardInfo> {
         let rt = self.root.runtime().clone();
-        rt.block_on(self.writer.finish()).map_err(|source| Error::Parquet { path: self.root.url_of(&self.rel), source })?;
+        rt.block_on(self.writer.finish())
+            .map_err(|source| Error::Parquet {
+                path: self.root.url_of(&self.rel),
+                source,
+            })?;
         let upload = self.writer.into_inner();
         Ok(ShardInfo {
             path: self.rel,
@@ -140,14 +167,26 @@ pub fn read(root: &Root, rel: &str, declared: Option<&DeclaredSchema>) -> Result
 }
 
 /// Decode Parquet bytes already in memory (see [`read`]).
-pub fn read_bytes(bytes: Bytes, name: &str, declared: Option<&DeclaredSchema>) -> Result<Vec<RecordBatch>> {
-    let perr = |source| Error::Parquet { path: name.to_string(), source };
+pub fn read_bytes(
+    bytes: Bytes,
+    name: &str,
+    declared: Option<&DeclaredSchema>,
+) -> Result<Vec<RecordBatch>> {
+    let perr = |source| Error::Parquet {
+        path: name.to_string(),
+        source,
+    };
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(perr)?;
     if let Some(d) = declared {
         schema::check(d, builder.schema(), name)?;
     }
     let reader = builder.with_batch_size(4096).build().map_err(perr)?;
-    reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|source| Error::Arrow { what: name.to_string(), source })
+    reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|source| Error::Arrow {
+            what: name.to_string(),
+            source,
+        })
 }
 
 /// Verify that the object at `info.path` still has the recorded size and checksum.
@@ -159,4 +198,3 @@ pub fn verify(root: &Root, info: &ShardInfo) -> Result<bool> {
     let bytes = root.get_required(&info.path)?;
     Ok(checksum(&bytes) == info.checksum)
 }
-

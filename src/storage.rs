@@ -59,12 +59,19 @@ fn memory_store(name: &str) -> Arc<dyn ObjectStore> {
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
     };
-    guard.entry(name.to_string()).or_insert_with(|| Arc::new(InMemory::new())).clone()
+    guard
+        .entry(name.to_string())
+        .or_insert_with(|| Arc::new(InMemory::new()))
+        .clone()
 }
 
 /// Whether `s` looks like a location (URL or path) rather than a stage name.
 pub fn is_location(s: &str) -> bool {
-    s.contains("://") || s.starts_with('/') || s.starts_with("./") || s.starts_with("../") || s == "."
+    s.contains("://")
+        || s.starts_with('/')
+        || s.starts_with("./")
+        || s.starts_with("../")
+        || s == "."
 }
 
 impl Root {
@@ -80,17 +87,26 @@ impl Root {
     }
 
     fn open_inner(location: &str, rt: Handle, create: bool) -> Result<Root> {
-        let bad = |reason: String| Error::Location { location: redact(location), reason };
-        let (store, prefix): (Arc<dyn ObjectStore>, Path) = if let Some(rest) = location.strip_prefix("memory://") {
+        let bad = |reason: String| Error::Location {
+            location: redact(location),
+            reason,
+        };
+        let (store, prefix): (Arc<dyn ObjectStore>, Path) = if let Some(rest) =
+            location.strip_prefix("memory://")
+        {
             let (name, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             (memory_store(name), Path::from(prefix))
         } else if location.contains("://") && !location.starts_with("file://") {
             let url = url::Url::parse(location).map_err(|e| bad(e.to_string()))?;
-            let bucket = url.host_str().ok_or_else(|| bad("missing bucket".into()))?.to_string();
+            let bucket = url
+                .host_str()
+                .ok_or_else(|| bad("missing bucket".into()))?
+                .to_string();
             let prefix = Path::from(url.path().trim_start_matches('/'));
             let store: Arc<dyn ObjectStore> = match url.scheme() {
                 "s3" | "s3a" => {
-                    let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&bucket);
+                    let mut b =
+                        object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&bucket);
                     if std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v == "true" || v == "1") {
                         b = b.with_allow_http(true);
                     }
@@ -108,7 +124,11 @@ impl Root {
                         .build()
                         .map_err(|e| bad(e.to_string()))?,
                 ),
-                other => return Err(bad(format!("unsupported scheme `{other}` (use a path, file://, memory://, s3://, gs:// or az://)"))),
+                other => {
+                    return Err(bad(format!(
+                        "unsupported scheme `{other}` (use a path, file://, memory://, s3://, gs:// or az://)"
+                    )));
+                }
             };
             (store, prefix)
         } else {
@@ -117,12 +137,26 @@ impl Root {
             if !create && !dir.is_dir() {
                 return Err(bad("no such folder".into()));
             }
-            std::fs::create_dir_all(&dir).map_err(|source| Error::Io { op: "create run root", path: dir.clone(), source })?;
-            let dir = dir.canonicalize().map_err(|source| Error::Io { op: "resolve run root", path: dir.clone(), source })?;
-            let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(e.to_string()))?;
+            std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+                op: "create run root",
+                path: dir.clone(),
+                source,
+            })?;
+            let dir = dir.canonicalize().map_err(|source| Error::Io {
+                op: "resolve run root",
+                path: dir.clone(),
+                source,
+            })?;
+            let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                .map_err(|e| bad(e.to_string()))?;
             (Arc::new(fs.with_automatic_cleanup(true)), Path::default())
         };
-        Ok(Root { store, prefix, url: redact(location), rt })
+        Ok(Root {
+            store,
+            prefix,
+            url: redact(location),
+            rt,
+        })
     }
 
     /// The location as given, without credentials or query parameters.
@@ -142,7 +176,12 @@ impl Root {
 
     /// A sub-root: the same store with `rel` appended to the prefix.
     pub fn sub(&self, rel: &str) -> Root {
-        Root { store: self.store.clone(), prefix: self.path(rel), url: join_url(&self.url, rel), rt: self.rt.clone() }
+        Root {
+            store: self.store.clone(),
+            prefix: self.path(rel),
+            url: join_url(&self.url, rel),
+            rt: self.rt.clone(),
+        }
     }
 
     /// The URL of `rel` under this root, for messages and manifests.
@@ -155,7 +194,11 @@ impl Root {
         if rel.is_empty() {
             return self.prefix.clone();
         }
-        let mut parts: Vec<String> = self.prefix.parts().map(|p| p.as_ref().to_string()).collect();
+        let mut parts: Vec<String> = self
+            .prefix
+            .parts()
+            .map(|p| p.as_ref().to_string())
+            .collect();
         parts.extend(rel.split('/').filter(|s| !s.is_empty()).map(str::to_string));
         Path::from_iter(parts)
     }
@@ -166,7 +209,10 @@ impl Root {
         if pre.is_empty() {
             full.to_string()
         } else {
-            full.strip_prefix(pre).unwrap_or(full).trim_start_matches('/').to_string()
+            full.strip_prefix(pre)
+                .unwrap_or(full)
+                .trim_start_matches('/')
+                .to_string()
         }
     }
 
@@ -183,10 +229,17 @@ impl Root {
     /// Write `bytes` at `rel` only if nothing is there. `Ok(false)` if it already existed.
     pub fn put_if_absent(&self, rel: &str, bytes: impl Into<Bytes>) -> Result<bool> {
         let p = self.path(rel);
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        match self.rt.block_on(self.store.put_opts(&p, PutPayload::from_bytes(bytes.into()), opts)) {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self.rt.block_on(
+            self.store
+                .put_opts(&p, PutPayload::from_bytes(bytes.into()), opts),
+        ) {
             Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. }) | Err(object_store::Error::Precondition { .. }) => Ok(false),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(false),
             Err(e) => Err(Error::storage("create", self.url_of(rel), e)),
         }
     }
@@ -201,7 +254,9 @@ impl Root {
                 Err(e) => Err(e),
             }
         };
-        self.rt.block_on(fut).map_err(|e| Error::storage("get", self.url_of(rel), e))
+        self.rt
+            .block_on(fut)
+            .map_err(|e| Error::storage("get", self.url_of(rel), e))
     }
 
     /// Read the object at `rel`, failing if it is missing.
@@ -235,12 +290,22 @@ impl Root {
     /// Every object under `rel` (recursive), sorted by path.
     pub fn list(&self, rel: &str) -> Result<Vec<Listed>> {
         let p = self.path(rel);
-        let prefix = if p.as_ref().is_empty() { None } else { Some(&p) };
+        let prefix = if p.as_ref().is_empty() {
+            None
+        } else {
+            Some(&p)
+        };
         let metas: Vec<_> = self
             .rt
             .block_on(self.store.list(prefix).try_collect::<Vec<_>>())
             .map_err(|e| Error::storage("list", self.url_of(rel), e))?;
-        let mut out: Vec<Listed> = metas.into_iter().map(|m| Listed { path: self.rel_of(&m.location), size: m.size }).collect();
+        let mut out: Vec<Listed> = metas
+            .into_iter()
+            .map(|m| Listed {
+                path: self.rel_of(&m.location),
+                size: m.size,
+            })
+            .collect();
         out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
     }
@@ -248,12 +313,20 @@ impl Root {
     /// The immediate "sub-directory" names under `rel` (list with delimiter), sorted.
     pub fn list_dirs(&self, rel: &str) -> Result<Vec<String>> {
         let p = self.path(rel);
-        let prefix = if p.as_ref().is_empty() { None } else { Some(&p) };
+        let prefix = if p.as_ref().is_empty() {
+            None
+        } else {
+            Some(&p)
+        };
         let res = self
             .rt
             .block_on(self.store.list_with_delimiter(prefix))
             .map_err(|e| Error::storage("list", self.url_of(rel), e))?;
-        let mut out: Vec<String> = res.common_prefixes.iter().filter_map(|d| d.filename().map(str::to_string)).collect();
+        let mut out: Vec<String> = res
+            .common_prefixes
+            .iter()
+            .filter_map(|d| d.filename().map(str::to_string))
+            .collect();
         out.sort();
         Ok(out)
     }

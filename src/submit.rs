@@ -31,7 +31,10 @@ pub struct SubmitOptions {
 }
 
 fn needs_gpu(stage: &Stage) -> bool {
-    stage.params.str("device").is_ok_and(|d| d.starts_with("cuda"))
+    stage
+        .params
+        .str("device")
+        .is_ok_and(|d| d.starts_with("cuda"))
 }
 
 fn shell_quote(s: &str) -> String {
@@ -58,9 +61,19 @@ pub fn slurm_scripts(p: &Pipeline, o: &SubmitOptions) -> Vec<(String, String, Ve
             let _ = writeln!(s, "#SBATCH --job-name=simgan-{}-{}", p.name, stage.name);
             if split {
                 let _ = writeln!(s, "#SBATCH --array=0-{}", o.workers - 1);
-                let _ = writeln!(s, "#SBATCH --output={}/{}-%A_%a.out", o.log_dir.display(), stage.name);
+                let _ = writeln!(
+                    s,
+                    "#SBATCH --output={}/{}-%A_%a.out",
+                    o.log_dir.display(),
+                    stage.name
+                );
             } else {
-                let _ = writeln!(s, "#SBATCH --output={}/{}-%j.out", o.log_dir.display(), stage.name);
+                let _ = writeln!(
+                    s,
+                    "#SBATCH --output={}/{}-%j.out",
+                    o.log_dir.display(),
+                    stage.name
+                );
             }
             let _ = writeln!(s, "#SBATCH --ntasks=1");
             if needs_gpu(stage) {
@@ -70,22 +83,46 @@ pub fn slurm_scripts(p: &Pipeline, o: &SubmitOptions) -> Vec<(String, String, Ve
                 let _ = writeln!(s, "#SBATCH {extra}");
             }
             let _ = writeln!(s, "set -euo pipefail");
-            let worker = if split { format!("--workers {}", o.workers) } else { "--worker 0/1".to_string() };
+            let worker = if split {
+                format!("--workers {}", o.workers)
+            } else {
+                "--worker 0/1".to_string()
+            };
             let _ = writeln!(s, "exec {}", run_command(o, stage, &worker));
-            (stage.name.clone(), s, stage.upstream().map(str::to_string).collect())
+            (
+                stage.name.clone(),
+                s,
+                stage.upstream().map(str::to_string).collect(),
+            )
         })
         .collect()
 }
 
 /// Write the sbatch scripts into `dir`; returns their paths in dependency order.
-pub fn write_slurm(p: &Pipeline, o: &SubmitOptions, dir: &Path) -> Result<Vec<(String, PathBuf, Vec<String>)>> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io { op: "create", path: dir.to_path_buf(), source })?;
-    std::fs::create_dir_all(&o.log_dir).map_err(|source| Error::Io { op: "create", path: o.log_dir.clone(), source })?;
+pub fn write_slurm(
+    p: &Pipeline,
+    o: &SubmitOptions,
+    dir: &Path,
+) -> Result<Vec<(String, PathBuf, Vec<String>)>> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        op: "create",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    std::fs::create_dir_all(&o.log_dir).map_err(|source| Error::Io {
+        op: "create",
+        path: o.log_dir.clone(),
+        source,
+    })?;
     slurm_scripts(p, o)
         .into_iter()
         .map(|(name, text, deps)| {
             let path = dir.join(format!("{name}.sbatch"));
-            std::fs::write(&path, text).map_err(|source| Error::Io { op: "write", path: path.clone(), source })?;
+            std::fs::write(&path, text).map_err(|source| Error::Io {
+                op: "write",
+                path: path.clone(),
+                source,
+            })?;
             Ok((name, path, deps))
         })
         .collect()
@@ -96,7 +133,10 @@ pub fn write_slurm(p: &Pipeline, o: &SubmitOptions, dir: &Path) -> Result<Vec<(S
 pub fn submit_slurm(scripts: &[(String, PathBuf, Vec<String>)]) -> Result<Vec<(String, String)>> {
     let mut ids: Vec<(String, String)> = Vec::new();
     for (name, path, deps) in scripts {
-        let dep_ids: Vec<&str> = deps.iter().filter_map(|d| ids.iter().find(|(n, _)| n == d).map(|(_, id)| id.as_str())).collect();
+        let dep_ids: Vec<&str> = deps
+            .iter()
+            .filter_map(|d| ids.iter().find(|(n, _)| n == d).map(|(_, id)| id.as_str()))
+            .collect();
         let mut cmd = std::process::Command::new("sbatch");
         cmd.arg("--parsable");
         if !dep_ids.is_empty() {
@@ -104,11 +144,26 @@ pub fn submit_slurm(scripts: &[(String, PathBuf, Vec<String>)]) -> Result<Vec<(S
             cmd.arg("--kill-on-invalid-dep=yes");
         }
         cmd.arg(path);
-        let out = cmd.output().map_err(|source| Error::Io { op: "run sbatch for", path: path.clone(), source })?;
+        let out = cmd.output().map_err(|source| Error::Io {
+            op: "run sbatch for",
+            path: path.clone(),
+            source,
+        })?;
         if !out.status.success() {
-            return Err(Error::stage(name, format!("sbatch failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
+            return Err(Error::stage(
+                name,
+                format!(
+                    "sbatch failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            ));
         }
-        let id = String::from_utf8_lossy(&out.stdout).trim().split(';').next().unwrap_or_default().to_string();
+        let id = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .to_string();
         if id.is_empty() {
             return Err(Error::stage(name, "sbatch printed no job id"));
         }
@@ -118,11 +173,18 @@ pub fn submit_slurm(scripts: &[(String, PathBuf, Vec<String>)]) -> Result<Vec<(S
 }
 
 /// Kubernetes Indexed Job manifests (YAML) for the splittable stages.
-pub fn k8s_manifests(p: &Pipeline, o: &SubmitOptions, image: &str, backoff_per_index: u32) -> String {
+pub fn k8s_manifests(
+    p: &Pipeline,
+    o: &SubmitOptions,
+    image: &str,
+    backoff_per_index: u32,
+) -> String {
     let q = |s: &str| serde_json::Value::from(s).to_string();
     let mut y = String::new();
     for stage in p.stages.iter().filter(|s| s.kind.splittable()) {
-        let name = format!("simgan-{}-{}", p.name, stage.name).to_lowercase().replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-");
+        let name = format!("simgan-{}-{}", p.name, stage.name)
+            .to_lowercase()
+            .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-");
         let args = [
             "run".to_string(),
             o.pipeline_file.to_string_lossy().into_owned(),
@@ -136,13 +198,33 @@ pub fn k8s_manifests(p: &Pipeline, o: &SubmitOptions, image: &str, backoff_per_i
             "json".into(),
         ];
         let _ = writeln!(y, "---");
-        let _ = writeln!(y, "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {}\n  labels:\n    app: simgan\n    simgan/stage: {}", q(&name), q(&stage.name));
-        let _ = writeln!(y, "spec:\n  completionMode: Indexed\n  completions: {0}\n  parallelism: {0}\n  backoffLimitPerIndex: {backoff_per_index}\n  maxFailedIndexes: {0}", o.workers);
-        let _ = writeln!(y, "  template:\n    spec:\n      restartPolicy: Never\n      containers:\n        - name: simgan\n          image: {}", q(image));
+        let _ = writeln!(
+            y,
+            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {}\n  labels:\n    app: simgan\n    simgan/stage: {}",
+            q(&name),
+            q(&stage.name)
+        );
+        let _ = writeln!(
+            y,
+            "spec:\n  completionMode: Indexed\n  completions: {0}\n  parallelism: {0}\n  backoffLimitPerIndex: {backoff_per_index}\n  maxFailedIndexes: {0}",
+            o.workers
+        );
+        let _ = writeln!(
+            y,
+            "  template:\n    spec:\n      restartPolicy: Never\n      containers:\n        - name: simgan\n          image: {}",
+            q(image)
+        );
         let _ = writeln!(y, "          command: [{}]", q(&o.simgan));
-        let _ = writeln!(y, "          args: [{}]", args.iter().map(|a| q(a)).collect::<Vec<_>>().join(", "));
+        let _ = writeln!(
+            y,
+            "          args: [{}]",
+            args.iter().map(|a| q(a)).collect::<Vec<_>>().join(", ")
+        );
         if needs_gpu(stage) {
-            let _ = writeln!(y, "          resources:\n            limits:\n              nvidia.com/gpu: 1");
+            let _ = writeln!(
+                y,
+                "          resources:\n            limits:\n              nvidia.com/gpu: 1"
+            );
         }
     }
     y

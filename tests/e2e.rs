@@ -46,7 +46,17 @@ kind = "report"
 inputs = { score = "score", refiner = "refiner", synthetic = "synthetic", refined = "refined", real = "real" }
 "#;
 
-const STAGES: [&str; 9] = ["synthetic", "real", "refiner", "refined", "est-synthetic", "est-refined", "est-real", "score", "report"];
+const STAGES: [&str; 9] = [
+    "synthetic",
+    "real",
+    "refiner",
+    "refined",
+    "est-synthetic",
+    "est-refined",
+    "est-real",
+    "score",
+    "report",
+];
 
 fn show(d: &Path, url: &str) -> Value {
     serde_json::from_str(&ok(simgan(d).args(["show", url, "--json"]))).unwrap()
@@ -63,29 +73,57 @@ fn tiny_pipeline_end_to_end_with_a_report_that_loads() {
         assert_eq!(m["version"], 1, "{stage}");
     }
     // The refined set has the synthetic rows one to one, same ids and labels, other pixels.
-    let q = |url: &str, sql: &str| -> Value { serde_json::from_str(&ok(simgan(d).args(["query", url, sql, "--format", "json"]))).unwrap() };
+    let q = |url: &str, sql: &str| -> Value {
+        serde_json::from_str(&ok(simgan(d).args(["query", url, sql, "--format", "json"]))).unwrap()
+    };
     let labels = "SELECT id, pitch, yaw, split FROM data ORDER BY id";
-    assert_eq!(q("runs/tiny/synthetic", labels), q("runs/tiny/refined", labels));
-    let domains = q("runs/tiny/refined", "SELECT domain, count(*) AS n FROM data GROUP BY domain");
+    assert_eq!(
+        q("runs/tiny/synthetic", labels),
+        q("runs/tiny/refined", labels)
+    );
+    let domains = q(
+        "runs/tiny/refined",
+        "SELECT domain, count(*) AS n FROM data GROUP BY domain",
+    );
     assert_eq!(domains, serde_json::json!([{"domain": "refined", "n": 96}]));
 
     // Report: every estimator's numbers parse; the HTML names them and its images load.
     let report = show(d, "runs/tiny/report");
-    let rows = q("runs/tiny/report", "SELECT estimator, eval_set, mean_deg, within_7 FROM data WHERE eval_set = 'real-test' ORDER BY estimator");
+    let rows = q(
+        "runs/tiny/report",
+        "SELECT estimator, eval_set, mean_deg, within_7 FROM data WHERE eval_set = 'real-test' ORDER BY estimator",
+    );
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 3, "{rows:?}");
     for r in rows {
         let mean = r["mean_deg"].as_f64().unwrap();
         let within = r["within_7"].as_f64().unwrap();
-        assert!(mean > 0.0 && mean < 180.0 && (0.0..=100.0).contains(&within), "{r}");
+        assert!(
+            mean > 0.0 && mean < 180.0 && (0.0..=100.0).contains(&within),
+            "{r}"
+        );
     }
-    let html_path = report["artifacts"].as_array().unwrap().iter().map(|a| a["path"].as_str().unwrap()).find(|p| p.ends_with("report.html")).unwrap();
+    let html_path = report["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["path"].as_str().unwrap())
+        .find(|p| p.ends_with("report.html"))
+        .unwrap();
     let html_file = d.join("runs/tiny").join(html_path);
     let html = std::fs::read_to_string(&html_file).unwrap();
-    for needle in ["id=\"gain-pct\"", "data-estimator=\"refined\"", "src=\"samples.png\"", "src=\"losses.svg\"", "id=\"drift\"", "11.2"] {
+    for needle in [
+        "id=\"gain-pct\"",
+        "data-estimator=\"refined\"",
+        "src=\"samples.png\"",
+        "src=\"losses.svg\"",
+        "id=\"drift\"",
+        "11.2",
+    ] {
         assert!(html.contains(needle), "report lacks {needle}");
     }
-    let chromium = std::env::var("SIMGAN_CHROMIUM").expect("SIMGAN_CHROMIUM (set by ci/test.sh, which installs Debian's chromium)");
+    let chromium = std::env::var("SIMGAN_CHROMIUM")
+        .expect("SIMGAN_CHROMIUM (set by ci/test.sh, which installs Debian's chromium)");
     let profile = util::tempdir();
     let out = output(std::process::Command::new(chromium).args([
         "--headless",
@@ -104,7 +142,10 @@ fn tiny_pipeline_end_to_end_with_a_report_that_loads() {
     let dom = String::from_utf8_lossy(&out.stdout);
     let images = html.matches("<img ").count();
     assert_eq!(images, 4, "samples, % within d, losses, accuracy");
-    assert!(dom.contains(&format!("data-images-loaded=\"{images}/{images}\"")), "every image must decode in Chromium; DOM:\n{dom}");
+    assert!(
+        dom.contains(&format!("data-images-loaded=\"{images}/{images}\"")),
+        "every image must decode in Chromium; DOM:\n{dom}"
+    );
 }
 
 #[test]
@@ -115,16 +156,44 @@ fn a_killed_refiner_training_resumes_from_its_checkpoint() {
     let p = p.to_str().unwrap();
     ok(simgan(d).args(["run", p, "--stage", "synthetic", "--stage", "real"]));
     // Abort right after the second checkpoint (iteration 4 of 10).
-    let crashed = output(simgan(d).args(["run", p, "--stage", "refiner"]).env("SIMGAN_CRASH_AFTER_CHECKPOINTS", "2"));
+    let crashed = output(
+        simgan(d)
+            .args(["run", p, "--stage", "refiner"])
+            .env("SIMGAN_CRASH_AFTER_CHECKPOINTS", "2"),
+    );
     assert!(!crashed.status.success());
-    let resumed = output(simgan(d).args(["run", p, "--stage", "refiner"]).env("RUST_LOG", "info"));
-    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    let resumed = output(
+        simgan(d)
+            .args(["run", p, "--stage", "refiner"])
+            .env("RUST_LOG", "info"),
+    );
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
     let log = String::from_utf8_lossy(&resumed.stderr);
-    assert!(log.contains("resuming training from checkpoint") && log.contains("step=4"), "{log}");
-    let steps: Value = serde_json::from_str(&ok(simgan(d).args(["query", "runs/tiny/refiner", "SELECT step, count(*) AS n FROM data GROUP BY step ORDER BY step", "--format", "json"]))).unwrap();
+    assert!(
+        log.contains("resuming training from checkpoint") && log.contains("step=4"),
+        "{log}"
+    );
+    let steps: Value = serde_json::from_str(&ok(simgan(d).args([
+        "query",
+        "runs/tiny/refiner",
+        "SELECT step, count(*) AS n FROM data GROUP BY step ORDER BY step",
+        "--format",
+        "json",
+    ])))
+    .unwrap();
     let steps = steps.as_array().unwrap();
     assert_eq!(steps.len(), 10, "every iteration exactly once: {steps:?}");
-    assert!(steps.iter().enumerate().all(|(i, s)| s["step"] == i && s["n"] == 1), "{steps:?}");
+    assert!(
+        steps
+            .iter()
+            .enumerate()
+            .all(|(i, s)| s["step"] == i && s["n"] == 1),
+        "{steps:?}"
+    );
 }
 
 #[test]
@@ -139,11 +208,31 @@ fn refining_twice_gives_identical_shards_and_a_new_refiner_makes_refine_stale() 
     ok(simgan(d).args(["run", p, "--stage", "refined", "--force"]));
     let v1 = show(d, "runs/tiny/refined@1");
     let v2 = show(d, "runs/tiny/refined@2");
-    let sums = |m: &Value| m["shards"].as_array().unwrap().iter().map(|s| s["checksum"].as_str().unwrap().to_string()).collect::<Vec<_>>();
-    assert_eq!(sums(&v1), sums(&v2), "the same refiner on the same shard gives byte-identical output on CPU");
-    let status = |args: &[&str]| -> Value { serde_json::from_str(&ok(simgan(d).args(args))).unwrap() };
+    let sums = |m: &Value| {
+        m["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["checksum"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        sums(&v1),
+        sums(&v2),
+        "the same refiner on the same shard gives byte-identical output on CPU"
+    );
+    let status =
+        |args: &[&str]| -> Value { serde_json::from_str(&ok(simgan(d).args(args))).unwrap() };
     let st = status(&["status", p, "--json"]);
-    let state = |st: &Value, n: &str| st["stages"].as_array().unwrap().iter().find(|s| s["name"] == n).unwrap()["state"].clone();
+    let state = |st: &Value, n: &str| {
+        st["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == n)
+            .unwrap()["state"]
+            .clone()
+    };
     assert_eq!(state(&st, "refined"), "up-to-date");
     // A new refiner version (forced retrain) makes `refined` stale; the data stages stay up to date.
     ok(simgan(d).args(["run", p, "--stage", "refiner", "--force"]));

@@ -18,13 +18,42 @@ use crate::util;
 /// Test kind: writes `n` rows (step = 0..n) in units of `per` rows, into the train_metrics schema.
 struct Numbers;
 const NUM_PARAMS: &[ParamSpec] = &[
-    ParamSpec::new("n", ParamType::Int { min: 0, max: 1_000_000 }, "10", "rows"),
-    ParamSpec::new("per", ParamType::Int { min: 1, max: 1_000_000 }, "3", "rows per unit"),
-    ParamSpec::new("scale", ParamType::Float { min: 0.0, max: 100.0 }, "1.0", "value scale"),
+    ParamSpec::new(
+        "n",
+        ParamType::Int {
+            min: 0,
+            max: 1_000_000,
+        },
+        "10",
+        "rows",
+    ),
+    ParamSpec::new(
+        "per",
+        ParamType::Int {
+            min: 1,
+            max: 1_000_000,
+        },
+        "3",
+        "rows per unit",
+    ),
+    ParamSpec::new(
+        "scale",
+        ParamType::Float {
+            min: 0.0,
+            max: 100.0,
+        },
+        "1.0",
+        "value scale",
+    ),
 ];
 /// Test kind: sums its input's `loss` column into one row.
 struct Sum;
-const SUM_INPUTS: &[InputSpec] = &[InputSpec { role: "data", kind: InputKind::Stage, required: true, doc: "numbers" }];
+const SUM_INPUTS: &[InputSpec] = &[InputSpec {
+    role: "data",
+    kind: InputKind::Stage,
+    required: true,
+    doc: "numbers",
+}];
 
 fn metrics_batch(steps: Vec<i64>, loss: Vec<f32>) -> RecordBatch {
     let s = simgan::schema::get("train_metrics").unwrap().arrow.clone();
@@ -68,17 +97,36 @@ impl StageKind for Numbers {
     fn plan(&self, ctx: &StageCtx) -> simgan::Result<Vec<UnitSpec>> {
         let n = ctx.params.usize("n")?;
         let per = ctx.params.usize("per")?;
-        Ok((0..n.div_ceil(per)).map(|i| UnitSpec { index: i, spec: serde_json::json!({"start": i * per, "end": ((i + 1) * per).min(n)}) }).collect())
+        Ok((0..n.div_ceil(per))
+            .map(|i| UnitSpec {
+                index: i,
+                spec: serde_json::json!({"start": i * per, "end": ((i + 1) * per).min(n)}),
+            })
+            .collect())
     }
-    fn run_unit(&self, ctx: &StageCtx, unit: &UnitSpec, out: &mut UnitOutput) -> simgan::Result<()> {
-        let (a, b) = (unit.spec["start"].as_i64().unwrap(), unit.spec["end"].as_i64().unwrap());
+    fn run_unit(
+        &self,
+        ctx: &StageCtx,
+        unit: &UnitSpec,
+        out: &mut UnitOutput,
+    ) -> simgan::Result<()> {
+        let (a, b) = (
+            unit.spec["start"].as_i64().unwrap(),
+            unit.spec["end"].as_i64().unwrap(),
+        );
         let scale = ctx.params.float("scale")? as f32;
         // Failure injection per root: the object `_fail_unit` holds the index of a unit to fail.
-        let fail = ctx.root.get("_fail_unit")?.and_then(|b| String::from_utf8_lossy(&b).parse::<usize>().ok());
+        let fail = ctx
+            .root
+            .get("_fail_unit")?
+            .and_then(|b| String::from_utf8_lossy(&b).parse::<usize>().ok());
         if fail == Some(unit.index) {
             return Err(ctx.err("injected failure"));
         }
-        out.write(&metrics_batch((a..b).collect(), (a..b).map(|i| i as f32 * scale).collect()))
+        out.write(&metrics_batch(
+            (a..b).collect(),
+            (a..b).map(|i| i as f32 * scale).collect(),
+        ))
     }
 }
 
@@ -102,14 +150,31 @@ impl StageKind for Sum {
         "train_metrics"
     }
     fn plan(&self, _ctx: &StageCtx) -> simgan::Result<Vec<UnitSpec>> {
-        Ok(vec![UnitSpec { index: 0, spec: serde_json::Value::Null }])
+        Ok(vec![UnitSpec {
+            index: 0,
+            spec: serde_json::Value::Null,
+        }])
     }
-    fn run_unit(&self, ctx: &StageCtx, _unit: &UnitSpec, out: &mut UnitOutput) -> simgan::Result<()> {
+    fn run_unit(
+        &self,
+        ctx: &StageCtx,
+        _unit: &UnitSpec,
+        out: &mut UnitOutput,
+    ) -> simgan::Result<()> {
         let input = ctx.stage_input("data")?;
         let mut total = 0.0f32;
         for s in &input.manifest.shards {
-            for b in simgan::shards::read(ctx.root, &s.path, Some(simgan::schema::get("train_metrics")?))? {
-                let loss = b.column_by_name("loss").unwrap().as_any().downcast_ref::<Float32Array>().unwrap();
+            for b in simgan::shards::read(
+                ctx.root,
+                &s.path,
+                Some(simgan::schema::get("train_metrics")?),
+            )? {
+                let loss = b
+                    .column_by_name("loss")
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<Float32Array>()
+                    .unwrap();
                 total += loss.values().iter().sum::<f32>();
             }
         }
@@ -118,7 +183,9 @@ impl StageKind for Sum {
 }
 
 fn registry() -> Registry {
-    Registry::builtin().with(Arc::new(Numbers)).with(Arc::new(Sum))
+    Registry::builtin()
+        .with(Arc::new(Numbers))
+        .with(Arc::new(Sum))
 }
 
 fn pipeline(n: i64, scale: f64) -> Pipeline {
@@ -140,14 +207,21 @@ inputs = {{ data = "b" }}
 }
 
 fn states(p: &Pipeline, root: &Root) -> Vec<(String, State)> {
-    runner::status(p, root).unwrap().into_iter().map(|s| (s.name, s.state)).collect()
+    runner::status(p, root)
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.name, s.state))
+        .collect()
 }
 
 fn staleness_cycle(root: &Root) {
     let p = pipeline(10, 1.0);
     assert!(states(&p, root).iter().all(|(_, s)| *s == State::Missing));
     let r = runner::run(&p, root, &RunOptions::default()).unwrap();
-    assert_eq!(r.ran.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), vec!["a", "b", "total"]);
+    assert_eq!(
+        r.ran.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
+        vec!["a", "b", "total"]
+    );
     assert_eq!(r.ran[0].rows, 10);
     assert!(states(&p, root).iter().all(|(_, s)| *s == State::UpToDate));
 
@@ -158,28 +232,70 @@ fn staleness_cycle(root: &Root) {
     // A param change marks that stage and its downstream stale, nothing upstream or beside.
     let p2 = pipeline(10, 2.0);
     let st = runner::status(&p2, root).unwrap();
-    assert_eq!(st.iter().map(|s| (s.name.as_str(), s.state)).collect::<Vec<_>>(), vec![("a", State::UpToDate), ("b", State::Stale), ("total", State::Stale)]);
-    assert!(st[1].reason.contains("params changed: scale"), "{}", st[1].reason);
+    assert_eq!(
+        st.iter()
+            .map(|s| (s.name.as_str(), s.state))
+            .collect::<Vec<_>>(),
+        vec![
+            ("a", State::UpToDate),
+            ("b", State::Stale),
+            ("total", State::Stale)
+        ]
+    );
+    assert!(
+        st[1].reason.contains("params changed: scale"),
+        "{}",
+        st[1].reason
+    );
     assert!(st[2].reason.contains("upstream `b`"), "{}", st[2].reason);
     let r = runner::run(&p2, root, &RunOptions::default()).unwrap();
-    assert_eq!(r.ran.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), vec!["b", "total"]);
+    assert_eq!(
+        r.ran.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
+        vec!["b", "total"]
+    );
     let total = manifest::latest(root, "total").unwrap().unwrap();
     assert_eq!(total.manifest.version, 2);
-    assert!(matches!(&total.manifest.inputs["data"], manifest::InputRef::Stage { version: 2, .. }));
+    assert!(matches!(
+        &total.manifest.inputs["data"],
+        manifest::InputRef::Stage { version: 2, .. }
+    ));
     let batches = simgan::shards::read(root, &total.manifest.shards[0].path, None).unwrap();
-    let sum = batches[0].column_by_name("loss").unwrap().as_any().downcast_ref::<Float32Array>().unwrap().value(0);
+    let sum = batches[0]
+        .column_by_name("loss")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .unwrap()
+        .value(0);
     assert_eq!(sum, 2.0 * (0 + 1 + 2 + 3) as f32);
 
     // --stage runs only that stage on its existing inputs; --force reruns an up-to-date stage.
-    let only = RunOptions { only: vec!["total".into()], force: true, ..Default::default() };
+    let only = RunOptions {
+        only: vec!["total".into()],
+        force: true,
+        ..Default::default()
+    };
     let r = runner::run(&p2, root, &only).unwrap();
-    assert_eq!(r.ran.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), vec!["total"]);
+    assert_eq!(
+        r.ran.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
+        vec!["total"]
+    );
     // --from runs the stage and everything downstream.
-    let from = RunOptions { from: vec!["b".into()], ..Default::default() };
+    let from = RunOptions {
+        from: vec!["b".into()],
+        ..Default::default()
+    };
     let r = runner::run(&p2, root, &from).unwrap();
-    assert_eq!(r.ran.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), vec!["b", "total"]);
+    assert_eq!(
+        r.ran.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
+        vec!["b", "total"]
+    );
     // --dry-run plans without running.
-    let dry = RunOptions { force: true, dry_run: true, ..Default::default() };
+    let dry = RunOptions {
+        force: true,
+        dry_run: true,
+        ..Default::default()
+    };
     let r = runner::run(&p2, root, &dry).unwrap();
     assert!(r.ran.is_empty() && r.plan.iter().all(|d| d.run));
     assert_eq!(manifest::versions(root, "a").unwrap(), vec![1]);
@@ -204,10 +320,18 @@ fn a_failed_unit_commits_nothing_and_the_rerun_reuses_finished_units() {
     let p = pipeline(10, 1.0);
     let stage = p.stage("a").unwrap();
     root.put("_fail_unit", b"2".to_vec()).unwrap();
-    let err = runner::run_stage(stage, &root, None, false).unwrap_err().to_string();
+    let err = runner::run_stage(stage, &root, None, false)
+        .unwrap_err()
+        .to_string();
     root.delete("_fail_unit").unwrap();
-    assert!(err.contains("injected failure") && err.contains("`a`"), "{err}");
-    assert!(manifest::versions(&root, "a").unwrap().is_empty(), "a failed stage must not commit");
+    assert!(
+        err.contains("injected failure") && err.contains("`a`"),
+        "{err}"
+    );
+    assert!(
+        manifest::versions(&root, "a").unwrap().is_empty(),
+        "a failed stage must not commit"
+    );
     let out = runner::run_stage(stage, &root, None, false).unwrap();
     assert_eq!((out.units_reused, out.units_run, out.rows), (2, 2, 10));
     let m = manifest::latest(&root, "a").unwrap().unwrap().manifest;
@@ -215,10 +339,23 @@ fn a_failed_unit_commits_nothing_and_the_rerun_reuses_finished_units() {
     for s in &m.shards {
         assert!(simgan::shards::verify(&root, s).unwrap());
         for b in simgan::shards::read(&root, &s.path, None).unwrap() {
-            steps.extend(b.column_by_name("step").unwrap().as_any().downcast_ref::<Int64Array>().unwrap().values().iter().copied());
+            steps.extend(
+                b.column_by_name("step")
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .values()
+                    .iter()
+                    .copied(),
+            );
         }
     }
-    assert_eq!(steps, (0..10).collect::<Vec<_>>(), "every row exactly once, in order");
+    assert_eq!(
+        steps,
+        (0..10).collect::<Vec<_>>(),
+        "every row exactly once, in order"
+    );
 }
 
 #[test]
@@ -230,7 +367,8 @@ fn a_corrupted_finished_shard_is_redone_on_resume() {
     root.put("_fail_unit", b"3".to_vec()).unwrap();
     let _ = runner::run_stage(stage, &root, None, false).unwrap_err();
     root.delete("_fail_unit").unwrap();
-    root.put("a/v00000001/part-00001.parquet", b"garbage".to_vec()).unwrap();
+    root.put("a/v00000001/part-00001.parquet", b"garbage".to_vec())
+        .unwrap();
     let out = runner::run_stage(stage, &root, None, false).unwrap();
     assert_eq!((out.units_reused, out.units_run, out.rows), (2, 2, 10));
 }
@@ -243,12 +381,23 @@ fn leases_admit_one_run_and_expired_ones_are_taken_over() {
     let ttl = Duration::from_secs(30);
     // Racing acquirers: exactly one wins.
     let winners: Vec<Lease> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..4).map(|_| s.spawn(|| Lease::acquire(&root, "racer", ttl, false).ok())).collect();
-        handles.into_iter().filter_map(|h| h.join().unwrap()).collect()
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| Lease::acquire(&root, "racer", ttl, false).ok()))
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().unwrap())
+            .collect()
     });
     assert_eq!(winners.len(), 1, "exactly one concurrent run proceeds");
-    let err = Lease::acquire(&root, "second", ttl, false).err().unwrap().to_string();
-    assert!(err.contains("racer") && err.contains(&std::process::id().to_string()), "names the holder: {err}");
+    let err = Lease::acquire(&root, "second", ttl, false)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("racer") && err.contains(&std::process::id().to_string()),
+        "names the holder: {err}"
+    );
 
     // --wait: the second run proceeds once the first releases.
     let holder = winners.into_iter().next().unwrap();
@@ -270,9 +419,16 @@ fn leases_admit_one_run_and_expired_ones_are_taken_over() {
         released: false,
         purpose: "crashed run".into(),
     };
-    root.put("_lease/0000000100.json", serde_json::to_vec(&stale).unwrap()).unwrap();
+    root.put(
+        "_lease/0000000100.json",
+        serde_json::to_vec(&stale).unwrap(),
+    )
+    .unwrap();
     let l = Lease::acquire(&root, "taker", ttl, false).unwrap();
-    assert_eq!(simgan::lease::current(&root).unwrap().unwrap().generation, 101);
+    assert_eq!(
+        simgan::lease::current(&root).unwrap().unwrap().generation,
+        101
+    );
     l.check().unwrap();
 }
 
@@ -280,22 +436,57 @@ fn leases_admit_one_run_and_expired_ones_are_taken_over() {
 fn validation_errors_name_the_stage_and_key() {
     let reg = registry();
     let cases: &[(&str, &str)] = &[
-        ("[stages.x]\nkind = \"nope\"", "stage `x`: unknown kind `nope`"),
-        ("[stages.x]\nkind = \"numbers\"\nparams = { m = 1 }", "stage `x`: unknown param `m`"),
-        ("[stages.x]\nkind = \"numbers\"\nparams = { n = \"ten\" }", "stage `x`: param `n`: expected integer"),
-        ("[stages.x]\nkind = \"sum\"", "stage `x`: missing required input `data`"),
-        ("[stages.x]\nkind = \"sum\"\ninputs = { data = \"y\" }", "input `data` refers to unknown stage `y`"),
-        ("[stages.x]\nkind = \"sum\"\ninputs = { data = \"./d\" }", "input `data` must be a stage name"),
-        ("[stages.x]\nkind = \"sum\"\ninputs = { dat = \"x\" }", "stage `x`: unknown input `dat`"),
-        ("[stages.x]\nkind = \"sum\"\ninputs = { data = \"y\" }\n[stages.y]\nkind = \"sum\"\ninputs = { data = \"x\" }", "cycle between stages: x → y"),
-        ("[stages.x]\nkind = \"generate-eyes\"", "stage `x`: missing required param `domain`"),
-        ("[stages.x]\nkind = \"generate-eyes\"\nparams = { domain = \"mars\" }", "param `domain`: expected one of"),
+        (
+            "[stages.x]\nkind = \"nope\"",
+            "stage `x`: unknown kind `nope`",
+        ),
+        (
+            "[stages.x]\nkind = \"numbers\"\nparams = { m = 1 }",
+            "stage `x`: unknown param `m`",
+        ),
+        (
+            "[stages.x]\nkind = \"numbers\"\nparams = { n = \"ten\" }",
+            "stage `x`: param `n`: expected integer",
+        ),
+        (
+            "[stages.x]\nkind = \"sum\"",
+            "stage `x`: missing required input `data`",
+        ),
+        (
+            "[stages.x]\nkind = \"sum\"\ninputs = { data = \"y\" }",
+            "input `data` refers to unknown stage `y`",
+        ),
+        (
+            "[stages.x]\nkind = \"sum\"\ninputs = { data = \"./d\" }",
+            "input `data` must be a stage name",
+        ),
+        (
+            "[stages.x]\nkind = \"sum\"\ninputs = { dat = \"x\" }",
+            "stage `x`: unknown input `dat`",
+        ),
+        (
+            "[stages.x]\nkind = \"sum\"\ninputs = { data = \"y\" }\n[stages.y]\nkind = \"sum\"\ninputs = { data = \"x\" }",
+            "cycle between stages: x → y",
+        ),
+        (
+            "[stages.x]\nkind = \"generate-eyes\"",
+            "stage `x`: missing required param `domain`",
+        ),
+        (
+            "[stages.x]\nkind = \"generate-eyes\"\nparams = { domain = \"mars\" }",
+            "param `domain`: expected one of",
+        ),
         ("stages = 3", "test.toml"),
     ];
     for (body, want) in cases {
         let text = format!("name = \"t\"\n{body}\n");
-        let err: PipelineError = Pipeline::parse(&text, "test.toml", &reg).err().unwrap_or_else(|| panic!("{body} must not validate"));
-        assert!(err.to_string().contains(want), "{body}\n→ {err}\nwanted: {want}");
+        let err: PipelineError = Pipeline::parse(&text, "test.toml", &reg)
+            .err()
+            .unwrap_or_else(|| panic!("{body} must not validate"));
+        assert!(
+            err.to_string().contains(want),
+            "{body}\n→ {err}\nwanted: {want}"
+        );
     }
 }
 
@@ -303,7 +494,8 @@ fn validation_errors_name_the_stage_and_key() {
 fn shipped_pipelines_validate() {
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines")).unwrap() {
         let path = entry.unwrap().path();
-        let p = Pipeline::load(&path, &Registry::builtin()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let p = Pipeline::load(&path, &Registry::builtin())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(p.stages.len() >= 2, "{}", path.display());
     }
 }

@@ -11,10 +11,16 @@ fn conformance(root: &Root) {
     // put / get / size
     assert_eq!(root.get("a/missing").unwrap(), None);
     root.put("a/one.txt", b"hello".to_vec()).unwrap();
-    assert_eq!(root.get("a/one.txt").unwrap().as_deref(), Some(&b"hello"[..]));
+    assert_eq!(
+        root.get("a/one.txt").unwrap().as_deref(),
+        Some(&b"hello"[..])
+    );
     assert_eq!(root.size("a/one.txt").unwrap(), Some(5));
     root.put("a/one.txt", b"replaced".to_vec()).unwrap();
-    assert_eq!(root.get("a/one.txt").unwrap().as_deref(), Some(&b"replaced"[..]));
+    assert_eq!(
+        root.get("a/one.txt").unwrap().as_deref(),
+        Some(&b"replaced"[..])
+    );
 
     // create-if-absent
     assert!(root.put_if_absent("a/lock", b"first".to_vec()).unwrap());
@@ -28,18 +34,30 @@ fn conformance(root: &Root) {
             let wins = wins.clone();
             let root = root.clone();
             s.spawn(move || {
-                if root.put_if_absent("a/race", format!("writer {i}").into_bytes()).unwrap() {
+                if root
+                    .put_if_absent("a/race", format!("writer {i}").into_bytes())
+                    .unwrap()
+                {
                     wins.fetch_add(1, Ordering::SeqCst);
                 }
             });
         }
     });
-    assert_eq!(wins.load(Ordering::SeqCst), 1, "exactly one create-if-absent must win");
+    assert_eq!(
+        wins.load(Ordering::SeqCst),
+        1,
+        "exactly one create-if-absent must win"
+    );
 
     // listing: recursive and with delimiter
     root.put("a/b/c.txt", b"c".to_vec()).unwrap();
     root.put("z.txt", b"z".to_vec()).unwrap();
-    let listed: Vec<String> = root.list("a").unwrap().into_iter().map(|l| l.path).collect();
+    let listed: Vec<String> = root
+        .list("a")
+        .unwrap()
+        .into_iter()
+        .map(|l| l.path)
+        .collect();
     assert_eq!(listed, vec!["a/b/c.txt", "a/lock", "a/one.txt", "a/race"]);
     assert_eq!(root.list_dirs("").unwrap(), vec!["a"]);
     assert_eq!(root.list_dirs("a").unwrap(), vec!["b"]);
@@ -55,7 +73,11 @@ fn conformance(root: &Root) {
     for chunk in big.chunks(1 << 20) {
         root.runtime().block_on(w.write_all(chunk)).unwrap();
     }
-    assert_eq!(root.size("big/blob.bin").unwrap(), None, "an unfinished upload must not be visible");
+    assert_eq!(
+        root.size("big/blob.bin").unwrap(),
+        None,
+        "an unfinished upload must not be visible"
+    );
     root.runtime().block_on(w.shutdown()).unwrap();
     assert_eq!(root.get("big/blob.bin").unwrap().as_deref(), Some(&big[..]));
 
@@ -69,7 +91,10 @@ fn conformance(root: &Root) {
 
 #[test]
 fn conformance_memory() {
-    conformance(&util::open(&format!("memory://conformance-{}/p", std::process::id())));
+    conformance(&util::open(&format!(
+        "memory://conformance-{}/p",
+        std::process::id()
+    )));
 }
 
 #[test]
@@ -91,6 +116,11 @@ fn conformance_s3_on_moto() {
 fn open_existing_refuses_a_missing_folder() {
     let dir = util::tempdir();
     let missing = dir.path().join("nope");
-    let err = Root::open_existing(missing.to_str().unwrap(), util::rt().handle().clone()).unwrap_err().to_string();
-    assert!(err.contains("nope") && err.contains("no such folder"), "{err}");
+    let err = Root::open_existing(missing.to_str().unwrap(), util::rt().handle().clone())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("nope") && err.contains("no such folder"),
+        "{err}"
+    );
 }

@@ -13,12 +13,21 @@ use simgan::storage::Root;
 /// One tokio runtime for all tests' storage I/O.
 pub fn rt() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime"))
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    })
 }
 
 /// A fresh temp folder (deleted on drop).
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("simgan-test-").tempdir().expect("temp dir")
+    tempfile::Builder::new()
+        .prefix("simgan-test-")
+        .tempdir()
+        .expect("temp dir")
 }
 
 struct Moto {
@@ -43,11 +52,17 @@ pub fn at_exit(f: impl FnOnce() + Send + 'static) {
     REGISTER.call_once(|| unsafe {
         libc::atexit(run_at_exit);
     });
-    AT_EXIT.lock().unwrap_or_else(|p| p.into_inner()).push(Box::new(f));
+    AT_EXIT
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(Box::new(f));
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// The endpoint of a moto S3 server started for this test binary. Set `SIMGAN_MOTO_SERVER` to
@@ -101,8 +116,16 @@ pub fn s3_env(endpoint: &str) -> Vec<(&'static str, String)> {
 pub fn s3_bucket() -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     let endpoint = moto_endpoint();
-    let name = format!("simgan-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
-    let status = Command::new("curl").args(["-sf", "-X", "PUT", &format!("{endpoint}/{name}")]).stdout(Stdio::null()).status().expect("curl");
+    let name = format!(
+        "simgan-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    let status = Command::new("curl")
+        .args(["-sf", "-X", "PUT", &format!("{endpoint}/{name}")])
+        .stdout(Stdio::null())
+        .status()
+        .expect("curl");
     assert!(status.success(), "creating bucket {name} on moto");
     format!("s3://{name}")
 }
@@ -115,19 +138,28 @@ pub fn open(location: &str) -> Root {
 /// A `simgan` command with a clean environment for logs.
 pub fn simgan(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_simgan"));
-    c.current_dir(dir).env_remove("SIMGAN_CRASH_AFTER_UNITS").env("RUST_LOG", "warn");
+    c.current_dir(dir)
+        .env_remove("SIMGAN_CRASH_AFTER_UNITS")
+        .env("RUST_LOG", "warn");
     c
 }
 
 /// Run a command, returning its output; panics with stderr if it fails to start.
 pub fn output(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
 }
 
 /// Run and require success, returning stdout.
 pub fn ok(cmd: &mut Command) -> String {
     let out = output(cmd);
-    assert!(out.status.success(), "{cmd:?} failed ({}):\n{}\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

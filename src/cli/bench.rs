@@ -9,7 +9,11 @@ use crate::bench::{self, BenchOptions};
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Sections: train, refine, generate, ingest, runner (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "generate,runner,refine,train")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "generate,runner,refine,train"
+    )]
     sections: Vec<String>,
     /// Refiner width for train/refine (64 = the paper's eye refiner).
     #[arg(long, default_value_t = 64)]

@@ -53,9 +53,15 @@ pub fn query(a: QueryArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
             // Image bytes make unreadable tables: show their size instead.
             println!("{df}");
         }
-        Format::Csv => CsvWriter::new(&mut out).include_header(true).finish(&mut df)?,
+        Format::Csv => CsvWriter::new(&mut out)
+            .include_header(true)
+            .finish(&mut df)?,
         Format::Json => {
-            let cols = df.get_column_names().iter().map(|s| s.to_string()).collect::<Vec<_>>();
+            let cols = df
+                .get_column_names()
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>();
             let mut rows = Vec::with_capacity(df.height());
             for i in 0..df.height() {
                 let mut obj = serde_json::Map::new();

@@ -19,7 +19,11 @@ pub struct ShowArgs {
 pub fn show(a: ShowArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     let ds = dataset::open(&a.url, rt.handle().clone())?;
     let Some(c) = ds.committed else {
-        anyhow::bail!("{} is a folder of {} parquet files without a stage manifest", a.url, ds.shards.len());
+        anyhow::bail!(
+            "{} is a folder of {} parquet files without a stage manifest",
+            a.url,
+            ds.shards.len()
+        );
     };
     let m = &c.manifest;
     if a.json {
@@ -31,14 +35,33 @@ pub fn show(a: ShowArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     println!("fingerprint {}", m.fingerprint);
     println!("schema      {}", m.schema);
     println!("data        {}", ds.root.url_of(&m.data_prefix));
-    println!("rows        {} in {} shards, {} bytes", m.rows, m.shards.len(), m.shards.iter().map(|s| s.bytes).sum::<u64>());
-    println!("written     {} .. {} ({:.1}s, {} units run, {} resumed) by simgan {}", m.timings.started_at, m.timings.finished_at, m.timings.wall_s, m.timings.units_run, m.timings.units_reused, m.simgan_version);
+    println!(
+        "rows        {} in {} shards, {} bytes",
+        m.rows,
+        m.shards.len(),
+        m.shards.iter().map(|s| s.bytes).sum::<u64>()
+    );
+    println!(
+        "written     {} .. {} ({:.1}s, {} units run, {} resumed) by simgan {}",
+        m.timings.started_at,
+        m.timings.finished_at,
+        m.timings.wall_s,
+        m.timings.units_run,
+        m.timings.units_reused,
+        m.simgan_version
+    );
     for (role, input) in &m.inputs {
         println!("input       {role} = {}", serde_json::to_string(input)?);
     }
     println!("params      {}", m.params);
     for s in m.shards.iter().take(10) {
-        println!("  {:<48} {:>9} rows {:>12} bytes {}", s.path, s.rows, s.bytes, &s.checksum[..s.checksum.len().min(23)]);
+        println!(
+            "  {:<48} {:>9} rows {:>12} bytes {}",
+            s.path,
+            s.rows,
+            s.bytes,
+            &s.checksum[..s.checksum.len().min(23)]
+        );
     }
     if m.shards.len() > 10 {
         println!("  … {} more shards", m.shards.len() - 10);
@@ -67,7 +90,11 @@ pub struct LsArgs {
 pub fn ls(a: LsArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     let root = Root::open_existing(&a.root, rt.handle().clone())?;
     let mut rows = Vec::new();
-    for stage in root.list_dirs("")?.into_iter().filter(|d| !d.starts_with('_')) {
+    for stage in root
+        .list_dirs("")?
+        .into_iter()
+        .filter(|d| !d.starts_with('_'))
+    {
         let versions = manifest::versions(&root, &stage)?;
         let latest = match versions.last() {
             Some(&v) => manifest::read(&root, &stage, v)?,
@@ -82,7 +109,12 @@ pub fn ls(a: LsArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         }));
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "root": root.url(), "stages": rows }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "root": root.url(), "stages": rows })
+            )?
+        );
         return Ok(());
     }
     for r in &rows {
@@ -92,8 +124,13 @@ pub fn ls(a: LsArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
             r["stage"].as_str().unwrap_or(""),
             r["kind"].as_str().unwrap_or("-"),
             versions,
-            r["rows"].as_u64().map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
-            r["finished_at"].as_str().unwrap_or("(no committed version)")
+            r["rows"]
+                .as_u64()
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
+            r["finished_at"]
+                .as_str()
+                .unwrap_or("(no committed version)")
         );
     }
     Ok(())
@@ -101,17 +138,36 @@ pub fn ls(a: LsArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
 
 pub fn kinds() {
     for k in Registry::builtin().all() {
-        println!("{} (code v{}, schema {}): {}", k.name(), k.code_version(), k.schema(), k.about());
+        println!(
+            "{} (code v{}, schema {}): {}",
+            k.name(),
+            k.code_version(),
+            k.schema(),
+            k.about()
+        );
         for i in k.inputs() {
             let what = match i.kind {
                 InputKind::Stage => "stage",
                 InputKind::Location => "path/URL",
             };
-            println!("  input {:<18} {what}{}  {}", i.role, if i.required { "" } else { ", optional" }, i.doc);
+            println!(
+                "  input {:<18} {what}{}  {}",
+                i.role,
+                if i.required { "" } else { ", optional" },
+                i.doc
+            );
         }
         for p in k.params() {
-            let default = p.default.map(|d| format!(" = {d}")).unwrap_or_else(|| " (required)".into());
-            println!("  param {:<18} {}{default}  {}", p.name, p.ty.describe(), p.doc);
+            let default = p
+                .default
+                .map(|d| format!(" = {d}"))
+                .unwrap_or_else(|| " (required)".into());
+            println!(
+                "  param {:<18} {}{default}  {}",
+                p.name,
+                p.ty.describe(),
+                p.doc
+            );
         }
     }
 }

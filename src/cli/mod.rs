@@ -75,7 +75,11 @@ struct PipelineArgs {
 impl PipelineArgs {
     fn load(&self, rt: &tokio::runtime::Runtime) -> anyhow::Result<(Pipeline, Root)> {
         let pipeline = Pipeline::load(&self.pipeline, &Registry::builtin())?;
-        let location = self.root.clone().or_else(|| pipeline.root.clone()).unwrap_or_else(|| format!("./runs/{}", pipeline.name));
+        let location = self
+            .root
+            .clone()
+            .or_else(|| pipeline.root.clone())
+            .unwrap_or_else(|| format!("./runs/{}", pipeline.name));
         let root = Root::open(&location, rt.handle().clone())?;
         Ok((pipeline, root))
     }
@@ -87,9 +91,13 @@ fn init_logging(cli: &Cli) {
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match cli.log_format {
         LogFormat::Text => builder.with_target(false).init(),
         LogFormat::Json => builder.json().init(),
@@ -97,7 +105,11 @@ fn init_logging(cli: &Cli) {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the I/O runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the I/O runtime")
 }
 
 /// Exit codes: 0 success, 1 failure, 2 usage error (clap), 75 (EX_TEMPFAIL) when the root is
@@ -150,5 +162,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
 
 /// Lease TTL parsing for `--lease-ttl` (seconds).
 fn parse_secs(s: &str) -> Result<Duration, String> {
-    s.parse::<u64>().map(Duration::from_secs).map_err(|e| format!("`{s}`: {e}"))
+    s.parse::<u64>()
+        .map(Duration::from_secs)
+        .map_err(|e| format!("`{s}`: {e}"))
 }

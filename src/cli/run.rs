@@ -46,7 +46,9 @@ pub struct RunArgs {
 }
 
 fn parse_slot(s: &str) -> Result<WorkerSlot, String> {
-    let (i, n) = s.split_once('/').ok_or_else(|| format!("`{s}`: expected I/N, e.g. 0/4"))?;
+    let (i, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("`{s}`: expected I/N, e.g. 0/4"))?;
     let slot: usize = i.parse().map_err(|e| format!("`{s}`: {e}"))?;
     let count: usize = n.parse().map_err(|e| format!("`{s}`: {e}"))?;
     if count == 0 || slot >= count {
@@ -60,13 +62,26 @@ fn worker_slot(a: &RunArgs) -> anyhow::Result<Option<WorkerSlot>> {
     if let Some(w) = a.worker {
         return Ok(Some(w));
     }
-    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.trim().parse::<usize>().ok());
-    let slurm = env("SLURM_ARRAY_TASK_ID").map(|i| (i - env("SLURM_ARRAY_TASK_MIN").unwrap_or(0), env("SLURM_ARRAY_TASK_COUNT")));
+    let env = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+    };
+    let slurm = env("SLURM_ARRAY_TASK_ID").map(|i| {
+        (
+            i - env("SLURM_ARRAY_TASK_MIN").unwrap_or(0),
+            env("SLURM_ARRAY_TASK_COUNT"),
+        )
+    });
     let index = slurm.map(|s| s.0).or_else(|| env("JOB_COMPLETION_INDEX"));
     match (a.workers, index) {
         (Some(count), Some(slot)) if slot < count => Ok(Some(WorkerSlot { slot, count })),
-        (Some(count), Some(slot)) => anyhow::bail!("worker index {slot} from the environment is not below --workers {count}"),
-        (Some(_), None) => anyhow::bail!("--workers needs SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX in the environment (or use --worker I/N)"),
+        (Some(count), Some(slot)) => {
+            anyhow::bail!("worker index {slot} from the environment is not below --workers {count}")
+        }
+        (Some(_), None) => anyhow::bail!(
+            "--workers needs SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX in the environment (or use --worker I/N)"
+        ),
         (None, _) => Ok(None),
     }
 }
@@ -75,7 +90,9 @@ pub fn run(a: RunArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     let (pipeline, root) = a.target.load(rt)?;
     let slot = worker_slot(&a)?;
     if slot.is_some() || a.finalize {
-        let [name] = a.only.as_slice() else { anyhow::bail!("worker mode runs exactly one --stage") };
+        let [name] = a.only.as_slice() else {
+            anyhow::bail!("worker mode runs exactly one --stage")
+        };
         let stage = pipeline.stage(name)?;
         let outcome = runner::run_worker(stage, &root, slot)?;
         if a.json {
@@ -83,9 +100,16 @@ pub fn run(a: RunArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
             return Ok(());
         }
         match outcome {
-            WorkerOutcome::Committed(o) => println!("{:<20} v{} {} rows committed ({} units by this worker)", o.name, o.version, o.rows, o.units_run),
-            WorkerOutcome::AlreadyCommitted { version } => println!("{name:<20} v{version} already committed"),
-            WorkerOutcome::UnitsDone { done, total, ran } => println!("{name:<20} {done}/{total} units done ({ran} by this worker)"),
+            WorkerOutcome::Committed(o) => println!(
+                "{:<20} v{} {} rows committed ({} units by this worker)",
+                o.name, o.version, o.rows, o.units_run
+            ),
+            WorkerOutcome::AlreadyCommitted { version } => {
+                println!("{name:<20} v{version} already committed")
+            }
+            WorkerOutcome::UnitsDone { done, total, ran } => {
+                println!("{name:<20} {done}/{total} units done ({ran} by this worker)")
+            }
         }
         return Ok(());
     }
@@ -106,7 +130,12 @@ pub fn run(a: RunArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     if a.dry_run {
         println!("plan for {} on {}:", pipeline.name, root.url());
         for d in &report.plan {
-            println!("  {:<20} {:<5} {}", d.name, if d.run { "run" } else { "skip" }, d.reason);
+            println!(
+                "  {:<20} {:<5} {}",
+                d.name,
+                if d.run { "run" } else { "skip" },
+                d.reason
+            );
         }
         return Ok(());
     }
@@ -114,8 +143,15 @@ pub fn run(a: RunArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         println!("{:<20} up to date", d.name);
     }
     for r in &report.ran {
-        let resumed = if r.units_reused > 0 { format!(" ({} units resumed)", r.units_reused) } else { String::new() };
-        println!("{:<20} v{} {} rows in {:.1}s{resumed}", r.name, r.version, r.rows, r.seconds);
+        let resumed = if r.units_reused > 0 {
+            format!(" ({} units resumed)", r.units_reused)
+        } else {
+            String::new()
+        };
+        println!(
+            "{:<20} v{} {} rows in {:.1}s{resumed}",
+            r.name, r.version, r.rows, r.seconds
+        );
     }
     Ok(())
 }
@@ -133,7 +169,12 @@ pub fn status(a: StatusArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()>
     let (pipeline, root) = a.target.load(rt)?;
     let stages = runner::status(&pipeline, &root)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "pipeline": pipeline.name, "root": root.url(), "stages": stages }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "pipeline": pipeline.name, "root": root.url(), "stages": stages })
+            )?
+        );
         return Ok(());
     }
     for s in &stages {
@@ -143,8 +184,14 @@ pub fn status(a: StatusArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()>
             State::Missing => "missing",
         };
         let version = s.version.map(|v| format!("v{v}")).unwrap_or_default();
-        let units = s.units.map(|[d, t]| format!(" ({d}/{t} units done)")).unwrap_or_default();
-        println!("{:<20} {:<11} {:<6} {}{units}", s.name, state, version, s.reason);
+        let units = s
+            .units
+            .map(|[d, t]| format!(" ({d}/{t} units done)"))
+            .unwrap_or_default();
+        println!(
+            "{:<20} {:<11} {:<6} {}{units}",
+            s.name, state, version, s.reason
+        );
     }
     Ok(())
 }

@@ -50,11 +50,27 @@ pub fn submit(a: SubmitArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()>
         None if a.k8s => "simgan".to_string(),
         None => std::env::current_exe()?.to_string_lossy().into_owned(),
     };
-    let root_url = if root.url().contains("://") { root.url().to_string() } else { std::fs::canonicalize(root.url())?.to_string_lossy().into_owned() };
+    let root_url = if root.url().contains("://") {
+        root.url().to_string()
+    } else {
+        std::fs::canonicalize(root.url())?
+            .to_string_lossy()
+            .into_owned()
+    };
     let out = std::path::absolute(&a.out)?;
-    let opts = SubmitOptions { pipeline_file, root: root_url, simgan, workers: a.workers, sbatch_extra: a.sbatch_extra, log_dir: out.join("logs") };
+    let opts = SubmitOptions {
+        pipeline_file,
+        root: root_url,
+        simgan,
+        workers: a.workers,
+        sbatch_extra: a.sbatch_extra,
+        log_dir: out.join("logs"),
+    };
     if a.k8s {
-        print!("{}", submit::k8s_manifests(&pipeline, &opts, &a.image, a.backoff_per_index));
+        print!(
+            "{}",
+            submit::k8s_manifests(&pipeline, &opts, &a.image, a.backoff_per_index)
+        );
         return Ok(());
     }
     let scripts = submit::write_slurm(&pipeline, &opts, &out)?;

@@ -68,7 +68,10 @@ pub struct MatLimits {
 
 impl Default for MatLimits {
     fn default() -> Self {
-        MatLimits { max_decompressed: 4 << 30, max_depth: 32 }
+        MatLimits {
+            max_decompressed: 4 << 30,
+            max_depth: 32,
+        }
     }
 }
 
@@ -85,7 +88,11 @@ impl fmt::Display for MatPos {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.inflated {
             None => write!(f, "byte {}", self.offset),
-            Some(i) => write!(f, "byte {} of the compressed element at byte {}", i, self.offset),
+            Some(i) => write!(
+                f,
+                "byte {} of the compressed element at byte {}",
+                i, self.offset
+            ),
         }
     }
 }
@@ -96,7 +103,11 @@ pub enum MatErrorKind {
     #[error("bad header: {0}")]
     Header(String),
     #[error("truncated: {what} needs {need} bytes, {have} left")]
-    Truncated { what: &'static str, need: u64, have: u64 },
+    Truncated {
+        what: &'static str,
+        need: u64,
+        have: u64,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("unsupported: {0}")]
@@ -117,7 +128,11 @@ pub struct MatError {
 }
 
 fn in_var(path: &str) -> String {
-    if path.is_empty() { String::new() } else { format!(" (in `{path}`)") }
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!(" (in `{path}`)")
+    }
 }
 
 /// Numeric array data in column-major order, typed by the array's MATLAB class.
@@ -144,9 +159,15 @@ pub enum MatValue {
     /// the string; an M×N array is its M rows of N characters concatenated, see [`MatValue::char_rows`]).
     Char { dims: Vec<usize>, text: String },
     /// A struct array: for each field (in file order), one value per element (column-major).
-    Struct { dims: Vec<usize>, fields: Vec<(String, Vec<MatValue>)> },
+    Struct {
+        dims: Vec<usize>,
+        fields: Vec<(String, Vec<MatValue>)>,
+    },
     /// A cell array: one value per element (column-major).
-    Cell { dims: Vec<usize>, items: Vec<MatValue> },
+    Cell {
+        dims: Vec<usize>,
+        items: Vec<MatValue>,
+    },
 }
 
 impl NumericData {
@@ -207,20 +228,29 @@ impl NumericData {
 impl MatValue {
     /// A 1×N char array holding `s`.
     pub fn char_row(s: &str) -> MatValue {
-        MatValue::Char { dims: vec![1, s.encode_utf16().count()], text: s.to_string() }
+        MatValue::Char {
+            dims: vec![1, s.encode_utf16().count()],
+            text: s.to_string(),
+        }
     }
 
     /// A column (N×1) cell array of 1×len char arrays — how MATLAB stores a list of names.
     pub fn cell_of_strings<S: AsRef<str>>(items: &[S]) -> MatValue {
         MatValue::Cell {
             dims: vec![items.len(), 1],
-            items: items.iter().map(|s| MatValue::char_row(s.as_ref())).collect(),
+            items: items
+                .iter()
+                .map(|s| MatValue::char_row(s.as_ref()))
+                .collect(),
         }
     }
 
     /// A 1×1 struct with the given fields.
     pub fn scalar_struct(fields: Vec<(String, MatValue)>) -> MatValue {
-        MatValue::Struct { dims: vec![1, 1], fields: fields.into_iter().map(|(n, v)| (n, vec![v])).collect() }
+        MatValue::Struct {
+            dims: vec![1, 1],
+            fields: fields.into_iter().map(|(n, v)| (n, vec![v])).collect(),
+        }
     }
 
     /// The dimensions.
@@ -248,9 +278,10 @@ impl MatValue {
     /// Field `name` of a 1×1 struct (`None` for other values or a missing field).
     pub fn field(&self, name: &str) -> Option<&MatValue> {
         match self {
-            MatValue::Struct { fields, .. } => {
-                fields.iter().find(|(n, _)| n == name).and_then(|(_, v)| if v.len() == 1 { v.first() } else { None })
-            }
+            MatValue::Struct { fields, .. } => fields
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, v)| if v.len() == 1 { v.first() } else { None }),
             _ => None,
         }
     }
@@ -265,7 +296,12 @@ impl MatValue {
                     return Some(Vec::new());
                 }
                 let cols = units.len() / rows;
-                Some(units.chunks(cols.max(1)).map(String::from_utf16_lossy).collect())
+                Some(
+                    units
+                        .chunks(cols.max(1))
+                        .map(String::from_utf16_lossy)
+                        .collect(),
+                )
             }
             _ => None,
         }
@@ -283,28 +319,61 @@ pub fn read_mat(bytes: &[u8]) -> Result<Vec<(String, MatValue)>, MatError> {
 }
 
 /// Read all variables of a v5 MAT-file.
-pub fn read_mat_with(bytes: &[u8], limits: &MatLimits) -> Result<Vec<(String, MatValue)>, MatError> {
-    let at0 = MatPos { offset: 0, inflated: None };
-    let header_err = |m: String| MatError { at: at0, path: String::new(), kind: MatErrorKind::Header(m) };
+pub fn read_mat_with(
+    bytes: &[u8],
+    limits: &MatLimits,
+) -> Result<Vec<(String, MatValue)>, MatError> {
+    let at0 = MatPos {
+        offset: 0,
+        inflated: None,
+    };
+    let header_err = |m: String| MatError {
+        at: at0,
+        path: String::new(),
+        kind: MatErrorKind::Header(m),
+    };
     if bytes.len() < HEADER_LEN {
         return Err(MatError {
             at: at0,
             path: String::new(),
-            kind: MatErrorKind::Truncated { what: "the 128-byte header", need: HEADER_LEN as u64, have: bytes.len() as u64 },
+            kind: MatErrorKind::Truncated {
+                what: "the 128-byte header",
+                need: HEADER_LEN as u64,
+                have: bytes.len() as u64,
+            },
         });
     }
     let le = match &bytes[126..128] {
         b"IM" => true,
         b"MI" => false,
-        other => return Err(header_err(format!("endian indicator at byte 126 is {other:?}, expected \"IM\" or \"MI\""))),
+        other => {
+            return Err(header_err(format!(
+                "endian indicator at byte 126 is {other:?}, expected \"IM\" or \"MI\""
+            )));
+        }
     };
-    let version = if le { u16::from_le_bytes([bytes[124], bytes[125]]) } else { u16::from_be_bytes([bytes[124], bytes[125]]) };
+    let version = if le {
+        u16::from_le_bytes([bytes[124], bytes[125]])
+    } else {
+        u16::from_be_bytes([bytes[124], bytes[125]])
+    };
     if version != 0x0100 {
-        let hint = if version == 0x0200 { " (v7.3 files are HDF5; re-save with -v7)" } else { "" };
-        return Err(header_err(format!("version 0x{version:04x} at byte 124, expected 0x0100{hint}")));
+        let hint = if version == 0x0200 {
+            " (v7.3 files are HDF5; re-save with -v7)"
+        } else {
+            ""
+        };
+        return Err(header_err(format!(
+            "version 0x{version:04x} at byte 124, expected 0x0100{hint}"
+        )));
     }
     let mut budget = limits.max_decompressed;
-    let file = Ctx { buf: bytes, le, compressed_at: None, limits };
+    let file = Ctx {
+        buf: bytes,
+        le,
+        compressed_at: None,
+        limits,
+    };
     let mut vars = Vec::new();
     let mut i = HEADER_LEN;
     while i < bytes.len() {
@@ -314,18 +383,35 @@ pub fn read_mat_with(bytes: &[u8], limits: &MatLimits) -> Result<Vec<(String, Ma
             MI_COMPRESSED => {
                 let inflated = inflate(&bytes[e.data..e.data + e.len], &mut budget)
                     .map_err(|kind| file.err(e.at, "", kind))?;
-                let inner = Ctx { buf: &inflated, le, compressed_at: Some(e.at as u64), limits };
+                let inner = Ctx {
+                    buf: &inflated,
+                    le,
+                    compressed_at: Some(e.at as u64),
+                    limits,
+                };
                 let mut j = 0;
                 while j < inflated.len() {
                     let m = inner.tag(j, inflated.len(), "")?;
                     if m.ty != MI_MATRIX {
-                        return Err(inner.invalid(j, "", format!("compressed element holds type {}, expected miMATRIX", m.ty)));
+                        return Err(inner.invalid(
+                            j,
+                            "",
+                            format!("compressed element holds type {}, expected miMATRIX", m.ty),
+                        ));
                     }
                     vars.push(inner.matrix(&m, 0, None)?);
                     j = m.next;
                 }
             }
-            t => return Err(file.invalid(i, "", format!("top-level element of type {t}, expected miMATRIX (14) or miCOMPRESSED (15)"))),
+            t => {
+                return Err(file.invalid(
+                    i,
+                    "",
+                    format!(
+                        "top-level element of type {t}, expected miMATRIX (14) or miCOMPRESSED (15)"
+                    ),
+                ));
+            }
         }
         i = e.next;
     }
@@ -341,7 +427,9 @@ fn inflate(z: &[u8], budget: &mut u64) -> Result<Vec<u8>, MatErrorKind> {
         .read_to_end(&mut out)
         .map_err(MatErrorKind::Zlib)?;
     if out.len() as u64 > cap {
-        return Err(MatErrorKind::Limit(format!("compressed data inflates beyond the {cap}-byte budget left")));
+        return Err(MatErrorKind::Limit(format!(
+            "compressed data inflates beyond the {cap}-byte budget left"
+        )));
     }
     *budget -= out.len() as u64;
     Ok(out)
@@ -376,13 +464,23 @@ fn arr<const N: usize>(c: &[u8], le: bool) -> [u8; N] {
 impl Ctx<'_> {
     fn pos(&self, i: usize) -> MatPos {
         match self.compressed_at {
-            None => MatPos { offset: i as u64, inflated: None },
-            Some(o) => MatPos { offset: o, inflated: Some(i as u64) },
+            None => MatPos {
+                offset: i as u64,
+                inflated: None,
+            },
+            Some(o) => MatPos {
+                offset: o,
+                inflated: Some(i as u64),
+            },
         }
     }
 
     fn err(&self, i: usize, path: &str, kind: MatErrorKind) -> MatError {
-        MatError { at: self.pos(i), path: path.to_string(), kind }
+        MatError {
+            at: self.pos(i),
+            path: path.to_string(),
+            kind,
+        }
     }
 
     fn invalid(&self, i: usize, path: &str, msg: String) -> MatError {
@@ -397,33 +495,80 @@ impl Ctx<'_> {
     fn tag(&self, i: usize, end: usize, path: &str) -> Result<Elem, MatError> {
         if end.saturating_sub(i) < 8 {
             let have = end.saturating_sub(i) as u64;
-            return Err(self.err(i, path, MatErrorKind::Truncated { what: "a data element tag", need: 8, have }));
+            return Err(self.err(
+                i,
+                path,
+                MatErrorKind::Truncated {
+                    what: "a data element tag",
+                    need: 8,
+                    have,
+                },
+            ));
         }
         let v = self.u32_at(i);
         if v >> 16 != 0 {
             // Small data element: 16-bit byte count and type, data in the tag's second word.
             let len = (v >> 16) as usize;
             if len > 4 {
-                return Err(self.invalid(i, path, format!("small data element declares {len} bytes (at most 4)")));
+                return Err(self.invalid(
+                    i,
+                    path,
+                    format!("small data element declares {len} bytes (at most 4)"),
+                ));
             }
-            return Ok(Elem { at: i, ty: v & 0xffff, data: i + 4, len, next: i + 8 });
+            return Ok(Elem {
+                at: i,
+                ty: v & 0xffff,
+                data: i + 4,
+                len,
+                next: i + 8,
+            });
         }
         let len = self.u32_at(i + 4) as usize;
         let data = i + 8;
         if len > end - data {
             let have = (end - data) as u64;
-            return Err(self.err(i, path, MatErrorKind::Truncated { what: "data element", need: len as u64, have }));
+            return Err(self.err(
+                i,
+                path,
+                MatErrorKind::Truncated {
+                    what: "data element",
+                    need: len as u64,
+                    have,
+                },
+            ));
         }
         // Elements are padded to 8 bytes, except compressed ones; tolerate missing final padding.
-        let next = if v == MI_COMPRESSED { data + len } else { (data + len.next_multiple_of(8)).min(end) };
-        Ok(Elem { at: i, ty: v, data, len, next })
+        let next = if v == MI_COMPRESSED {
+            data + len
+        } else {
+            (data + len.next_multiple_of(8)).min(end)
+        };
+        Ok(Elem {
+            at: i,
+            ty: v,
+            data,
+            len,
+            next,
+        })
     }
 
     /// Tag at `*i`, which must have one of the types `tys`; advances `*i` past it.
-    fn sub(&self, i: &mut usize, end: usize, path: &str, what: &str, tys: &[u32]) -> Result<Elem, MatError> {
+    fn sub(
+        &self,
+        i: &mut usize,
+        end: usize,
+        path: &str,
+        what: &str,
+        tys: &[u32],
+    ) -> Result<Elem, MatError> {
         let e = self.tag(*i, end, path)?;
         if !tys.contains(&e.ty) {
-            return Err(self.invalid(*i, path, format!("{what}: element type {}, expected {tys:?}", e.ty)));
+            return Err(self.invalid(
+                *i,
+                path,
+                format!("{what}: element type {}, expected {tys:?}", e.ty),
+            ));
         }
         *i = e.next;
         Ok(e)
@@ -431,34 +576,71 @@ impl Ctx<'_> {
 
     /// Parse one miMATRIX element. `path` is `None` for a top-level variable (named by the
     /// element) and the struct/cell path of a nested value otherwise.
-    fn matrix(&self, e: &Elem, depth: usize, path: Option<&str>) -> Result<(String, MatValue), MatError> {
+    fn matrix(
+        &self,
+        e: &Elem,
+        depth: usize,
+        path: Option<&str>,
+    ) -> Result<(String, MatValue), MatError> {
         let p = path.unwrap_or("");
         if depth > self.limits.max_depth {
-            return Err(self.err(e.at, p, MatErrorKind::Limit(format!("values nested deeper than {}", self.limits.max_depth))));
+            return Err(self.err(
+                e.at,
+                p,
+                MatErrorKind::Limit(format!(
+                    "values nested deeper than {}",
+                    self.limits.max_depth
+                )),
+            ));
         }
         if e.len == 0 {
             // MATLAB writes an empty miMATRIX for some empty values.
-            return Ok((String::new(), MatValue::Numeric { dims: vec![0, 0], data: NumericData::F64(Vec::new()) }));
+            return Ok((
+                String::new(),
+                MatValue::Numeric {
+                    dims: vec![0, 0],
+                    data: NumericData::F64(Vec::new()),
+                },
+            ));
         }
         let end = e.data + e.len;
         let mut i = e.data;
         let flags_e = self.sub(&mut i, end, p, "array flags", &[MI_UINT32])?;
         if flags_e.len != 8 {
-            return Err(self.invalid(flags_e.at, p, format!("array flags are {} bytes, expected 8", flags_e.len)));
+            return Err(self.invalid(
+                flags_e.at,
+                p,
+                format!("array flags are {} bytes, expected 8", flags_e.len),
+            ));
         }
         let flags = self.u32_at(flags_e.data);
         let class = (flags & 0xff) as u8;
 
         let dims_e = self.sub(&mut i, end, p, "dimensions", &[MI_INT32])?;
         if dims_e.len == 0 || dims_e.len % 4 != 0 {
-            return Err(self.invalid(dims_e.at, p, format!("dimensions are {} bytes, expected a positive multiple of 4", dims_e.len)));
+            return Err(self.invalid(
+                dims_e.at,
+                p,
+                format!(
+                    "dimensions are {} bytes, expected a positive multiple of 4",
+                    dims_e.len
+                ),
+            ));
         }
         let mut dims = Vec::with_capacity(dims_e.len / 4);
         let mut n: usize = 1;
         for k in 0..dims_e.len / 4 {
             let d = self.u32_at(dims_e.data + 4 * k) as i32;
-            let d = usize::try_from(d).map_err(|_| self.invalid(dims_e.at, p, format!("dimension {k} is negative ({d})")))?;
-            n = n.checked_mul(d).ok_or_else(|| self.invalid(dims_e.at, p, format!("dimension product {dims:?}×{d} overflows")))?;
+            let d = usize::try_from(d).map_err(|_| {
+                self.invalid(dims_e.at, p, format!("dimension {k} is negative ({d})"))
+            })?;
+            n = n.checked_mul(d).ok_or_else(|| {
+                self.invalid(
+                    dims_e.at,
+                    p,
+                    format!("dimension product {dims:?}×{d} overflows"),
+                )
+            })?;
             dims.push(d);
         }
 
@@ -502,7 +684,11 @@ impl Ctx<'_> {
             MX_STRUCT => {
                 let len_e = self.sub(&mut i, end, p, "field name length", &[MI_INT32])?;
                 if len_e.len != 4 {
-                    return Err(self.invalid(len_e.at, p, format!("field name length is {} bytes, expected 4", len_e.len)));
+                    return Err(self.invalid(
+                        len_e.at,
+                        p,
+                        format!("field name length is {} bytes, expected 4", len_e.len),
+                    ));
                 }
                 let fl = self.u32_at(len_e.data) as usize;
                 let names_e = self.sub(&mut i, end, p, "field names", &[MI_INT8, MI_UINT8])?;
@@ -512,38 +698,73 @@ impl Ctx<'_> {
                 let mut fields = Vec::new();
                 for raw in self.buf[names_e.data..names_e.data + names_e.len].chunks(fl) {
                     let raw = raw.split(|&b| b == 0).next().unwrap_or(&[]);
-                    let f = std::str::from_utf8(raw).map_err(|_| self.invalid(names_e.at, p, "field name is not UTF-8".into()))?;
+                    let f = std::str::from_utf8(raw).map_err(|_| {
+                        self.invalid(names_e.at, p, "field name is not UTF-8".into())
+                    })?;
                     fields.push((f.to_string(), Vec::new()));
                 }
                 self.need_children(i, end, n, fields.len(), p)?;
                 let count = if fields.is_empty() { 0 } else { n };
                 for k in 0..count {
                     for (f, values) in fields.iter_mut() {
-                        let child_path = if n == 1 { format!("{p}.{f}") } else { format!("{p}({}).{f}", k + 1) };
+                        let child_path = if n == 1 {
+                            format!("{p}.{f}")
+                        } else {
+                            format!("{p}({}).{f}", k + 1)
+                        };
                         let c = self.sub(&mut i, end, &child_path, "struct field", &[MI_MATRIX])?;
                         values.push(self.matrix(&c, depth + 1, Some(&child_path))?.1);
                     }
                 }
                 MatValue::Struct { dims, fields }
             }
-            MX_OBJECT => return Err(self.err(e.at, p, MatErrorKind::Unsupported("MATLAB objects (class 3)".into()))),
-            MX_SPARSE => return Err(self.err(e.at, p, MatErrorKind::Unsupported("sparse arrays (class 5)".into()))),
-            c => return Err(self.err(e.at, p, MatErrorKind::Unsupported(format!("array class {c}")))),
+            MX_OBJECT => {
+                return Err(self.err(
+                    e.at,
+                    p,
+                    MatErrorKind::Unsupported("MATLAB objects (class 3)".into()),
+                ));
+            }
+            MX_SPARSE => {
+                return Err(self.err(
+                    e.at,
+                    p,
+                    MatErrorKind::Unsupported("sparse arrays (class 5)".into()),
+                ));
+            }
+            c => {
+                return Err(self.err(
+                    e.at,
+                    p,
+                    MatErrorKind::Unsupported(format!("array class {c}")),
+                ));
+            }
         };
         Ok((name, value))
     }
 
     /// Check up front that `n * per` child elements (≥ 8 bytes each) can fit before `end`.
-    fn need_children(&self, i: usize, end: usize, n: usize, per: usize, p: &str) -> Result<(), MatError> {
+    fn need_children(
+        &self,
+        i: usize,
+        end: usize,
+        n: usize,
+        per: usize,
+        p: &str,
+    ) -> Result<(), MatError> {
         let need = n.checked_mul(per).and_then(|c| c.checked_mul(8));
         let have = end.saturating_sub(i);
         match need {
             Some(need) if need <= have => Ok(()),
-            _ => Err(self.err(i, p, MatErrorKind::Truncated {
-                what: "struct/cell elements",
-                need: need.map_or(u64::MAX, |x| x as u64),
-                have: have as u64,
-            })),
+            _ => Err(self.err(
+                i,
+                p,
+                MatErrorKind::Truncated {
+                    what: "struct/cell elements",
+                    need: need.map_or(u64::MAX, |x| x as u64),
+                    have: have as u64,
+                },
+            )),
         }
     }
 
@@ -556,7 +777,14 @@ impl Ctx<'_> {
             t => return Err(self.invalid(d.at, p, format!("numeric data has element type {t}"))),
         };
         if n.checked_mul(size) != Some(d.len) {
-            return Err(self.invalid(d.at, p, format!("{n} elements need {n}×{size} bytes, data element has {}", d.len)));
+            return Err(self.invalid(
+                d.at,
+                p,
+                format!(
+                    "{n} elements need {n}×{size} bytes, data element has {}",
+                    d.len
+                ),
+            ));
         }
         let b = &self.buf[d.data..d.data + d.len];
         let (le, ty) = (self.le, d.ty);
@@ -565,14 +793,38 @@ impl Ctx<'_> {
                 match ty {
                     MI_INT8 => b.iter().map(|&x| x as i8 as $t).collect::<Vec<$t>>(),
                     MI_UINT8 => b.iter().map(|&x| x as $t).collect(),
-                    MI_INT16 => b.chunks_exact(2).map(|c| i16::from_le_bytes(arr(c, le)) as $t).collect(),
-                    MI_UINT16 => b.chunks_exact(2).map(|c| u16::from_le_bytes(arr(c, le)) as $t).collect(),
-                    MI_INT32 => b.chunks_exact(4).map(|c| i32::from_le_bytes(arr(c, le)) as $t).collect(),
-                    MI_UINT32 => b.chunks_exact(4).map(|c| u32::from_le_bytes(arr(c, le)) as $t).collect(),
-                    MI_SINGLE => b.chunks_exact(4).map(|c| f32::from_le_bytes(arr(c, le)) as $t).collect(),
-                    MI_DOUBLE => b.chunks_exact(8).map(|c| f64::from_le_bytes(arr(c, le)) as $t).collect(),
-                    MI_INT64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(arr(c, le)) as $t).collect(),
-                    _ => b.chunks_exact(8).map(|c| u64::from_le_bytes(arr(c, le)) as $t).collect(),
+                    MI_INT16 => b
+                        .chunks_exact(2)
+                        .map(|c| i16::from_le_bytes(arr(c, le)) as $t)
+                        .collect(),
+                    MI_UINT16 => b
+                        .chunks_exact(2)
+                        .map(|c| u16::from_le_bytes(arr(c, le)) as $t)
+                        .collect(),
+                    MI_INT32 => b
+                        .chunks_exact(4)
+                        .map(|c| i32::from_le_bytes(arr(c, le)) as $t)
+                        .collect(),
+                    MI_UINT32 => b
+                        .chunks_exact(4)
+                        .map(|c| u32::from_le_bytes(arr(c, le)) as $t)
+                        .collect(),
+                    MI_SINGLE => b
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes(arr(c, le)) as $t)
+                        .collect(),
+                    MI_DOUBLE => b
+                        .chunks_exact(8)
+                        .map(|c| f64::from_le_bytes(arr(c, le)) as $t)
+                        .collect(),
+                    MI_INT64 => b
+                        .chunks_exact(8)
+                        .map(|c| i64::from_le_bytes(arr(c, le)) as $t)
+                        .collect(),
+                    _ => b
+                        .chunks_exact(8)
+                        .map(|c| u64::from_le_bytes(arr(c, le)) as $t)
+                        .collect(),
                 }
             };
         }
@@ -596,28 +848,56 @@ impl Ctx<'_> {
         let le = self.le;
         let bad = |m: &str| self.invalid(d.at, p, m.to_string());
         let units: Vec<u16> = match d.ty {
-            MI_UINT16 | MI_UTF16 | MI_INT16 if d.len.is_multiple_of(2) => b.chunks_exact(2).map(|c| u16::from_le_bytes(arr(c, le))).collect(),
+            MI_UINT16 | MI_UTF16 | MI_INT16 if d.len.is_multiple_of(2) => b
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes(arr(c, le)))
+                .collect(),
             MI_UINT8 | MI_INT8 => b.iter().map(|&x| u16::from(x)).collect(),
-            MI_UTF8 => std::str::from_utf8(b).map_err(|_| bad("char data is not valid UTF-8"))?.encode_utf16().collect(),
+            MI_UTF8 => std::str::from_utf8(b)
+                .map_err(|_| bad("char data is not valid UTF-8"))?
+                .encode_utf16()
+                .collect(),
             MI_UTF32 if d.len.is_multiple_of(4) => {
                 let mut s = String::new();
                 for c in b.chunks_exact(4) {
-                    s.push(char::from_u32(u32::from_le_bytes(arr(c, le))).ok_or_else(|| bad("char data is not valid UTF-32"))?);
+                    s.push(
+                        char::from_u32(u32::from_le_bytes(arr(c, le)))
+                            .ok_or_else(|| bad("char data is not valid UTF-32"))?,
+                    );
                 }
                 s.encode_utf16().collect()
             }
-            t => return Err(self.invalid(d.at, p, format!("char data has element type {t} and {} bytes", d.len))),
+            t => {
+                return Err(self.invalid(
+                    d.at,
+                    p,
+                    format!("char data has element type {t} and {} bytes", d.len),
+                ));
+            }
         };
         if units.len() != n {
-            return Err(self.invalid(d.at, p, format!("char array of {n} characters has {} in its data", units.len())));
+            return Err(self.invalid(
+                d.at,
+                p,
+                format!(
+                    "char array of {n} characters has {} in its data",
+                    units.len()
+                ),
+            ));
         }
         let rows = dims.first().copied().unwrap_or(1);
         if dims.len() > 2 && rows.checked_mul(dims[1]) != Some(n) {
-            return Err(self.err(d.at, p, MatErrorKind::Unsupported(format!("char arrays with dimensions {dims:?}"))));
+            return Err(self.err(
+                d.at,
+                p,
+                MatErrorKind::Unsupported(format!("char arrays with dimensions {dims:?}")),
+            ));
         }
         let units = if rows > 1 {
             let cols = n / rows;
-            (0..n).map(|k| units[(k % cols) * rows + k / cols]).collect()
+            (0..n)
+                .map(|k| units[(k % cols) * rows + k / cols])
+                .collect()
         } else {
             units
         };
@@ -640,7 +920,8 @@ pub fn write_mat(vars: &[(String, MatValue)], compress: bool) -> Vec<u8> {
     for (name, value) in vars {
         let m = matrix_element(name, value);
         if compress {
-            let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            let mut enc =
+                flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
             if let Ok(z) = enc.write_all(&m).and_then(|_| enc.finish()) {
                 out.extend_from_slice(&MI_COMPRESSED.to_le_bytes());
                 out.extend_from_slice(&(z.len() as u32).to_le_bytes());
@@ -691,14 +972,22 @@ fn matrix_element(name: &str, v: &MatValue) -> Vec<u8> {
     let mut flags = [0u8; 8];
     flags[0] = class;
     put(&mut b, MI_UINT32, &flags);
-    let dims: Vec<u8> = v.dims().iter().flat_map(|&d| (d as i32).to_le_bytes()).collect();
+    let dims: Vec<u8> = v
+        .dims()
+        .iter()
+        .flat_map(|&d| (d as i32).to_le_bytes())
+        .collect();
     put(&mut b, MI_INT32, &dims);
     put(&mut b, MI_INT8, name.as_bytes());
     match v {
         MatValue::Numeric { data, .. } => {
             macro_rules! bytes {
                 ($v:expr, $ty:expr) => {
-                    put(&mut b, $ty, &$v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())
+                    put(
+                        &mut b,
+                        $ty,
+                        &$v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),
+                    )
                 };
             }
             match data {
@@ -719,9 +1008,18 @@ fn matrix_element(name: &str, v: &MatValue) -> Vec<u8> {
             let rows = dims.first().copied().unwrap_or(1);
             if rows > 1 && units.len().is_multiple_of(rows) {
                 let cols = units.len() / rows;
-                units = (0..units.len()).map(|k| units[(k % rows) * cols + k / rows]).collect();
+                units = (0..units.len())
+                    .map(|k| units[(k % rows) * cols + k / rows])
+                    .collect();
             }
-            put(&mut b, MI_UINT16, &units.iter().flat_map(|u| u.to_le_bytes()).collect::<Vec<u8>>());
+            put(
+                &mut b,
+                MI_UINT16,
+                &units
+                    .iter()
+                    .flat_map(|u| u.to_le_bytes())
+                    .collect::<Vec<u8>>(),
+            );
         }
         MatValue::Struct { fields, .. } => {
             let longest = fields.iter().map(|(f, _)| f.len()).max().unwrap_or(0);
@@ -764,28 +1062,121 @@ mod tests {
     fn sample_vars() -> Vec<(String, MatValue)> {
         let image: Vec<u8> = (0..2 * 3 * 4).map(|k| k as u8).collect();
         let inner = MatValue::scalar_struct(vec![
-            ("gaze".into(), MatValue::Numeric { dims: vec![2, 3], data: NumericData::F64(vec![0.1, -0.2, 0.3, -0.4, -0.9, -0.8]) }),
-            ("image".into(), MatValue::Numeric { dims: vec![2, 3, 4], data: NumericData::U8(image) }),
+            (
+                "gaze".into(),
+                MatValue::Numeric {
+                    dims: vec![2, 3],
+                    data: NumericData::F64(vec![0.1, -0.2, 0.3, -0.4, -0.9, -0.8]),
+                },
+            ),
+            (
+                "image".into(),
+                MatValue::Numeric {
+                    dims: vec![2, 3, 4],
+                    data: NumericData::U8(image),
+                },
+            ),
         ]);
         vec![
-            ("data".into(), MatValue::scalar_struct(vec![("left".into(), inner.clone()), ("right".into(), inner)])),
-            ("filenames".into(), MatValue::cell_of_strings(&["0001.jpg", "0002.jpg"])),
-            ("x".into(), MatValue::Numeric { dims: vec![1, 1], data: NumericData::I16(vec![-7]) }),
-            ("s".into(), MatValue::Numeric { dims: vec![1, 2], data: NumericData::F32(vec![1.5, f32::MIN]) }),
-            ("big".into(), MatValue::Numeric { dims: vec![1, 2], data: NumericData::U64(vec![u64::MAX, 3]) }),
-            ("i64".into(), MatValue::Numeric { dims: vec![1, 1], data: NumericData::I64(vec![i64::MIN]) }),
-            ("i8".into(), MatValue::Numeric { dims: vec![1, 3], data: NumericData::I8(vec![-1, 0, 1]) }),
-            ("u16".into(), MatValue::Numeric { dims: vec![1, 1], data: NumericData::U16(vec![65535]) }),
-            ("i32".into(), MatValue::Numeric { dims: vec![1, 1], data: NumericData::I32(vec![-5]) }),
-            ("u32".into(), MatValue::Numeric { dims: vec![1, 1], data: NumericData::U32(vec![9]) }),
-            ("rows".into(), MatValue::Char { dims: vec![2, 3], text: "abcdéf".into() }),
-            ("empty".into(), MatValue::Numeric { dims: vec![0, 0], data: NumericData::F64(vec![]) }),
+            (
+                "data".into(),
+                MatValue::scalar_struct(vec![
+                    ("left".into(), inner.clone()),
+                    ("right".into(), inner),
+                ]),
+            ),
+            (
+                "filenames".into(),
+                MatValue::cell_of_strings(&["0001.jpg", "0002.jpg"]),
+            ),
+            (
+                "x".into(),
+                MatValue::Numeric {
+                    dims: vec![1, 1],
+                    data: NumericData::I16(vec![-7]),
+                },
+            ),
+            (
+                "s".into(),
+                MatValue::Numeric {
+                    dims: vec![1, 2],
+                    data: NumericData::F32(vec![1.5, f32::MIN]),
+                },
+            ),
+            (
+                "big".into(),
+                MatValue::Numeric {
+                    dims: vec![1, 2],
+                    data: NumericData::U64(vec![u64::MAX, 3]),
+                },
+            ),
+            (
+                "i64".into(),
+                MatValue::Numeric {
+                    dims: vec![1, 1],
+                    data: NumericData::I64(vec![i64::MIN]),
+                },
+            ),
+            (
+                "i8".into(),
+                MatValue::Numeric {
+                    dims: vec![1, 3],
+                    data: NumericData::I8(vec![-1, 0, 1]),
+                },
+            ),
+            (
+                "u16".into(),
+                MatValue::Numeric {
+                    dims: vec![1, 1],
+                    data: NumericData::U16(vec![65535]),
+                },
+            ),
+            (
+                "i32".into(),
+                MatValue::Numeric {
+                    dims: vec![1, 1],
+                    data: NumericData::I32(vec![-5]),
+                },
+            ),
+            (
+                "u32".into(),
+                MatValue::Numeric {
+                    dims: vec![1, 1],
+                    data: NumericData::U32(vec![9]),
+                },
+            ),
+            (
+                "rows".into(),
+                MatValue::Char {
+                    dims: vec![2, 3],
+                    text: "abcdéf".into(),
+                },
+            ),
+            (
+                "empty".into(),
+                MatValue::Numeric {
+                    dims: vec![0, 0],
+                    data: NumericData::F64(vec![]),
+                },
+            ),
             ("ab".into(), MatValue::char_row("ab")),
-            ("nested".into(), MatValue::Cell { dims: vec![1, 2], items: vec![MatValue::cell_of_strings(&["x"]), MatValue::char_row("")] }),
-            ("sa".into(), MatValue::Struct {
-                dims: vec![1, 2],
-                fields: vec![("a".into(), vec![MatValue::char_row("p"), MatValue::char_row("q")])],
-            }),
+            (
+                "nested".into(),
+                MatValue::Cell {
+                    dims: vec![1, 2],
+                    items: vec![MatValue::cell_of_strings(&["x"]), MatValue::char_row("")],
+                },
+            ),
+            (
+                "sa".into(),
+                MatValue::Struct {
+                    dims: vec![1, 2],
+                    fields: vec![(
+                        "a".into(),
+                        vec![MatValue::char_row("p"), MatValue::char_row("q")],
+                    )],
+                },
+            ),
         ]
     }
 
@@ -802,9 +1193,21 @@ mod tests {
 
     #[test]
     fn char_matrix_is_column_major_on_disk() {
-        let bytes = write_mat(&[("c".into(), MatValue::Char { dims: vec![2, 2], text: "abcd".into() })], false);
+        let bytes = write_mat(
+            &[(
+                "c".into(),
+                MatValue::Char {
+                    dims: vec![2, 2],
+                    text: "abcd".into(),
+                },
+            )],
+            false,
+        );
         // Data element after flags(16) + dims(16) + name "c"(8): tag then units a c b d.
-        let units: Vec<u16> = bytes[128 + 8 + 40 + 8..128 + 8 + 40 + 16].chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+        let units: Vec<u16> = bytes[128 + 8 + 40 + 8..128 + 8 + 40 + 16]
+            .chunks(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
         assert_eq!(units, "acbd".encode_utf16().collect::<Vec<_>>());
     }
 
@@ -830,23 +1233,47 @@ mod tests {
     #[test]
     fn reads_a_scipy_written_file() {
         let hex: String = SCIPY_Z.concat();
-        let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|k| u8::from_str_radix(&hex[k..k + 2], 16).unwrap()).collect();
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|k| u8::from_str_radix(&hex[k..k + 2], 16).unwrap())
+            .collect();
         let vars = read_mat(&bytes).unwrap();
         let names: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["data", "filenames", "rows", "i16"]);
         let left = find_var(&vars, "data").unwrap().field("left").unwrap();
         assert_eq!(
             left.field("gaze").unwrap(),
-            &MatValue::Numeric { dims: vec![2, 3], data: NumericData::F64(vec![0.1, 0.3, -0.2, 0.4, -0.9, -0.8]) }
+            &MatValue::Numeric {
+                dims: vec![2, 3],
+                data: NumericData::F64(vec![0.1, 0.3, -0.2, 0.4, -0.9, -0.8])
+            }
         );
-        let MatValue::Numeric { dims, data: NumericData::U8(px) } = left.field("image").unwrap() else { panic!() };
+        let MatValue::Numeric {
+            dims,
+            data: NumericData::U8(px),
+        } = left.field("image").unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(dims, &[2, 3, 4]);
         for (n, r, c) in [(0, 0, 0), (1, 2, 3), (0, 1, 2), (1, 0, 3)] {
             assert_eq!(px[n + 2 * (r + 3 * c)] as usize, n * 12 + r * 4 + c);
         }
-        assert_eq!(find_var(&vars, "filenames").unwrap(), &MatValue::cell_of_strings(&["0001.jpg", "0002.jpg"]));
-        assert_eq!(find_var(&vars, "rows").unwrap().char_rows().unwrap(), ["abc", "def"]);
-        assert_eq!(find_var(&vars, "i16").unwrap(), &MatValue::Numeric { dims: vec![1, 2], data: NumericData::I16(vec![-7, 300]) });
+        assert_eq!(
+            find_var(&vars, "filenames").unwrap(),
+            &MatValue::cell_of_strings(&["0001.jpg", "0002.jpg"])
+        );
+        assert_eq!(
+            find_var(&vars, "rows").unwrap().char_rows().unwrap(),
+            ["abc", "def"]
+        );
+        assert_eq!(
+            find_var(&vars, "i16").unwrap(),
+            &MatValue::Numeric {
+                dims: vec![1, 2],
+                data: NumericData::I16(vec![-7, 300])
+            }
+        );
     }
 
     /// A hand-assembled big-endian file using MATLAB's storage narrowing: a 1×3 double array
@@ -874,7 +1301,16 @@ mod tests {
         f.extend_from_slice(&(m.len() as u32).to_be_bytes());
         f.extend_from_slice(&m);
         let vars = read_mat(&f).unwrap();
-        assert_eq!(vars, vec![("v".into(), MatValue::Numeric { dims: vec![1, 3], data: NumericData::F64(vec![1.0, 2.0, 250.0]) })]);
+        assert_eq!(
+            vars,
+            vec![(
+                "v".into(),
+                MatValue::Numeric {
+                    dims: vec![1, 3],
+                    data: NumericData::F64(vec![1.0, 2.0, 250.0])
+                }
+            )]
+        );
     }
 
     fn kind(bytes: &[u8]) -> MatErrorKind {
@@ -888,7 +1324,10 @@ mod tests {
         let mut v73 = good.clone();
         v73[124..126].copy_from_slice(&0x0200u16.to_le_bytes());
         let e = read_mat(&v73).unwrap_err();
-        assert!(matches!(e.kind, MatErrorKind::Header(_)) && e.to_string().contains("v7.3"), "{e}");
+        assert!(
+            matches!(e.kind, MatErrorKind::Header(_)) && e.to_string().contains("v7.3"),
+            "{e}"
+        );
         let mut endian = good.clone();
         endian[126..128].copy_from_slice(b"XX");
         assert!(matches!(kind(&endian), MatErrorKind::Header(_)));
@@ -899,20 +1338,55 @@ mod tests {
         assert_eq!(e.at.offset, 128);
 
         // A negative dimension in `x`.
-        let one = write_mat(&[("x".into(), MatValue::Numeric { dims: vec![1, 1], data: NumericData::F64(vec![1.0]) })], false);
+        let one = write_mat(
+            &[(
+                "x".into(),
+                MatValue::Numeric {
+                    dims: vec![1, 1],
+                    data: NumericData::F64(vec![1.0]),
+                },
+            )],
+            false,
+        );
         let mut neg = one.clone();
         neg[128 + 8 + 16 + 8..128 + 8 + 16 + 12].copy_from_slice(&(-1i32).to_le_bytes());
         let e = read_mat(&neg).unwrap_err();
-        assert!(e.to_string().contains("negative") && e.at.offset == 128 + 8 + 16, "{e}");
+        assert!(
+            e.to_string().contains("negative") && e.at.offset == 128 + 8 + 16,
+            "{e}"
+        );
         // Dims that disagree with the data length.
         let mut wrong = one.clone();
         wrong[128 + 8 + 16 + 8..128 + 8 + 16 + 12].copy_from_slice(&2i32.to_le_bytes());
         assert!(matches!(kind(&wrong), MatErrorKind::Invalid(_)));
         // Overflowing dims product.
-        let huge = write_mat(&[("x".into(), MatValue::Numeric { dims: vec![i32::MAX as usize; 3], data: NumericData::F64(vec![]) })], false);
-        assert!(read_mat(&huge).unwrap_err().to_string().contains("overflow"));
+        let huge = write_mat(
+            &[(
+                "x".into(),
+                MatValue::Numeric {
+                    dims: vec![i32::MAX as usize; 3],
+                    data: NumericData::F64(vec![]),
+                },
+            )],
+            false,
+        );
+        assert!(
+            read_mat(&huge)
+                .unwrap_err()
+                .to_string()
+                .contains("overflow")
+        );
         // A struct claiming 2^31 elements must fail fast on the byte budget, not allocate.
-        let st = write_mat(&[("s".into(), MatValue::Struct { dims: vec![i32::MAX as usize, 1], fields: vec![("a".into(), vec![])] })], false);
+        let st = write_mat(
+            &[(
+                "s".into(),
+                MatValue::Struct {
+                    dims: vec![i32::MAX as usize, 1],
+                    fields: vec![("a".into(), vec![])],
+                },
+            )],
+            false,
+        );
         assert!(matches!(kind(&st), MatErrorKind::Truncated { .. }));
         // Unsupported classes.
         let mut sparse = one.clone();
@@ -933,14 +1407,26 @@ mod tests {
     fn limits_are_enforced() {
         let vars = sample_vars();
         let z = write_mat(&vars, true);
-        let tight = MatLimits { max_decompressed: 64, ..MatLimits::default() };
+        let tight = MatLimits {
+            max_decompressed: 64,
+            ..MatLimits::default()
+        };
         let e = read_mat_with(&z, &tight).unwrap_err();
         assert!(matches!(e.kind, MatErrorKind::Limit(_)), "{e}");
         // `nested` is a cell inside a cell: depth 2.
-        let shallow = MatLimits { max_depth: 1, ..MatLimits::default() };
-        let nested = vec![("nested".to_string(), find_var(&vars, "nested").unwrap().clone())];
+        let shallow = MatLimits {
+            max_depth: 1,
+            ..MatLimits::default()
+        };
+        let nested = vec![(
+            "nested".to_string(),
+            find_var(&vars, "nested").unwrap().clone(),
+        )];
         let e = read_mat_with(&write_mat(&nested, false), &shallow).unwrap_err();
-        assert!(matches!(e.kind, MatErrorKind::Limit(_)) && e.path == "nested{1}{1}", "{e}");
+        assert!(
+            matches!(e.kind, MatErrorKind::Limit(_)) && e.path == "nested{1}{1}",
+            "{e}"
+        );
     }
 
     /// Deterministic fuzzing: truncations, bit flips and overwritten length words of valid files
@@ -951,7 +1437,18 @@ mod tests {
         let plain = write_mat(&vars, false);
         let packed = write_mat(&vars, true);
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
-        let interesting = [0u32, 1, 4, 7, 8, 0xffff, 0x1_0000, 0x7fff_ffff, 0x8000_0000, 0xffff_ffff];
+        let interesting = [
+            0u32,
+            1,
+            4,
+            7,
+            8,
+            0xffff,
+            0x1_0000,
+            0x7fff_ffff,
+            0x8000_0000,
+            0xffff_ffff,
+        ];
         let mut errors = 0;
         for iter in 0..20_000 {
             let base = if iter % 4 == 0 { &packed } else { &plain };
@@ -976,7 +1473,8 @@ mod tests {
             }
             // Also fuzz the parser behind the inflater: compress a corrupted plain element.
             if iter % 5 == 0 && m.len() > HEADER_LEN {
-                let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+                let mut enc =
+                    flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
                 enc.write_all(&m[HEADER_LEN..]).unwrap();
                 let z = enc.finish().unwrap();
                 m.truncate(HEADER_LEN);
@@ -990,6 +1488,9 @@ mod tests {
                 Err(_) => panic!("read_mat panicked on fuzz iteration {iter}"),
             }
         }
-        assert!(errors > 10_000, "only {errors} corrupt inputs were rejected");
+        assert!(
+            errors > 10_000,
+            "only {errors} corrupt inputs were rejected"
+        );
     }
 }

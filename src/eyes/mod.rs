@@ -8,11 +8,11 @@
 //!
 //! Images are 55×35 (W×H) grayscale, as in the paper.
 
-pub mod render;
-pub mod unityeyes;
 pub mod mat;
 pub mod mpiigaze;
+pub mod render;
 pub mod rows;
+pub mod unityeyes;
 
 /// Eye image width in pixels (the paper's 55×35 eye crops).
 pub const EYE_W: u32 = 55;
@@ -34,14 +34,20 @@ pub struct EyeSample {
 
 /// `(pitch, yaw)` in radians of a gaze vector in the project convention.
 pub fn pitch_yaw(g: [f32; 3]) -> (f32, f32) {
-    let n = (g[0] * g[0] + g[1] * g[1] + g[2] * g[2]).sqrt().max(f32::MIN_POSITIVE);
+    let n = (g[0] * g[0] + g[1] * g[1] + g[2] * g[2])
+        .sqrt()
+        .max(f32::MIN_POSITIVE);
     let (x, y, z) = (g[0] / n, g[1] / n, g[2] / n);
     ((-y).clamp(-1.0, 1.0).asin(), (-x).atan2(-z))
 }
 
 /// Unit gaze vector from `(pitch, yaw)` in radians; inverse of [`pitch_yaw`].
 pub fn from_pitch_yaw(pitch: f32, yaw: f32) -> [f32; 3] {
-    [-pitch.cos() * yaw.sin(), -pitch.sin(), -pitch.cos() * yaw.cos()]
+    [
+        -pitch.cos() * yaw.sin(),
+        -pitch.sin(),
+        -pitch.cos() * yaw.cos(),
+    ]
 }
 
 /// Angle between two gaze vectors in degrees (`acos` of the clamped cosine).

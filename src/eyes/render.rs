@@ -153,12 +153,22 @@ pub struct AngleDist {
 impl AngleDist {
     /// Uniform on `[min_deg, max_deg]`.
     pub const fn uniform(min_deg: f32, max_deg: f32) -> Self {
-        AngleDist { min_deg, max_deg, mean_deg: 0.0, std_deg: 0.0 }
+        AngleDist {
+            min_deg,
+            max_deg,
+            mean_deg: 0.0,
+            std_deg: 0.0,
+        }
     }
 
     /// Normal(`mean_deg`, `std_deg`) truncated to `[min_deg, max_deg]`.
     pub const fn normal(mean_deg: f32, std_deg: f32, min_deg: f32, max_deg: f32) -> Self {
-        AngleDist { min_deg, max_deg, mean_deg, std_deg }
+        AngleDist {
+            min_deg,
+            max_deg,
+            mean_deg,
+            std_deg,
+        }
     }
 
     fn validate(&self, field: &'static str, bound: f32) -> Result<(), RenderError> {
@@ -168,7 +178,10 @@ impl AngleDist {
             return bad(format!("all values must be finite, got {self:?}"));
         }
         if self.min_deg > self.max_deg {
-            return bad(format!("min_deg {} > max_deg {}", self.min_deg, self.max_deg));
+            return bad(format!(
+                "min_deg {} > max_deg {}",
+                self.min_deg, self.max_deg
+            ));
         }
         if self.min_deg < -bound || self.max_deg > bound {
             return bad(format!("range must lie within ±{bound}°, got {self:?}"));
@@ -271,8 +284,12 @@ impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for NumOrPairVisitor<T> {
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         use serde::de::Error;
-        let lo: f32 = seq.next_element()?.ok_or_else(|| A::Error::invalid_length(0, &self))?;
-        let hi: f32 = seq.next_element()?.ok_or_else(|| A::Error::invalid_length(1, &self))?;
+        let lo: f32 = seq
+            .next_element()?
+            .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+        let hi: f32 = seq
+            .next_element()?
+            .ok_or_else(|| A::Error::invalid_length(1, &self))?;
         if seq.next_element::<f32>()?.is_some() {
             return Err(A::Error::invalid_length(3, &self));
         }
@@ -280,7 +297,10 @@ impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for NumOrPairVisitor<T> {
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
         if !self.1 {
-            return Err(serde::de::Error::invalid_type(serde::de::Unexpected::Map, &self));
+            return Err(serde::de::Error::invalid_type(
+                serde::de::Unexpected::Map,
+                &self,
+            ));
         }
         T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(NumOrPair::Table)
     }
@@ -288,17 +308,25 @@ impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for NumOrPairVisitor<T> {
 
 impl Knob for [f32; 2] {
     fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match d.deserialize_any(NumOrPairVisitor::<AngleDist>(std::marker::PhantomData, false))? {
+        match d.deserialize_any(NumOrPairVisitor::<AngleDist>(
+            std::marker::PhantomData,
+            false,
+        ))? {
             NumOrPair::Fixed(v) => Ok([v, v]),
             NumOrPair::Pair(p) => Ok(p),
-            NumOrPair::Table(_) => Err(serde::de::Error::custom("expected a number or a [lo, hi] pair")),
+            NumOrPair::Table(_) => Err(serde::de::Error::custom(
+                "expected a number or a [lo, hi] pair",
+            )),
         }
     }
 }
 
 impl Knob for AngleDist {
     fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match d.deserialize_any(NumOrPairVisitor::<AngleDist>(std::marker::PhantomData, true))? {
+        match d.deserialize_any(NumOrPairVisitor::<AngleDist>(
+            std::marker::PhantomData,
+            true,
+        ))? {
             NumOrPair::Fixed(v) => Ok(AngleDist::uniform(v, v)),
             NumOrPair::Pair([lo, hi]) => Ok(AngleDist::uniform(lo, hi)),
             NumOrPair::Table(t) => Ok(t),
@@ -549,7 +577,10 @@ fn check(field: &'static str, v: f32, (lo, hi): (f32, f32)) -> Result<(), Render
     if v.is_finite() && (lo..=hi).contains(&v) {
         Ok(())
     } else {
-        Err(RenderError::InvalidConfig { field, reason: format!("{v} is not in [{lo}, {hi}]") })
+        Err(RenderError::InvalidConfig {
+            field,
+            reason: format!("{v} is not in [{lo}, {hi}]"),
+        })
     }
 }
 
@@ -745,7 +776,10 @@ impl Geometry {
     }
 
     fn iris_centre(&self) -> [f32; 2] {
-        [self.ec[0] + self.d_iris * self.gaze[0], self.ec[1] + self.d_iris * self.gaze[1]]
+        [
+            self.ec[0] + self.d_iris * self.gaze[0],
+            self.ec[1] + self.d_iris * self.gaze[1],
+        ]
     }
 
     /// Left corner, upper lid at t = -0.5, 0, 0.5, right corner, lower lid at t = 0.5, 0, -0.5,
@@ -840,7 +874,12 @@ impl Appearance {
             let amp = r.range([0.45, 0.85]);
             let off = if i == 0 { 0.0 } else { r.range([1.5, 3.0]) };
             if has_glint && (i == 0 || two) {
-                *gl = [gd * ga.cos() + off, gd * ga.sin(), rad * if i == 0 { 1.0 } else { 0.7 }, amp];
+                *gl = [
+                    gd * ga.cos() + off,
+                    gd * ga.sin(),
+                    rad * if i == 0 { 1.0 } else { 0.7 },
+                    amp,
+                ];
             }
         }
         Appearance {
@@ -863,7 +902,10 @@ impl Appearance {
             gamma,
             glints,
             lash: san_b(cfg.eyelash_strength, B_UNIT),
-            lash_ph: [r.unit() * std::f32::consts::TAU, r.unit() * std::f32::consts::TAU],
+            lash_ph: [
+                r.unit() * std::f32::consts::TAU,
+                r.unit() * std::f32::consts::TAU,
+            ],
             lash_spacing: r.range([1.1, 1.6]),
             pixel_seed: r.next_u64(),
         }
@@ -885,7 +927,10 @@ fn add_value_noise(out: &mut [f32; W * H], grid: &[f32], gw: usize, cell: f32, w
         let f = (y as f32 + 0.5) / cell;
         let iy = (f as usize).min(gh - 2);
         let ay = (f - iy as f32).min(1.0);
-        let (top, bot) = (&grid[iy * gw..(iy + 1) * gw], &grid[(iy + 1) * gw..(iy + 2) * gw]);
+        let (top, bot) = (
+            &grid[iy * gw..(iy + 1) * gw],
+            &grid[(iy + 1) * gw..(iy + 2) * gw],
+        );
         for ((r, &t), &b) in row.iter_mut().zip(top).zip(bot) {
             *r = t + (b - t) * ay;
         }
@@ -937,7 +982,12 @@ pub fn render<R: Rng + ?Sized>(cfg: &RenderConfig, rng: &mut R) -> EyeSample {
     let g = Geometry::sample(cfg, &mut geo_rng);
     let a = Appearance::sample(cfg, &g, &mut app_rng);
     let image = paint(&g, &a);
-    EyeSample { image, gaze: g.gaze, head_pose: g.head_pose, landmarks: Some(g.landmarks()) }
+    EyeSample {
+        image,
+        gaze: g.gaze,
+        head_pose: g.head_pose,
+        landmarks: Some(g.landmarks()),
+    }
 }
 
 /// Draws the image from the sampled geometry and appearance.
@@ -978,7 +1028,11 @@ fn paint(g: &Geometry, a: &Appearance) -> GrayImage {
             let (v_lo, k_lo) = g.lower(t);
             let d_up = (v - v_up) / (1.0 + k_up * k_up).sqrt();
             let d_lo = (v_lo - v) / (1.0 + k_lo * k_lo).sqrt();
-            let inside = if t.abs() < 1.0 { clamp01(0.5 + d_up.min(d_lo)) } else { 0.0 };
+            let inside = if t.abs() < 1.0 {
+                clamp01(0.5 + d_up.min(d_lo))
+            } else {
+                0.0
+            };
 
             let mut eye = 0.0;
             if inside > 0.0 {
@@ -1058,7 +1112,8 @@ fn paint(g: &Geometry, a: &Appearance) -> GrayImage {
 
             // Eyelashes: strokes rooted on the upper lid, fanning toward the outer corner.
             if a.lash > 0.0 && t.abs() < 1.0 {
-                let wl = clamp01((ts + 0.85) * 2.0) * clamp01((1.02 - ts) * 4.0) * (0.65 + 0.35 * ts);
+                let wl =
+                    clamp01((ts + 0.85) * 2.0) * clamp01((1.02 - ts) * 4.0) * (0.65 + 0.35 * ts);
                 let above = -d_up;
                 if above > -0.8 && above < lash_len {
                     let slant = g.side * (0.2 + 0.8 * ts.max(0.0));
@@ -1066,13 +1121,21 @@ fn paint(g: &Geometry, a: &Appearance) -> GrayImage {
                     let wobble = 0.9 * fast_sin(0.37 * root + a.lash_ph[1]);
                     let c = 0.5 + 0.5 * fast_sin(lash_k * root + a.lash_ph[0] + wobble);
                     let c = c * c;
-                    let fall = if above > 0.0 { 1.0 - above / lash_len } else { 1.0 + above / 0.8 };
+                    let fall = if above > 0.0 {
+                        1.0 - above / lash_len
+                    } else {
+                        1.0 + above / 0.8
+                    };
                     val *= 1.0 - a.lash * wl * (0.3 + 0.7 * c) * fall;
                 }
                 let below = -d_lo;
                 if below > -0.5 && below < 1.6 {
                     let c = 0.5 + 0.5 * fast_sin(lash_k * 1.3 * u + a.lash_ph[1]);
-                    let fall = if below > 0.0 { 1.0 - below / 1.6 } else { 1.0 + below / 0.5 };
+                    let fall = if below > 0.0 {
+                        1.0 - below / 1.6
+                    } else {
+                        1.0 + below / 0.5
+                    };
                     val *= 1.0 - 0.35 * a.lash * wl * c * c * fall;
                 }
             }
@@ -1259,7 +1322,10 @@ mod tests {
             let imgs: Vec<_> = (0..10).map(|s| sample(&cfg, s).image.into_raw()).collect();
             for i in 0..imgs.len() {
                 for j in i + 1..imgs.len() {
-                    assert_ne!(imgs[i], imgs[j], "{d}: seeds {i} and {j} gave the same image");
+                    assert_ne!(
+                        imgs[i], imgs[j],
+                        "{d}: seeds {i} and {j} gave the same image"
+                    );
                 }
             }
         }
@@ -1295,12 +1361,23 @@ mod tests {
             }
             // The draws actually cover most of the configured range.
             let span = |dist: &AngleDist| dist.max_deg - dist.min_deg;
-            assert!(pmax - pmin > 0.7 * span(&cfg.gaze_pitch), "{d}: pitch {pmin}..{pmax}");
-            assert!(ymax - ymin > 0.7 * span(&cfg.gaze_yaw), "{d}: yaw {ymin}..{ymax}");
+            assert!(
+                pmax - pmin > 0.7 * span(&cfg.gaze_pitch),
+                "{d}: pitch {pmin}..{pmax}"
+            );
+            assert!(
+                ymax - ymin > 0.7 * span(&cfg.gaze_yaw),
+                "{d}: yaw {ymin}..{ymax}"
+            );
         }
         // Real-like is narrower than synthetic.
-        let (s, r) = (RenderConfig::for_domain(Domain::Synthetic), RenderConfig::for_domain(Domain::RealLike));
-        assert!(r.gaze_yaw.max_deg < s.gaze_yaw.max_deg && r.gaze_pitch.max_deg < s.gaze_pitch.max_deg);
+        let (s, r) = (
+            RenderConfig::for_domain(Domain::Synthetic),
+            RenderConfig::for_domain(Domain::RealLike),
+        );
+        assert!(
+            r.gaze_yaw.max_deg < s.gaze_yaw.max_deg && r.gaze_pitch.max_deg < s.gaze_pitch.max_deg
+        );
     }
 
     #[test]
@@ -1349,7 +1426,10 @@ mod tests {
             let cy = dark.iter().map(|p| p.1).sum::<f32>() / n;
             let [ix, iy] = iris(&s);
             let dist = ((cx - ix).powi(2) + (cy - iy).powi(2)).sqrt();
-            assert!(dist < 0.75, "pupil centroid ({cx}, {cy}) vs landmark ({ix}, {iy})");
+            assert!(
+                dist < 0.75,
+                "pupil centroid ({cx}, {cy}) vs landmark ({ix}, {iy})"
+            );
         }
     }
 
@@ -1376,12 +1456,18 @@ mod tests {
             lr += mean_abs_laplacian(&sample(&real, seed).image);
         }
         let (ls, lr) = (ls / n as f64, lr / n as f64);
-        assert!(lr > 1.5 * ls, "mean |Laplacian|: synthetic {ls:.2}, real-like {lr:.2}");
+        assert!(
+            lr > 1.5 * ls,
+            "mean |Laplacian|: synthetic {ls:.2}, real-like {lr:.2}"
+        );
         // And turning the noise and texture off removes most of it again.
         let mut clean = real.clone();
         clean.noise_std = [0.0, 0.0];
         clean.skin_texture = 0.0;
-        let lc = (0..n).map(|s| mean_abs_laplacian(&sample(&clean, s).image)).sum::<f64>() / n as f64;
+        let lc = (0..n)
+            .map(|s| mean_abs_laplacian(&sample(&clean, s).image))
+            .sum::<f64>()
+            / n as f64;
         assert!(lc < lr, "clean {lc:.2} vs real-like {lr:.2}");
     }
 
@@ -1393,7 +1479,9 @@ mod tests {
         assert_eq!(cfg.lighting_gradient, 0.0);
         assert_eq!(cfg.glint_prob, 0.0);
         let real = RenderConfig::for_domain(Domain::RealLike);
-        assert!(real.noise_std[0] > 0.0 && real.blur_sigma_px[0] > 0.0 && real.lighting_gradient > 0.0);
+        assert!(
+            real.noise_std[0] > 0.0 && real.blur_sigma_px[0] > 0.0 && real.lighting_gradient > 0.0
+        );
         assert!(cfg.validate().is_ok() && real.validate().is_ok());
     }
 
@@ -1402,7 +1490,10 @@ mod tests {
         assert_eq!("synthetic".parse::<Domain>(), Ok(Domain::Synthetic));
         assert_eq!("real-like".parse::<Domain>(), Ok(Domain::RealLike));
         assert_eq!("Real_Like".parse::<Domain>(), Ok(Domain::RealLike));
-        assert!(matches!("real".parse::<Domain>(), Err(RenderError::UnknownDomain(_))));
+        assert!(matches!(
+            "real".parse::<Domain>(),
+            Err(RenderError::UnknownDomain(_))
+        ));
         for d in [Domain::Synthetic, Domain::RealLike] {
             assert_eq!(d.to_string().parse::<Domain>(), Ok(d));
             assert_eq!(serde_json::to_string(&d).ok(), Some(format!("\"{d}\"")));
@@ -1416,12 +1507,14 @@ mod tests {
         let mut want = RenderConfig::for_domain(Domain::RealLike);
         want.noise_std = [0.0, 0.01];
         assert_eq!(cfg, want);
-        let cfg: RenderConfig = serde_json::from_str(r#"{"gaze_yaw": {"min_deg": -10, "max_deg": 10}}"#).unwrap();
+        let cfg: RenderConfig =
+            serde_json::from_str(r#"{"gaze_yaw": {"min_deg": -10, "max_deg": 10}}"#).unwrap();
         assert_eq!(cfg.domain, Domain::Synthetic);
         assert_eq!(cfg.gaze_yaw, AngleDist::uniform(-10.0, 10.0));
         // Round trip.
         let real = RenderConfig::for_domain(Domain::RealLike);
-        let back: RenderConfig = serde_json::from_str(&serde_json::to_string(&real).unwrap()).unwrap();
+        let back: RenderConfig =
+            serde_json::from_str(&serde_json::to_string(&real).unwrap()).unwrap();
         assert_eq!(back, real);
         // Short forms: a number for a range, a number or a pair for an angle distribution.
         let cfg: RenderConfig = serde_json::from_str(
@@ -1433,7 +1526,8 @@ mod tests {
         assert_eq!(cfg.gaze_yaw, AngleDist::uniform(-10.0, 10.0));
         assert_eq!(cfg.head_roll, AngleDist::uniform(0.0, 0.0));
         let cfg: RenderConfig =
-            serde_json::from_str(r#"{"gaze_pitch": {"min_deg": -9, "max_deg": 9, "std_deg": 3}}"#).unwrap();
+            serde_json::from_str(r#"{"gaze_pitch": {"min_deg": -9, "max_deg": 9, "std_deg": 3}}"#)
+                .unwrap();
         assert_eq!(cfg.gaze_pitch, AngleDist::normal(0.0, 3.0, -9.0, 9.0));
         // Typos and invalid values are rejected.
         assert!(serde_json::from_str::<RenderConfig>(r#"{"noise_std": [0.1, 0.2, 0.3]}"#).is_err());
@@ -1441,7 +1535,12 @@ mod tests {
         assert!(serde_json::from_str::<RenderConfig>(r#"{"gaze_pitch": {"min": 0}}"#).is_err());
         assert!(serde_json::from_str::<RenderConfig>(r#"{"nois_std": [0, 0]}"#).is_err());
         assert!(serde_json::from_str::<RenderConfig>(r#"{"noise_std": [0.2, 0.1]}"#).is_err());
-        assert!(serde_json::from_str::<RenderConfig>(r#"{"gaze_pitch": {"min_deg": -80, "max_deg": 0}}"#).is_err());
+        assert!(
+            serde_json::from_str::<RenderConfig>(
+                r#"{"gaze_pitch": {"min_deg": -80, "max_deg": 0}}"#
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -1461,7 +1560,13 @@ mod tests {
         for _ in 0..50 {
             let s = render(&cfg, &mut rng);
             assert!(s.gaze.iter().all(|v| v.is_finite()));
-            assert!(s.landmarks.as_deref().unwrap_or(&[]).iter().all(|v| v.is_finite()));
+            assert!(
+                s.landmarks
+                    .as_deref()
+                    .unwrap_or(&[])
+                    .iter()
+                    .all(|v| v.is_finite())
+            );
         }
     }
 
@@ -1670,7 +1775,8 @@ mod tests {
                     y += f[i] * w[i][1];
                 }
                 let g = from_pitch_yaw(p as f32, y as f32);
-                e += crate::eyes::angular_error_deg(g, from_pitch_yaw(t[0] as f32, t[1] as f32)) as f64;
+                e += crate::eyes::angular_error_deg(g, from_pitch_yaw(t[0] as f32, t[1] as f32))
+                    as f64;
             }
             e / test.len() as f64
         };

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BinaryArray, BinaryBuilder, FixedSizeListArray, FixedSizeListBuilder, Float32Array, Float32Builder, ListBuilder,
-    StringArray, StringBuilder, StructArray,
+    Array, ArrayRef, BinaryArray, BinaryBuilder, FixedSizeListArray, FixedSizeListBuilder,
+    Float32Array, Float32Builder, ListBuilder, StringArray, StringBuilder, StructArray,
 };
 use arrow::datatypes::{DataType, Field};
 use arrow::record_batch::RecordBatch;
@@ -40,7 +40,14 @@ pub struct EyeRow {
 
 impl EyeRow {
     /// Build a row from a sample (encodes the image as PNG).
-    pub fn from_sample(id: String, s: &EyeSample, source: &str, domain: &str, split: &str, person: Option<String>) -> Result<EyeRow> {
+    pub fn from_sample(
+        id: String,
+        s: &EyeSample,
+        source: &str,
+        domain: &str,
+        split: &str,
+        person: Option<String>,
+    ) -> Result<EyeRow> {
         Ok(EyeRow {
             png: encode_png(&s.image, &id)?,
             id,
@@ -64,18 +71,32 @@ impl EyeRow {
 pub fn encode_png(img: &GrayImage, what: &str) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(img.len() + 128);
     PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Sub)
-        .write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::L8)
-        .map_err(|source| Error::Image { what: what.to_string(), source })?;
+        .write_image(
+            img.as_raw(),
+            img.width(),
+            img.height(),
+            image::ExtendedColorType::L8,
+        )
+        .map_err(|source| Error::Image {
+            what: what.to_string(),
+            source,
+        })?;
     Ok(out)
 }
 
 /// Decode PNG (or any supported format) bytes to 8-bit grayscale.
 pub fn decode_png(bytes: &[u8], what: &str) -> Result<GrayImage> {
-    image::load_from_memory(bytes).map(|i| i.into_luma8()).map_err(|source| Error::Image { what: what.to_string(), source })
+    image::load_from_memory(bytes)
+        .map(|i| i.into_luma8())
+        .map_err(|source| Error::Image {
+            what: what.to_string(),
+            source,
+        })
 }
 
 fn fixed3(values: impl Iterator<Item = [f32; 3]>) -> FixedSizeListArray {
-    let mut b = FixedSizeListBuilder::new(Float32Builder::new(), 3).with_field(Arc::new(Field::new("item", DataType::Float32, true)));
+    let mut b = FixedSizeListBuilder::new(Float32Builder::new(), 3)
+        .with_field(Arc::new(Field::new("item", DataType::Float32, true)));
     for v in values {
         b.values().append_slice(&v);
         b.append(true);
@@ -100,12 +121,23 @@ pub fn to_batch(rows: &[EyeRow]) -> Result<RecordBatch> {
         paths.append_value(format!("{}.png", r.id));
     }
     let image = StructArray::new(
-        vec![Field::new("bytes", DataType::Binary, true), Field::new("path", DataType::Utf8, true)].into(),
-        vec![Arc::new(bytes.finish()) as ArrayRef, Arc::new(paths.finish()) as ArrayRef],
+        vec![
+            Field::new("bytes", DataType::Binary, true),
+            Field::new("path", DataType::Utf8, true),
+        ]
+        .into(),
+        vec![
+            Arc::new(bytes.finish()) as ArrayRef,
+            Arc::new(paths.finish()) as ArrayRef,
+        ],
         None,
     );
     let (pitch, yaw): (Vec<f32>, Vec<f32>) = rows.iter().map(|r| pitch_yaw(r.gaze)).unzip();
-    let mut lm = ListBuilder::new(Float32Builder::new()).with_field(Arc::new(Field::new("item", DataType::Float32, true)));
+    let mut lm = ListBuilder::new(Float32Builder::new()).with_field(Arc::new(Field::new(
+        "item",
+        DataType::Float32,
+        true,
+    )));
     for r in rows {
         match &r.landmarks {
             Some(v) => {
@@ -128,14 +160,20 @@ pub fn to_batch(rows: &[EyeRow]) -> Result<RecordBatch> {
         strings(&|r| r.person.as_deref()),
         Arc::new(lm.finish()),
     ];
-    RecordBatch::try_new(schema, columns).map_err(|source| Error::Arrow { what: "eye rows".into(), source })
+    RecordBatch::try_new(schema, columns).map_err(|source| Error::Arrow {
+        what: "eye rows".into(),
+        source,
+    })
 }
 
 fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
     batch
         .column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<T>())
-        .ok_or_else(|| Error::Schema { path: "eye rows".into(), detail: format!("column `{name}` missing or of the wrong type") })
+        .ok_or_else(|| Error::Schema {
+            path: "eye rows".into(),
+            detail: format!("column `{name}` missing or of the wrong type"),
+        })
 }
 
 fn read3(a: &FixedSizeListArray, i: usize, name: &str) -> Result<[f32; 3]> {
@@ -144,7 +182,10 @@ fn read3(a: &FixedSizeListArray, i: usize, name: &str) -> Result<[f32; 3]> {
         .as_any()
         .downcast_ref::<Float32Array>()
         .filter(|f| f.len() == 3)
-        .ok_or_else(|| Error::Schema { path: "eye rows".into(), detail: format!("column `{name}` row {i}: expected 3 float32") })?;
+        .ok_or_else(|| Error::Schema {
+            path: "eye rows".into(),
+            detail: format!("column `{name}` row {i}: expected 3 float32"),
+        })?;
     Ok([f.value(0), f.value(1), f.value(2)])
 }
 
@@ -155,7 +196,10 @@ pub fn from_batch(batch: &RecordBatch) -> Result<Vec<EyeRow>> {
     let bytes = image
         .column_by_name("bytes")
         .and_then(|c| c.as_any().downcast_ref::<BinaryArray>())
-        .ok_or_else(|| Error::Schema { path: "eye rows".into(), detail: "image.bytes missing".into() })?;
+        .ok_or_else(|| Error::Schema {
+            path: "eye rows".into(),
+            detail: "image.bytes missing".into(),
+        })?;
     let gaze = column::<FixedSizeListArray>(batch, "gaze")?;
     let head = column::<FixedSizeListArray>(batch, "head_pose")?;
     let source = column::<StringArray>(batch, "source")?;
@@ -176,7 +220,10 @@ pub fn from_batch(batch: &RecordBatch) -> Result<Vec<EyeRow>> {
                 person: person.is_valid(i).then(|| person.value(i).to_string()),
                 landmarks: landmarks.is_valid(i).then(|| {
                     let v = landmarks.value(i);
-                    v.as_any().downcast_ref::<Float32Array>().map(|f| f.values().to_vec()).unwrap_or_default()
+                    v.as_any()
+                        .downcast_ref::<Float32Array>()
+                        .map(|f| f.values().to_vec())
+                        .unwrap_or_default()
                 }),
             })
         })
@@ -190,8 +237,14 @@ mod tests {
     #[test]
     fn rows_round_trip_through_a_batch() {
         let img = GrayImage::from_fn(55, 35, |x, y| image::Luma([(x * 3 + y) as u8]));
-        let s = EyeSample { image: img.clone(), gaze: [0.1, -0.2, -0.97], head_pose: [1.0, 2.0, 3.0], landmarks: Some(vec![1.0, 2.0]) };
-        let a = EyeRow::from_sample("a".into(), &s, "builtin", "synthetic", "train", None).unwrap_or_else(|e| panic!("{e}"));
+        let s = EyeSample {
+            image: img.clone(),
+            gaze: [0.1, -0.2, -0.97],
+            head_pose: [1.0, 2.0, 3.0],
+            landmarks: Some(vec![1.0, 2.0]),
+        };
+        let a = EyeRow::from_sample("a".into(), &s, "builtin", "synthetic", "train", None)
+            .unwrap_or_else(|e| panic!("{e}"));
         let mut b = a.clone();
         b.id = "b".into();
         b.person = Some("p01".into());

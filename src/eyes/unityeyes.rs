@@ -67,13 +67,28 @@ pub enum UnityEyesError {
     #[error("UnityEyes JSON: `{key}` should be {expected}")]
     WrongType { key: String, expected: &'static str },
     #[error("UnityEyes JSON: `{key}` has {found} points, expected {expected}")]
-    PointCount { key: String, expected: usize, found: usize },
+    PointCount {
+        key: String,
+        expected: usize,
+        found: usize,
+    },
     #[error("UnityEyes JSON: `{key}` = {text:?}: {problem}")]
-    BadValue { key: String, text: String, problem: String },
+    BadValue {
+        key: String,
+        text: String,
+        problem: String,
+    },
     #[error("UnityEyes JSON: `eye_details.look_vec` {look_vec:?} has zero length")]
     ZeroGaze { look_vec: [f64; 3] },
     #[error("crop box {w}×{h} at ({x0}, {y0}) does not fit the {img_w}×{img_h} image")]
-    CropOutOfBounds { x0: i64, y0: i64, w: u32, h: u32, img_w: u32, img_h: u32 },
+    CropOutOfBounds {
+        x0: i64,
+        y0: i64,
+        w: u32,
+        h: u32,
+        img_w: u32,
+        img_h: u32,
+    },
     #[error("crop box from `caruncle_2d`/`interior_margin_2d` is degenerate ({w}×{h} px)")]
     DegenerateCrop { w: f32, h: f32 },
 }
@@ -106,18 +121,27 @@ pub struct CropBox {
 fn get<'a>(v: &'a Value, path: &[&str]) -> Result<&'a Value, UnityEyesError> {
     let mut cur = v;
     for (k, key) in path.iter().enumerate() {
-        cur = cur.get(key).ok_or_else(|| UnityEyesError::MissingKey { key: path[..=k].join(".") })?;
+        cur = cur.get(key).ok_or_else(|| UnityEyesError::MissingKey {
+            key: path[..=k].join("."),
+        })?;
     }
     Ok(cur)
 }
 
 fn as_str<'a>(v: &'a Value, key: &str) -> Result<&'a str, UnityEyesError> {
-    v.as_str().ok_or_else(|| UnityEyesError::WrongType { key: key.to_string(), expected: "a string" })
+    v.as_str().ok_or_else(|| UnityEyesError::WrongType {
+        key: key.to_string(),
+        expected: "a string",
+    })
 }
 
 /// Parse `"(a, b, …)"` into `min..=max` finite numbers.
 fn tuple(text: &str, key: &str, min: usize, max: usize) -> Result<Vec<f64>, UnityEyesError> {
-    let bad = |problem: String| UnityEyesError::BadValue { key: key.to_string(), text: text.to_string(), problem };
+    let bad = |problem: String| UnityEyesError::BadValue {
+        key: key.to_string(),
+        text: text.to_string(),
+        problem,
+    };
     let inner = text
         .trim()
         .strip_prefix('(')
@@ -125,15 +149,25 @@ fn tuple(text: &str, key: &str, min: usize, max: usize) -> Result<Vec<f64>, Unit
         .ok_or_else(|| bad("expected \"(a, b, …)\"".into()))?;
     let mut out = Vec::new();
     for (k, part) in inner.split(',').enumerate() {
-        let x: f64 = part.trim().parse().map_err(|_| bad(format!("component {k} is not a number")))?;
+        let x: f64 = part
+            .trim()
+            .parse()
+            .map_err(|_| bad(format!("component {k} is not a number")))?;
         if !x.is_finite() {
             return Err(bad(format!("component {k} is not finite")));
         }
         out.push(x);
     }
     if out.len() < min || out.len() > max {
-        let want = if min == max { min.to_string() } else { format!("{min}–{max}") };
-        return Err(bad(format!("expected {want} components, found {}", out.len())));
+        let want = if min == max {
+            min.to_string()
+        } else {
+            format!("{min}–{max}")
+        };
+        return Err(bad(format!(
+            "expected {want} components, found {}",
+            out.len()
+        )));
     }
     Ok(out)
 }
@@ -141,9 +175,16 @@ fn tuple(text: &str, key: &str, min: usize, max: usize) -> Result<Vec<f64>, Unit
 fn points(root: &Value, key: &str, n: usize, height: f64) -> Result<Vec<[f32; 2]>, UnityEyesError> {
     let arr = get(root, &[key])?
         .as_array()
-        .ok_or_else(|| UnityEyesError::WrongType { key: key.to_string(), expected: "an array of \"(x, y, z)\" strings" })?;
+        .ok_or_else(|| UnityEyesError::WrongType {
+            key: key.to_string(),
+            expected: "an array of \"(x, y, z)\" strings",
+        })?;
     if arr.len() != n {
-        return Err(UnityEyesError::PointCount { key: key.to_string(), expected: n, found: arr.len() });
+        return Err(UnityEyesError::PointCount {
+            key: key.to_string(),
+            expected: n,
+            found: arr.len(),
+        });
     }
     arr.iter()
         .enumerate()
@@ -158,15 +199,26 @@ fn points(root: &Value, key: &str, n: usize, height: f64) -> Result<Vec<[f32; 2]
 /// An optional number stored as a string (as UnityEyes writes it) or as a JSON number.
 fn opt_number(root: &Value, path: &[&str]) -> Result<Option<f32>, UnityEyesError> {
     let key = path.join(".");
-    let Ok(v) = get(root, path) else { return Ok(None) };
+    let Ok(v) = get(root, path) else {
+        return Ok(None);
+    };
     let x = match v {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => s.trim().parse::<f64>().ok(),
-        _ => return Err(UnityEyesError::WrongType { key, expected: "a number or a numeric string" }),
+        _ => {
+            return Err(UnityEyesError::WrongType {
+                key,
+                expected: "a number or a numeric string",
+            });
+        }
     };
     match x {
         Some(x) if x.is_finite() => Ok(Some(x as f32)),
-        _ => Err(UnityEyesError::BadValue { key, text: v.to_string(), problem: "not a finite number".into() }),
+        _ => Err(UnityEyesError::BadValue {
+            key,
+            text: v.to_string(),
+            problem: "not a finite number".into(),
+        }),
     }
 }
 
@@ -181,7 +233,10 @@ fn wrap180(a: f64) -> f64 {
 pub fn parse_json(bytes: &[u8], image_height: u32) -> Result<UnityEyesLabel, UnityEyesError> {
     let root: Value = serde_json::from_slice(bytes).map_err(UnityEyesError::Json)?;
     if !root.is_object() {
-        return Err(UnityEyesError::WrongType { key: "(top level)".into(), expected: "an object" });
+        return Err(UnityEyesError::WrongType {
+            key: "(top level)".into(),
+            expected: "an object",
+        });
     }
     let h = f64::from(image_height);
     let interior_margin = points(&root, "interior_margin_2d", N_INTERIOR, h)?;
@@ -189,16 +244,32 @@ pub fn parse_json(bytes: &[u8], image_height: u32) -> Result<UnityEyesLabel, Uni
     let iris = points(&root, "iris_2d", N_IRIS, h)?;
 
     let key = "eye_details.look_vec";
-    let l = tuple(as_str(get(&root, &["eye_details", "look_vec"])?, key)?, key, 3, 4)?;
+    let l = tuple(
+        as_str(get(&root, &["eye_details", "look_vec"])?, key)?,
+        key,
+        3,
+        4,
+    )?;
     let v = [l[0], -l[1], l[2]];
     let n = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
     if n == 0.0 {
-        return Err(UnityEyesError::ZeroGaze { look_vec: [l[0], l[1], l[2]] });
+        return Err(UnityEyesError::ZeroGaze {
+            look_vec: [l[0], l[1], l[2]],
+        });
     }
     let gaze = [(v[0] / n) as f32, (v[1] / n) as f32, (v[2] / n) as f32];
 
-    let hp = tuple(as_str(get(&root, &["head_pose"])?, "head_pose")?, "head_pose", 3, 3)?;
-    let head_pose = [wrap180(hp[0]) as f32, wrap180(hp[1] - FRONTAL_HEAD_YAW_DEG) as f32, wrap180(hp[2]) as f32];
+    let hp = tuple(
+        as_str(get(&root, &["head_pose"])?, "head_pose")?,
+        "head_pose",
+        3,
+        3,
+    )?;
+    let head_pose = [
+        wrap180(hp[0]) as f32,
+        wrap180(hp[1] - FRONTAL_HEAD_YAW_DEG) as f32,
+        wrap180(hp[2]) as f32,
+    ];
 
     Ok(UnityEyesLabel {
         interior_margin,
@@ -241,18 +312,37 @@ pub fn crop_box(label: &UnityEyesLabel, mode: CropMode) -> Result<CropBox, Unity
     if !(w >= 1.0 && h >= 1.0 && w < 1e6 && h < 1e6 && x0.is_finite() && y0.is_finite()) {
         return Err(UnityEyesError::DegenerateCrop { w, h });
     }
-    Ok(CropBox { x0: x0 as i64, y0: y0 as i64, w: w as u32, h: h as u32 })
+    Ok(CropBox {
+        x0: x0 as i64,
+        y0: y0 as i64,
+        w: w as u32,
+        h: h as u32,
+    })
 }
 
 /// Cut the eye out of a render: crop ([`crop_box`]), grayscale, resize (triangle filter) to 55×35.
 /// Returns the image and all landmarks (interior margin, caruncle, iris: 55 points flattened
 /// `x0, y0, x1, y1, …`) transformed into the crop's pixel coordinates.
-pub fn crop_eye(img: &DynamicImage, label: &UnityEyesLabel, mode: CropMode) -> Result<(GrayImage, Vec<f32>), UnityEyesError> {
+pub fn crop_eye(
+    img: &DynamicImage,
+    label: &UnityEyesLabel,
+    mode: CropMode,
+) -> Result<(GrayImage, Vec<f32>), UnityEyesError> {
     let b = crop_box(label, mode)?;
     let (iw, ih) = (img.width(), img.height());
-    let fits = b.x0 >= 0 && b.y0 >= 0 && b.x0 + i64::from(b.w) <= i64::from(iw) && b.y0 + i64::from(b.h) <= i64::from(ih);
+    let fits = b.x0 >= 0
+        && b.y0 >= 0
+        && b.x0 + i64::from(b.w) <= i64::from(iw)
+        && b.y0 + i64::from(b.h) <= i64::from(ih);
     if !fits {
-        return Err(UnityEyesError::CropOutOfBounds { x0: b.x0, y0: b.y0, w: b.w, h: b.h, img_w: iw, img_h: ih });
+        return Err(UnityEyesError::CropOutOfBounds {
+            x0: b.x0,
+            y0: b.y0,
+            w: b.w,
+            h: b.h,
+            img_w: iw,
+            img_h: ih,
+        });
     }
     let gray = img.crop_imm(b.x0 as u32, b.y0 as u32, b.w, b.h).to_luma8();
     let eye = image::imageops::resize(&gray, EYE_W, EYE_H, FilterType::Triangle);
@@ -268,9 +358,18 @@ pub fn crop_eye(img: &DynamicImage, label: &UnityEyesLabel, mode: CropMode) -> R
 }
 
 /// An [`EyeSample`] from a render and its label (landmarks as in [`crop_eye`]).
-pub fn to_sample(img: &DynamicImage, label: &UnityEyesLabel, mode: CropMode) -> Result<EyeSample, UnityEyesError> {
+pub fn to_sample(
+    img: &DynamicImage,
+    label: &UnityEyesLabel,
+    mode: CropMode,
+) -> Result<EyeSample, UnityEyesError> {
     let (image, landmarks) = crop_eye(img, label, mode)?;
-    Ok(EyeSample { image, gaze: label.gaze, head_pose: label.head_pose, landmarks: Some(landmarks) })
+    Ok(EyeSample {
+        image,
+        gaze: label.gaze,
+        head_pose: label.head_pose,
+        landmarks: Some(landmarks),
+    })
 }
 
 /// **Test-fixture helper**: a plausible label for an eye centred at `centre` (image coordinates),
@@ -278,7 +377,12 @@ pub fn to_sample(img: &DynamicImage, label: &UnityEyesLabel, mode: CropMode) -> 
 /// with `head_pose` degrees (already relative to frontal). Interior margin point 0 is the inner
 /// corner (next to the caruncle, image left), point 8 the outer corner; the iris is shifted with
 /// the gaze.
-pub fn fixture_label(centre: [f32; 2], eye_width: f32, gaze: [f32; 3], head_pose: [f32; 3]) -> UnityEyesLabel {
+pub fn fixture_label(
+    centre: [f32; 2],
+    eye_width: f32,
+    gaze: [f32; 3],
+    head_pose: [f32; 3],
+) -> UnityEyesLabel {
     let a = eye_width / 2.0;
     let b = 0.45 * a;
     let ring = |n: usize, c: [f32; 2], rx: f32, ry: f32| -> Vec<[f32; 2]> {
@@ -289,12 +393,19 @@ pub fn fixture_label(centre: [f32; 2], eye_width: f32, gaze: [f32; 3], head_pose
             })
             .collect()
     };
-    let n = (gaze[0] * gaze[0] + gaze[1] * gaze[1] + gaze[2] * gaze[2]).sqrt().max(f32::MIN_POSITIVE);
+    let n = (gaze[0] * gaze[0] + gaze[1] * gaze[1] + gaze[2] * gaze[2])
+        .sqrt()
+        .max(f32::MIN_POSITIVE);
     let g = [gaze[0] / n, gaze[1] / n, gaze[2] / n];
     let iris_c = [centre[0] + 0.6 * a * g[0], centre[1] + 0.6 * a * g[1]];
     UnityEyesLabel {
         interior_margin: ring(N_INTERIOR, centre, a, b),
-        caruncle: ring(N_CARUNCLE, [centre[0] - 1.1 * a, centre[1] + 0.05 * a], 0.06 * a, 0.06 * a),
+        caruncle: ring(
+            N_CARUNCLE,
+            [centre[0] - 1.1 * a, centre[1] + 0.05 * a],
+            0.06 * a,
+            0.06 * a,
+        ),
         iris: ring(N_IRIS, iris_c, 0.35 * a, 0.35 * a),
         gaze: g,
         head_pose,
@@ -311,7 +422,9 @@ pub fn fixture_label(centre: [f32; 2], eye_width: f32, gaze: [f32; 3], head_pose
 pub fn fixture_json(label: &UnityEyesLabel, image_height: u32) -> String {
     let h = f64::from(image_height);
     let pts = |ps: &[[f32; 2]]| -> Vec<String> {
-        ps.iter().map(|p| format!("({}, {}, 9.8674)", f64::from(p[0]), h - f64::from(p[1]))).collect()
+        ps.iter()
+            .map(|p| format!("({}, {}, 9.8674)", f64::from(p[0]), h - f64::from(p[1])))
+            .collect()
     };
     let g = label.gaze.map(f64::from);
     let hp = label.head_pose.map(f64::from);
@@ -320,7 +433,10 @@ pub fn fixture_json(label: &UnityEyesLabel, image_height: u32) -> String {
         "look_vec": format!("({}, {}, {}, 0.0000)", g[0], -g[1], g[2]),
         "iris_texture": "eyeball_brown",
     });
-    for (key, v) in [("pupil_size", label.pupil_size), ("iris_size", label.iris_size)] {
+    for (key, v) in [
+        ("pupil_size", label.pupil_size),
+        ("iris_size", label.iris_size),
+    ] {
         if let (Some(v), Some(obj)) = (v, eye_details.as_object_mut()) {
             obj.insert(key.into(), Value::String(f64::from(v).to_string()));
         }
@@ -357,12 +473,24 @@ pub fn fixture_json(label: &UnityEyesLabel, image_height: u32) -> String {
 /// crop tests can find the eye centre.
 pub fn fixture_image(label: &UnityEyesLabel, width: u32, height: u32) -> image::RgbImage {
     let c = margin_centre(label);
-    let eye_w = label.interior_margin.iter().map(|p| p[0]).fold(f32::NEG_INFINITY, f32::max)
-        - label.interior_margin.iter().map(|p| p[0]).fold(f32::INFINITY, f32::min);
+    let eye_w = label
+        .interior_margin
+        .iter()
+        .map(|p| p[0])
+        .fold(f32::NEG_INFINITY, f32::max)
+        - label
+            .interior_margin
+            .iter()
+            .map(|p| p[0])
+            .fold(f32::INFINITY, f32::min);
     let r = (eye_w / 12.0).max(2.0);
     image::RgbImage::from_fn(width, height, |x, y| {
         let (dx, dy) = (x as f32 + 0.5 - c[0], y as f32 + 0.5 - c[1]);
-        if dx * dx + dy * dy <= r * r { image::Rgb([255, 255, 255]) } else { image::Rgb([96, 96, 96]) }
+        if dx * dx + dy * dy <= r * r {
+            image::Rgb([255, 255, 255])
+        } else {
+            image::Rgb([96, 96, 96])
+        }
     })
 }
 
@@ -372,7 +500,12 @@ mod tests {
     use crate::eyes::pitch_yaw;
 
     fn label() -> UnityEyesLabel {
-        fixture_label([301.3, 203.7], 64.0, [0.2, -0.1, -0.97], [-8.75, 12.5, 3.25])
+        fixture_label(
+            [301.3, 203.7],
+            64.0,
+            [0.2, -0.1, -0.97],
+            [-8.75, 12.5, 3.25],
+        )
     }
 
     fn with(json: impl AsRef<[u8]>, f: impl FnOnce(&mut Value)) -> Vec<u8> {
@@ -387,15 +520,33 @@ mod tests {
         let json = fixture_json(&l, 480);
         let back = parse_json(json.as_bytes(), 480).unwrap();
         let g = back.gaze;
-        assert!((0..3).all(|k| (g[k] - l.gaze[k]).abs() < 1e-6), "{g:?} vs {:?}", l.gaze);
-        assert_eq!(UnityEyesLabel { gaze: l.gaze, ..back }, l);
+        assert!(
+            (0..3).all(|k| (g[k] - l.gaze[k]).abs() < 1e-6),
+            "{g:?} vs {:?}",
+            l.gaze
+        );
+        assert_eq!(
+            UnityEyesLabel {
+                gaze: l.gaze,
+                ..back
+            },
+            l
+        );
         let v: Value = serde_json::from_str(&json).unwrap();
-        for key in ["lighting_details", "eye_region_details", "eye_details", "head_pose"] {
+        for key in [
+            "lighting_details",
+            "eye_region_details",
+            "eye_details",
+            "head_pose",
+        ] {
             assert!(v.get(key).is_some(), "{key}");
         }
         // Optional sizes may be absent.
         let bare = with(&json, |v| {
-            v["eye_details"].as_object_mut().unwrap().remove("pupil_size");
+            v["eye_details"]
+                .as_object_mut()
+                .unwrap()
+                .remove("pupil_size");
         });
         assert_eq!(parse_json(&bare, 480).unwrap().pupil_size, None);
     }
@@ -410,16 +561,28 @@ mod tests {
             v["head_pose"] = "(351.1316, 176.1580, 0.0000)".into();
         });
         let l = parse_json(&json, 480).unwrap();
-        assert_eq!(l.interior_margin[0], [251.5525, (480.0f64 - 233.6851) as f32]);
+        assert_eq!(
+            l.interior_margin[0],
+            [251.5525, (480.0f64 - 233.6851) as f32]
+        );
         assert_eq!(l.pupil_size, Some(0.0123414));
         let (pitch, yaw) = pitch_yaw(l.gaze);
         // The iris sits above the lid centre in that render: looking up, straight ahead.
-        assert!((pitch.to_degrees() - 23.73).abs() < 0.02, "pitch {}", pitch.to_degrees());
+        assert!(
+            (pitch.to_degrees() - 23.73).abs() < 0.02,
+            "pitch {}",
+            pitch.to_degrees()
+        );
         assert!(yaw.to_degrees().abs() < 0.2, "yaw {}", yaw.to_degrees());
         let hp = l.head_pose;
-        assert!((hp[0] + 8.8684).abs() < 1e-3 && (hp[1] + 3.842).abs() < 1e-3 && hp[2] == 0.0, "{hp:?}");
+        assert!(
+            (hp[0] + 8.8684).abs() < 1e-3 && (hp[1] + 3.842).abs() < 1e-3 && hp[2] == 0.0,
+            "{hp:?}"
+        );
         // Looking toward the image right (+x) is negative yaw.
-        let right = with(&json, |v| v["eye_details"]["look_vec"] = "(0.5, 0.0, -0.8660254, 0.0000)".into());
+        let right = with(&json, |v| {
+            v["eye_details"]["look_vec"] = "(0.5, 0.0, -0.8660254, 0.0000)".into()
+        });
         let (_, yaw) = pitch_yaw(parse_json(&right, 480).unwrap().gaze);
         assert!((yaw.to_degrees() + 30.0).abs() < 1e-3);
     }
@@ -434,35 +597,81 @@ mod tests {
         let e = err(&with(&good, |v| {
             v.as_object_mut().unwrap().remove("iris_2d");
         }));
-        assert!(matches!(&e, E::MissingKey { key } if key == "iris_2d"), "{e}");
+        assert!(
+            matches!(&e, E::MissingKey { key } if key == "iris_2d"),
+            "{e}"
+        );
         let e = err(&with(&good, |v| {
             v["eye_details"].as_object_mut().unwrap().remove("look_vec");
         }));
-        assert!(matches!(&e, E::MissingKey { key } if key == "eye_details.look_vec"), "{e}");
+        assert!(
+            matches!(&e, E::MissingKey { key } if key == "eye_details.look_vec"),
+            "{e}"
+        );
         let e = err(&with(&good, |v| {
             v["caruncle_2d"].as_array_mut().unwrap().pop();
         }));
-        assert!(matches!(&e, E::PointCount { key, expected: 7, found: 6 } if key == "caruncle_2d"), "{e}");
+        assert!(
+            matches!(&e, E::PointCount { key, expected: 7, found: 6 } if key == "caruncle_2d"),
+            "{e}"
+        );
         let e = err(&with(&good, |v| v["iris_2d"][3] = "(1.0, abc, 2.0)".into()));
-        assert!(matches!(&e, E::BadValue { key, .. } if key == "iris_2d[3]"), "{e}");
+        assert!(
+            matches!(&e, E::BadValue { key, .. } if key == "iris_2d[3]"),
+            "{e}"
+        );
         let e = err(&with(&good, |v| v["iris_2d"][4] = "(1.0, 2.0)".into()));
-        assert!(matches!(&e, E::BadValue { key, .. } if key == "iris_2d[4]"), "{e}");
+        assert!(
+            matches!(&e, E::BadValue { key, .. } if key == "iris_2d[4]"),
+            "{e}"
+        );
         let e = err(&with(&good, |v| v["iris_2d"][5] = 3.0.into()));
-        assert!(matches!(&e, E::WrongType { key, .. } if key == "iris_2d[5]"), "{e}");
+        assert!(
+            matches!(&e, E::WrongType { key, .. } if key == "iris_2d[5]"),
+            "{e}"
+        );
         let e = err(&with(&good, |v| v["interior_margin_2d"] = "nope".into()));
-        assert!(matches!(&e, E::WrongType { key, .. } if key == "interior_margin_2d"), "{e}");
-        let e = err(&with(&good, |v| v["eye_details"]["look_vec"] = "(0, 0, 0, 0.0000)".into()));
+        assert!(
+            matches!(&e, E::WrongType { key, .. } if key == "interior_margin_2d"),
+            "{e}"
+        );
+        let e = err(&with(&good, |v| {
+            v["eye_details"]["look_vec"] = "(0, 0, 0, 0.0000)".into()
+        }));
         assert!(matches!(e, E::ZeroGaze { .. }), "{e}");
-        let e = err(&with(&good, |v| v["eye_details"]["look_vec"] = "(NaN, 0, -1, 0.0000)".into()));
-        assert!(matches!(&e, E::BadValue { key, .. } if key == "eye_details.look_vec"), "{e}");
-        let e = err(&with(&good, |v| v["eye_details"]["look_vec"] = "0.1, 0.2, 0.3".into()));
-        assert!(matches!(&e, E::BadValue { key, .. } if key == "eye_details.look_vec"), "{e}");
+        let e = err(&with(&good, |v| {
+            v["eye_details"]["look_vec"] = "(NaN, 0, -1, 0.0000)".into()
+        }));
+        assert!(
+            matches!(&e, E::BadValue { key, .. } if key == "eye_details.look_vec"),
+            "{e}"
+        );
+        let e = err(&with(&good, |v| {
+            v["eye_details"]["look_vec"] = "0.1, 0.2, 0.3".into()
+        }));
+        assert!(
+            matches!(&e, E::BadValue { key, .. } if key == "eye_details.look_vec"),
+            "{e}"
+        );
         let e = err(&with(&good, |v| v["head_pose"] = "(1, 2)".into()));
-        assert!(matches!(&e, E::BadValue { key, .. } if key == "head_pose"), "{e}");
-        let e = err(&with(&good, |v| v["eye_details"]["pupil_size"] = "big".into()));
-        assert!(matches!(&e, E::BadValue { key, .. } if key == "eye_details.pupil_size"), "{e}");
-        let e = err(&with(&good, |v| v["eye_details"]["iris_size"] = Value::Bool(true)));
-        assert!(matches!(&e, E::WrongType { key, .. } if key == "eye_details.iris_size"), "{e}");
+        assert!(
+            matches!(&e, E::BadValue { key, .. } if key == "head_pose"),
+            "{e}"
+        );
+        let e = err(&with(&good, |v| {
+            v["eye_details"]["pupil_size"] = "big".into()
+        }));
+        assert!(
+            matches!(&e, E::BadValue { key, .. } if key == "eye_details.pupil_size"),
+            "{e}"
+        );
+        let e = err(&with(&good, |v| {
+            v["eye_details"]["iris_size"] = Value::Bool(true)
+        }));
+        assert!(
+            matches!(&e, E::WrongType { key, .. } if key == "eye_details.iris_size"),
+            "{e}"
+        );
     }
 
     /// Intensity-weighted centroid of the pixels brighter than `thr`, in continuous coordinates.
@@ -486,31 +695,60 @@ mod tests {
             assert_eq!(eye.dimensions(), (EYE_W, EYE_H));
             assert_eq!(lm.len(), 2 * (N_INTERIOR + N_CARUNCLE + N_IRIS));
             let c = centroid(&eye, 120);
-            assert!((c[0] - 27.5).abs() < 0.6 && (c[1] - 17.5).abs() < 0.6, "{mode:?}: blob at {c:?}");
+            assert!(
+                (c[0] - 27.5).abs() < 0.6 && (c[1] - 17.5).abs() < 0.6,
+                "{mode:?}: blob at {c:?}"
+            );
             // The transformed corners bracket the crop centre symmetrically.
             let (inner, outer) = ((lm[0], lm[1]), (lm[16], lm[17]));
             assert!(((inner.0 + outer.0) / 2.0 - 27.5).abs() < 0.6 && (inner.1 - 17.5).abs() < 0.6);
         }
         let b = crop_box(&l, CropMode::GAZEML).unwrap();
         let caruncle_x = l.caruncle.iter().map(|p| p[0]).sum::<f32>() / 7.0;
-        assert_eq!(b.w, (1.5 * (caruncle_x - l.interior_margin[8][0]).abs()).round() as u32);
+        assert_eq!(
+            b.w,
+            (1.5 * (caruncle_x - l.interior_margin[8][0]).abs()).round() as u32
+        );
         assert_eq!(b.h, (b.w as f32 * 35.0 / 55.0).round() as u32);
-        assert_eq!(crop_box(&l, CropMode::CARPEDM20).unwrap(), CropBox { x0: 231, y0: 162, w: 140, h: 84 });
+        assert_eq!(
+            crop_box(&l, CropMode::CARPEDM20).unwrap(),
+            CropBox {
+                x0: 231,
+                y0: 162,
+                w: 140,
+                h: 84
+            }
+        );
     }
 
     /// A bright dot placed on one landmark shows up where the transformed landmark says.
     #[test]
     fn landmarks_follow_the_pixels() {
         let l = label();
-        for (k, mode) in [(8usize, CropMode::CARPEDM20), (3, CropMode::GAZEML), (16 + 7 + 5, CropMode::CARPEDM20)] {
-            let p = l.interior_margin.iter().chain(&l.caruncle).chain(&l.iris).nth(k).copied().unwrap();
+        for (k, mode) in [
+            (8usize, CropMode::CARPEDM20),
+            (3, CropMode::GAZEML),
+            (16 + 7 + 5, CropMode::CARPEDM20),
+        ] {
+            let p = l
+                .interior_margin
+                .iter()
+                .chain(&l.caruncle)
+                .chain(&l.iris)
+                .nth(k)
+                .copied()
+                .unwrap();
             let img = DynamicImage::ImageLuma8(GrayImage::from_fn(640, 480, |x, y| {
                 let (dx, dy) = (x as f32 + 0.5 - p[0], y as f32 + 0.5 - p[1]);
                 image::Luma([if dx * dx + dy * dy <= 9.0 { 255 } else { 0 }])
             }));
             let (eye, lm) = crop_eye(&img, &l, mode).unwrap();
             let c = centroid(&eye, 0);
-            assert!((c[0] - lm[2 * k]).abs() < 0.5 && (c[1] - lm[2 * k + 1]).abs() < 0.5, "{k}: {c:?} vs {:?}", &lm[2 * k..2 * k + 2]);
+            assert!(
+                (c[0] - lm[2 * k]).abs() < 0.5 && (c[1] - lm[2 * k + 1]).abs() < 0.5,
+                "{k}: {c:?} vs {:?}",
+                &lm[2 * k..2 * k + 2]
+            );
         }
     }
 
@@ -518,12 +756,25 @@ mod tests {
     fn bad_crops_are_rejected() {
         let near_edge = fixture_label([30.0, 240.0], 64.0, [0.0, 0.0, -1.0], [0.0; 3]);
         let img = DynamicImage::ImageRgb8(fixture_image(&near_edge, 640, 480));
-        assert!(matches!(crop_eye(&img, &near_edge, CropMode::CARPEDM20), Err(UnityEyesError::CropOutOfBounds { x0: -40, .. })));
+        assert!(matches!(
+            crop_eye(&img, &near_edge, CropMode::CARPEDM20),
+            Err(UnityEyesError::CropOutOfBounds { x0: -40, .. })
+        ));
         let mut flat = label();
         let x = flat.interior_margin[8][0];
         flat.caruncle.iter_mut().for_each(|p| p[0] = x);
-        assert!(matches!(crop_box(&flat, CropMode::GAZEML), Err(UnityEyesError::DegenerateCrop { .. })));
+        assert!(matches!(
+            crop_box(&flat, CropMode::GAZEML),
+            Err(UnityEyesError::DegenerateCrop { .. })
+        ));
         let s = to_sample(&img, &label(), CropMode::GAZEML).unwrap();
-        assert_eq!((s.image.width(), s.image.height(), s.landmarks.map(|l| l.len())), (55, 35, Some(110)));
+        assert_eq!(
+            (
+                s.image.width(),
+                s.image.height(),
+                s.landmarks.map(|l| l.len())
+            ),
+            (55, 35, Some(110))
+        );
     }
 }

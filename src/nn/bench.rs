@@ -125,3 +125,105 @@ mod tests {
         eprintln!("{}", serde_json::to_string_pretty(&r).unwrap());
     }
 }
+
+#[cfg(test)]
+mod conv_probe {
+    use super::*;
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+
+    /// The refiner's 64→64 3×3 layer at batch 64 on 35×55: burn's forward, burn's forward +
+    /// backward, and [`crate::nn::conv::conv2d`]'s forward + backward.
+    /// `cargo test --lib nn::bench::conv_probe -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn conv_probe() {
+        let device: CpuDevice = Default::default();
+        let (n, c, h, w) = (64, 64, 35, 55);
+        let conv = Conv2dConfig::new([c, c], [3, 3])
+            .with_padding(PaddingConfig2d::Same)
+            .init::<CpuAutodiffBackend>(&device);
+        let data: Vec<f32> = (0..n * c * h * w)
+            .map(|i| ((i % 97) as f32 / 48.5) - 1.0)
+            .collect();
+        let x_in: Tensor<CpuBackend, 4> =
+            Tensor::from_data(TensorData::new(data, [n, c, h, w]), &device);
+        let flops = 2.0 * (n * c * c * 9 * h * w) as f64;
+        let inner = conv.valid();
+        let _ = inner.forward(x_in.clone()).into_data();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            let _ = inner.forward(x_in.clone()).into_data();
+        }
+        let f = t0.elapsed().as_secs_f64() / 3.0;
+        eprintln!("fwd: {:.1} ms  {:.1} GFLOP/s", f * 1e3, flops / f / 1e9);
+        for _ in 0..2 {
+            let x = Tensor::<CpuAutodiffBackend, 4>::from_inner(x_in.clone()).require_grad();
+            let t0 = Instant::now();
+            let y = conv.forward(x.clone());
+            let loss = y.sum();
+            let g = loss.backward();
+            let gx = x.grad(&g).unwrap();
+            let gw = conv.weight.grad(&g).unwrap();
+            let _ = gx.into_data();
+            let _ = gw.into_data();
+            let fb = t0.elapsed().as_secs_f64();
+            eprintln!(
+                "fwd+bwd: {:.1} ms  ({:.1} GFLOP/s for 3x fwd flops)",
+                fb * 1e3,
+                3.0 * flops / fb / 1e9
+            );
+        }
+        for _ in 0..2 {
+            let x = Tensor::<CpuAutodiffBackend, 4>::from_inner(x_in.clone()).require_grad();
+            let t0 = Instant::now();
+            let y = crate::nn::conv::conv2d(&conv, x.clone());
+            let loss = y.sum();
+            let g = loss.backward();
+            let gx = x.grad(&g).unwrap();
+            let gw = conv.weight.grad(&g).unwrap();
+            let _ = gx.into_data();
+            let _ = gw.into_data();
+            let fb = t0.elapsed().as_secs_f64();
+            eprintln!(
+                "FAST fwd+bwd: {:.1} ms  ({:.1} GFLOP/s for 3x fwd flops)",
+                fb * 1e3,
+                3.0 * flops / fb / 1e9
+            );
+        }
+        {
+            let gy: Tensor<CpuBackend, 4> = inner.forward(x_in.clone()).ones_like();
+            let opts = burn::tensor::ops::ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+            let t0 = Instant::now();
+            let gw = crate::nn::conv::weight_backward(&x_in, &gy, [c, c, 3, 3], &opts);
+            let _ = gw.into_data();
+            eprintln!(
+                "FAST w_backward: {:.1} ms",
+                t0.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        // split the backward
+        let gy: Tensor<CpuBackend, 4> = inner.forward(x_in.clone()).ones_like();
+        let wt = inner.weight.val();
+        let opts = burn::tensor::ops::ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+        use burn::tensor::TensorPrimitive;
+        let t0 = Instant::now();
+        let gx = <CpuBackend as burn::tensor::ops::ModuleOps<CpuBackend>>::conv2d_x_backward(
+            x_in.clone().into_primitive().tensor(),
+            wt.clone().into_primitive().tensor(),
+            gy.clone().into_primitive().tensor(),
+            opts.clone(),
+        );
+        let _ = Tensor::<CpuBackend, 4>::from_primitive(TensorPrimitive::Float(gx)).into_data();
+        eprintln!("x_backward: {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+        let t0 = Instant::now();
+        let gw = <CpuBackend as burn::tensor::ops::ModuleOps<CpuBackend>>::conv2d_weight_backward(
+            x_in.clone().into_primitive().tensor(),
+            wt.into_primitive().tensor(),
+            gy.into_primitive().tensor(),
+            opts,
+        );
+        let _ = Tensor::<CpuBackend, 4>::from_primitive(TensorPrimitive::Float(gw)).into_data();
+        eprintln!("w_backward: {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+    }
+}

@@ -21,6 +21,7 @@
 pub mod backend;
 pub mod bench;
 pub mod checkpoint;
+pub mod conv;
 pub mod history;
 pub mod loss;
 pub mod model;

@@ -26,6 +26,7 @@ use burn::tensor::activation::{leaky_relu, relu, tanh};
 use burn::tensor::backend::Backend;
 
 use super::NnError;
+use super::conv::conv2d;
 
 // ---------------------------------------------------------------------------------------------
 // Refiner
@@ -120,8 +121,8 @@ pub struct ResBlock<B: Backend> {
 impl<B: Backend> ResBlock<B> {
     /// Shapes are preserved: `[batch, width, h, w]` → `[batch, width, h, w]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let y = relu(self.conv1.forward(x.clone())); // [batch, 64, 35, 55]
-        let y = self.conv2.forward(y); // [batch, 64, 35, 55]
+        let y = relu(conv2d(&self.conv1, x.clone())); // [batch, 64, 35, 55]
+        let y = conv2d(&self.conv2, y); // [batch, 64, 35, 55]
         relu(x + y) // [batch, 64, 35, 55]
     }
 }
@@ -144,11 +145,11 @@ impl<B: Backend> Refiner<B> {
     /// Refine a batch; shape comments are for the eye refiner on 35×55 images.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         // x: [batch, 1, 35, 55]
-        let mut h = relu(self.conv_in.forward(x)); // [batch, 64, 35, 55]
+        let mut h = relu(conv2d(&self.conv_in, x)); // [batch, 64, 35, 55]
         for block in &self.blocks {
             h = block.forward(h); // [batch, 64, 35, 55]
         }
-        let out = self.conv_out.forward(h); // [batch, 1, 35, 55]
+        let out = conv2d(&self.conv_out, h); // [batch, 1, 35, 55]
         if self.tanh_output { tanh(out) } else { out } // [batch, 1, 35, 55]
     }
 }
@@ -337,12 +338,12 @@ impl<B: Backend> Discriminator<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let act = |t: Tensor<B, 4>| leaky_relu(t, self.leaky_slope);
         // x: [batch, 1, 35, 55]
-        let h = act(self.conv1.forward(x)); // [batch, 96, 18, 28]
-        let h = act(self.conv2.forward(h)); // [batch, 64, 9, 14]
+        let h = act(conv2d(&self.conv1, x)); // [batch, 96, 18, 28]
+        let h = act(conv2d(&self.conv2, h)); // [batch, 64, 9, 14]
         let h = self.pool.forward(h); // [batch, 64, 9, 14]
-        let h = act(self.conv3.forward(h)); // [batch, 32, 9, 14]
-        let h = act(self.conv4.forward(h)); // [batch, 32, 9, 14]
-        self.conv_out.forward(h) // [batch, 2, 9, 14]
+        let h = act(conv2d(&self.conv3, h)); // [batch, 32, 9, 14]
+        let h = act(conv2d(&self.conv4, h)); // [batch, 32, 9, 14]
+        conv2d(&self.conv_out, h) // [batch, 2, 9, 14]
     }
 }
 
@@ -469,12 +470,12 @@ impl<B: Backend> GazeNet<B> {
     /// Gaze vectors (not normalised); shape comments are for the paper's net on 35×55.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
         // x: [batch, 1, 35, 55]
-        let h = relu(self.conv1.forward(x)); // [batch, 32, 33, 53]
-        let h = relu(self.conv2.forward(h)); // [batch, 32, 31, 51]
-        let h = relu(self.conv3.forward(h)); // [batch, 64, 29, 49]
+        let h = relu(conv2d(&self.conv1, x)); // [batch, 32, 33, 53]
+        let h = relu(conv2d(&self.conv2, h)); // [batch, 32, 31, 51]
+        let h = relu(conv2d(&self.conv3, h)); // [batch, 64, 29, 49]
         let h = self.pool1.forward(h); // [batch, 64, 14, 24]
-        let h = relu(self.conv4.forward(h)); // [batch, 80, 12, 22]
-        let h = relu(self.conv5.forward(h)); // [batch, 192, 10, 20]
+        let h = relu(conv2d(&self.conv4, h)); // [batch, 80, 12, 22]
+        let h = relu(conv2d(&self.conv5, h)); // [batch, 192, 10, 20]
         let h = self.pool2.forward(h); // [batch, 192, 5, 10]
         let h: Tensor<B, 2> = h.flatten(1, 3); // [batch, 9600]
         let h = relu(self.fc1.forward(h)); // [batch, 1000]

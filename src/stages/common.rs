@@ -16,21 +16,33 @@ use crate::nn::{DeviceSpec, StepMetrics};
 use crate::params::{ParamSpec, ParamType};
 
 /// The `device` param every compute stage declares.
-pub const DEVICE_PARAM: ParamSpec =
-    ParamSpec::new("device", ParamType::Str, "\"cpu\"", "Where to compute: \"cpu\", \"cuda\" or \"cuda:N\" (needs the `cuda` build)");
+pub const DEVICE_PARAM: ParamSpec = ParamSpec::new(
+    "device",
+    ParamType::Str,
+    "\"cpu\"",
+    "Where to compute: \"cpu\", \"cuda\" or \"cuda:N\" (needs the `cuda` build)",
+);
 
 /// Parse the `device` param, failing early if this binary cannot use it.
 pub fn device(ctx: &StageCtx) -> Result<DeviceSpec> {
     let s = ctx.params.str("device")?;
-    let spec: DeviceSpec = s.parse().map_err(|e| ctx.err(format!("param `device`: {e}")))?;
+    let spec: DeviceSpec = s
+        .parse()
+        .map_err(|e| ctx.err(format!("param `device`: {e}")))?;
     if !spec.is_available() {
-        return Err(ctx.err(format!("param `device` = \"{s}\" needs a binary built with `--features cuda`")));
+        return Err(ctx.err(format!(
+            "param `device` = \"{s}\" needs a binary built with `--features cuda`"
+        )));
     }
     Ok(spec)
 }
 
 /// Every eye row of a committed stage version, optionally only one split.
-pub fn read_eye_rows(ctx: &StageCtx, committed: &Committed, split: Option<&str>) -> Result<Vec<EyeRow>> {
+pub fn read_eye_rows(
+    ctx: &StageCtx,
+    committed: &Committed,
+    split: Option<&str>,
+) -> Result<Vec<EyeRow>> {
     let declared = crate::schema::get("eye_sample")?;
     let per_shard: Vec<Vec<EyeRow>> = committed
         .manifest
@@ -39,7 +51,11 @@ pub fn read_eye_rows(ctx: &StageCtx, committed: &Committed, split: Option<&str>)
         .map(|s| -> Result<Vec<EyeRow>> {
             let mut rows = Vec::new();
             for b in crate::shards::read(ctx.root, &s.path, Some(declared))? {
-                rows.extend(from_batch(&b)?.into_iter().filter(|r| split.is_none_or(|sp| r.split == sp)));
+                rows.extend(
+                    from_batch(&b)?
+                        .into_iter()
+                        .filter(|r| split.is_none_or(|sp| r.split == sp)),
+                );
             }
             Ok(rows)
         })
@@ -55,20 +71,39 @@ pub fn decode_all(rows: &[EyeRow]) -> Result<Vec<GrayImage>> {
 /// Rows of the `train_metrics` schema (`phase` overrides the phase column, e.g. "estimator").
 pub fn metrics_batch(metrics: &[(StepMetrics, f64)], phase: Option<&str>) -> Result<RecordBatch> {
     let schema = crate::schema::get("train_metrics")?.arrow.clone();
-    let f = |g: &dyn Fn(&StepMetrics) -> Option<f32>| -> ArrayRef { Arc::new(metrics.iter().map(|(m, _)| g(m)).collect::<Float32Array>()) };
+    let f = |g: &dyn Fn(&StepMetrics) -> Option<f32>| -> ArrayRef {
+        Arc::new(metrics.iter().map(|(m, _)| g(m)).collect::<Float32Array>())
+    };
     let loss = |m: &StepMetrics| m.refiner_loss.or(m.d_loss).unwrap_or(f32::NAN);
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from(metrics.iter().map(|(m, _)| m.step as i64).collect::<Vec<_>>())),
-        Arc::new(StringArray::from(metrics.iter().map(|(m, _)| phase.unwrap_or_else(|| phase_name(m))).collect::<Vec<_>>())),
-        Arc::new(Float32Array::from(metrics.iter().map(|(m, _)| loss(m)).collect::<Vec<_>>())),
+        Arc::new(Int64Array::from(
+            metrics
+                .iter()
+                .map(|(m, _)| m.step as i64)
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from(
+            metrics
+                .iter()
+                .map(|(m, _)| phase.unwrap_or_else(|| phase_name(m)))
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(Float32Array::from(
+            metrics.iter().map(|(m, _)| loss(m)).collect::<Vec<_>>(),
+        )),
         f(&|m| m.adv_loss),
         f(&|m| m.reg_loss),
         f(&|m| m.d_loss),
         f(&|m| m.d_acc_real),
         f(&|m| m.d_acc_refined),
-        Arc::new(Float64Array::from(metrics.iter().map(|(_, s)| *s).collect::<Vec<_>>())),
+        Arc::new(Float64Array::from(
+            metrics.iter().map(|(_, s)| *s).collect::<Vec<_>>(),
+        )),
     ];
-    RecordBatch::try_new(schema, columns).map_err(|source| Error::Arrow { what: "train metrics".into(), source })
+    RecordBatch::try_new(schema, columns).map_err(|source| Error::Arrow {
+        what: "train metrics".into(),
+        source,
+    })
 }
 
 fn phase_name(m: &StepMetrics) -> &'static str {
@@ -84,9 +119,18 @@ fn phase_name(m: &StepMetrics) -> &'static str {
 /// A PNG grid: one row per image list (e.g. synthetic | refined | real), scaled ×`scale`.
 pub fn grid_png(rows: &[&[GrayImage]], scale: u32, what: &str) -> Result<Vec<u8>> {
     let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0) as u32;
-    let (w, h) = rows.iter().flat_map(|r| r.first()).map(|i| (i.width(), i.height())).next().unwrap_or((1, 1));
+    let (w, h) = rows
+        .iter()
+        .flat_map(|r| r.first())
+        .map(|i| (i.width(), i.height()))
+        .next()
+        .unwrap_or((1, 1));
     let gap = 2;
-    let mut out = GrayImage::from_pixel(cols * (w * scale + gap) + gap, rows.len() as u32 * (h * scale + gap) + gap, image::Luma([255]));
+    let mut out = GrayImage::from_pixel(
+        cols * (w * scale + gap) + gap,
+        rows.len() as u32 * (h * scale + gap) + gap,
+        image::Luma([255]),
+    );
     for (ri, row) in rows.iter().enumerate() {
         for (ci, img) in row.iter().enumerate() {
             let x0 = gap + ci as u32 * (w * scale + gap);

@@ -20,11 +20,44 @@ use crate::params::{ParamSpec, ParamType};
 pub struct GenerateEyes;
 
 const PARAMS: &[ParamSpec] = &[
-    ParamSpec::required("domain", ParamType::Choice(&["synthetic", "real-like"]), "Which domain to render"),
-    ParamSpec::new("rows", ParamType::Int { min: 1, max: 100_000_000 }, "10000", "Number of images"),
-    ParamSpec::new("rows_per_shard", ParamType::Int { min: 1, max: 10_000_000 }, "10000", "Rows per Parquet shard (one work unit each)"),
-    ParamSpec::new("seed", ParamType::Int { min: 0, max: i64::MAX }, "0", "Random seed"),
-    ParamSpec::new("test_fraction", ParamType::Float { min: 0.0, max: 1.0 }, "0.0", "Fraction of rows marked split=test"),
+    ParamSpec::required(
+        "domain",
+        ParamType::Choice(&["synthetic", "real-like"]),
+        "Which domain to render",
+    ),
+    ParamSpec::new(
+        "rows",
+        ParamType::Int {
+            min: 1,
+            max: 100_000_000,
+        },
+        "10000",
+        "Number of images",
+    ),
+    ParamSpec::new(
+        "rows_per_shard",
+        ParamType::Int {
+            min: 1,
+            max: 10_000_000,
+        },
+        "10000",
+        "Rows per Parquet shard (one work unit each)",
+    ),
+    ParamSpec::new(
+        "seed",
+        ParamType::Int {
+            min: 0,
+            max: i64::MAX,
+        },
+        "0",
+        "Random seed",
+    ),
+    ParamSpec::new(
+        "test_fraction",
+        ParamType::Float { min: 0.0, max: 1.0 },
+        "0.0",
+        "Fraction of rows marked split=test",
+    ),
     ParamSpec::new(
         "render",
         ParamType::Table,
@@ -48,10 +81,14 @@ fn is_test(seed: u64, i: u64, fraction: f64) -> bool {
 }
 
 /// The domain preset with the pipeline's overrides applied, validated.
-pub fn render_config(domain: Domain, overrides: &serde_json::Map<String, serde_json::Value>) -> std::result::Result<RenderConfig, String> {
+pub fn render_config(
+    domain: Domain,
+    overrides: &serde_json::Map<String, serde_json::Value>,
+) -> std::result::Result<RenderConfig, String> {
     let mut doc = overrides.clone();
     doc.insert("domain".into(), serde_json::Value::from(domain.as_str()));
-    let cfg: RenderConfig = serde_json::from_value(serde_json::Value::Object(doc)).map_err(|e| e.to_string())?;
+    let cfg: RenderConfig =
+        serde_json::from_value(serde_json::Value::Object(doc)).map_err(|e| e.to_string())?;
     cfg.validate().map_err(|e| e.to_string())?;
     Ok(cfg)
 }
@@ -84,17 +121,29 @@ impl StageKind for GenerateEyes {
         let rows = ctx.params.usize("rows")?;
         let per = ctx.params.usize("rows_per_shard")?;
         Ok((0..rows.div_ceil(per))
-            .map(|u| UnitSpec { index: u, spec: json!({"start": u * per, "count": per.min(rows - u * per)}) })
+            .map(|u| UnitSpec {
+                index: u,
+                spec: json!({"start": u * per, "count": per.min(rows - u * per)}),
+            })
             .collect())
     }
 
     fn run_unit(&self, ctx: &StageCtx, unit: &UnitSpec, out: &mut UnitOutput) -> Result<()> {
-        let start = unit.spec["start"].as_u64().ok_or_else(|| ctx.err("unit spec lacks `start`"))?;
-        let count = unit.spec["count"].as_u64().ok_or_else(|| ctx.err("unit spec lacks `count`"))?;
-        let domain: Domain = ctx.params.str("domain")?.parse().map_err(|e| ctx.err(format!("param `domain`: {e}")))?;
+        let start = unit.spec["start"]
+            .as_u64()
+            .ok_or_else(|| ctx.err("unit spec lacks `start`"))?;
+        let count = unit.spec["count"]
+            .as_u64()
+            .ok_or_else(|| ctx.err("unit spec lacks `count`"))?;
+        let domain: Domain = ctx
+            .params
+            .str("domain")?
+            .parse()
+            .map_err(|e| ctx.err(format!("param `domain`: {e}")))?;
         let seed = ctx.params.int("seed")? as u64;
         let test_fraction = ctx.params.float("test_fraction")?;
-        let cfg = render_config(domain, ctx.params.table("render")?).map_err(|e| ctx.err(format!("param `render`: {e}")))?;
+        let cfg = render_config(domain, ctx.params.table("render")?)
+            .map_err(|e| ctx.err(format!("param `render`: {e}")))?;
         let domain_label = match domain {
             Domain::Synthetic => "synthetic",
             Domain::RealLike => "real",
@@ -107,8 +156,19 @@ impl StageKind for GenerateEyes {
                 .map(|i| {
                     let mut rng = SmallRng::seed_from_u64(row_seed(seed, domain, i));
                     let sample = render(&cfg, &mut rng);
-                    let split = if is_test(seed, i, test_fraction) { "test" } else { "train" };
-                    EyeRow::from_sample(format!("{domain_label}-{seed}-{i:08}"), &sample, "builtin", domain_label, split, None)
+                    let split = if is_test(seed, i, test_fraction) {
+                        "test"
+                    } else {
+                        "train"
+                    };
+                    EyeRow::from_sample(
+                        format!("{domain_label}-{seed}-{i:08}"),
+                        &sample,
+                        "builtin",
+                        domain_label,
+                        split,
+                        None,
+                    )
                 })
                 .collect::<Result<_>>()?;
             out.write(&to_batch(&rows)?)?;

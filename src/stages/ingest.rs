@@ -18,12 +18,28 @@ use crate::eyes::unityeyes::{self, CropMode};
 use crate::params::{ParamSpec, ParamType};
 use crate::storage::Root;
 
-const SOURCE: &[InputSpec] = &[InputSpec { role: "source", kind: InputKind::Location, required: true, doc: "Folder or object-store prefix of the raw dataset" }];
+const SOURCE: &[InputSpec] = &[InputSpec {
+    role: "source",
+    kind: InputKind::Location,
+    required: true,
+    doc: "Folder or object-store prefix of the raw dataset",
+}];
 
-const ON_ERROR: ParamSpec = ParamSpec::new("on_error", ParamType::Choice(&["fail", "skip"]), "\"fail\"", "Bad input: stop naming the file and field, or skip it and list it in the manifest");
+const ON_ERROR: ParamSpec = ParamSpec::new(
+    "on_error",
+    ParamType::Choice(&["fail", "skip"]),
+    "\"fail\"",
+    "Bad input: stop naming the file and field, or skip it and list it in the manifest",
+);
 
 /// Apply the `on_error` policy to one input's outcome.
-fn handle<T>(ctx: &StageCtx, out: &mut UnitOutput, skip: bool, file: &str, r: std::result::Result<T, String>) -> Result<Option<T>> {
+fn handle<T>(
+    ctx: &StageCtx,
+    out: &mut UnitOutput,
+    skip: bool,
+    file: &str,
+    r: std::result::Result<T, String>,
+) -> Result<Option<T>> {
     match r {
         Ok(v) => Ok(Some(v)),
         Err(reason) if skip => {
@@ -32,7 +48,10 @@ fn handle<T>(ctx: &StageCtx, out: &mut UnitOutput, skip: bool, file: &str, r: st
             Ok(None)
         }
         // The reason already names the file (and the field, for label errors).
-        Err(reason) => Err(Error::stage(ctx.stage, format!("{reason} (set on_error = \"skip\" to skip bad inputs; input {file})"))),
+        Err(reason) => Err(Error::stage(
+            ctx.stage,
+            format!("{reason} (set on_error = \"skip\" to skip bad inputs; input {file})"),
+        )),
     }
 }
 
@@ -44,20 +63,69 @@ fn handle<T>(ctx: &StageCtx, out: &mut UnitOutput, skip: bool, file: &str, r: st
 pub struct IngestUnityEyes;
 
 const UE_PARAMS: &[ParamSpec] = &[
-    ParamSpec::new("crop", ParamType::Choice(&["fixed", "width-relative"]), "\"fixed\"", "fixed: carpedm20's box around the eyelid centre; width-relative: GazeML's eye-width box"),
-    ParamSpec::new("crop_w", ParamType::Int { min: 8, max: 4096 }, "140", "Fixed crop width in pixels (carpedm20: 140)"),
-    ParamSpec::new("crop_h", ParamType::Int { min: 8, max: 4096 }, "84", "Fixed crop height in pixels (carpedm20: 84)"),
-    ParamSpec::new("crop_scale", ParamType::Float { min: 0.1, max: 10.0 }, "1.5", "Width-relative crop: box width = scale × eye width (GazeML: 1.5)"),
-    ParamSpec::new("max_head_angle", ParamType::Float { min: 0.0, max: 180.0 }, "180.0", "Keep renders with |head pitch| and |head yaw| ≤ this (GazeML: 20)"),
-    ParamSpec::new("files_per_shard", ParamType::Int { min: 1, max: 10_000_000 }, "10000", "Samples per shard (one work unit each)"),
-    ParamSpec::new("split", ParamType::Choice(&["train", "test"]), "\"train\"", "Split written for every row"),
+    ParamSpec::new(
+        "crop",
+        ParamType::Choice(&["fixed", "width-relative"]),
+        "\"fixed\"",
+        "fixed: carpedm20's box around the eyelid centre; width-relative: GazeML's eye-width box",
+    ),
+    ParamSpec::new(
+        "crop_w",
+        ParamType::Int { min: 8, max: 4096 },
+        "140",
+        "Fixed crop width in pixels (carpedm20: 140)",
+    ),
+    ParamSpec::new(
+        "crop_h",
+        ParamType::Int { min: 8, max: 4096 },
+        "84",
+        "Fixed crop height in pixels (carpedm20: 84)",
+    ),
+    ParamSpec::new(
+        "crop_scale",
+        ParamType::Float {
+            min: 0.1,
+            max: 10.0,
+        },
+        "1.5",
+        "Width-relative crop: box width = scale × eye width (GazeML: 1.5)",
+    ),
+    ParamSpec::new(
+        "max_head_angle",
+        ParamType::Float {
+            min: 0.0,
+            max: 180.0,
+        },
+        "180.0",
+        "Keep renders with |head pitch| and |head yaw| ≤ this (GazeML: 20)",
+    ),
+    ParamSpec::new(
+        "files_per_shard",
+        ParamType::Int {
+            min: 1,
+            max: 10_000_000,
+        },
+        "10000",
+        "Samples per shard (one work unit each)",
+    ),
+    ParamSpec::new(
+        "split",
+        ParamType::Choice(&["train", "test"]),
+        "\"train\"",
+        "Split written for every row",
+    ),
     ON_ERROR,
 ];
 
 fn ue_crop(ctx: &StageCtx) -> Result<CropMode> {
     Ok(match ctx.params.str("crop")? {
-        "width-relative" => CropMode::WidthRelative { scale: ctx.params.float("crop_scale")? as f32 },
-        _ => CropMode::Fixed { w: ctx.params.int("crop_w")? as u32, h: ctx.params.int("crop_h")? as u32 },
+        "width-relative" => CropMode::WidthRelative {
+            scale: ctx.params.float("crop_scale")? as f32,
+        },
+        _ => CropMode::Fixed {
+            w: ctx.params.int("crop_w")? as u32,
+            h: ctx.params.int("crop_h")? as u32,
+        },
     })
 }
 
@@ -67,12 +135,21 @@ fn ue_pairs(source: &Root) -> Result<Vec<(String, Option<String>, Option<String>
     for l in source.list("")? {
         let name = l.path.rsplit('/').next().unwrap_or(&l.path);
         if let Some(stem) = name.strip_suffix(".jpg") {
-            by_stem.entry(l.path[..l.path.len() - name.len()].to_string() + stem).or_default().0 = Some(l.path.clone());
+            by_stem
+                .entry(l.path[..l.path.len() - name.len()].to_string() + stem)
+                .or_default()
+                .0 = Some(l.path.clone());
         } else if let Some(stem) = name.strip_suffix(".json") {
-            by_stem.entry(l.path[..l.path.len() - name.len()].to_string() + stem).or_default().1 = Some(l.path.clone());
+            by_stem
+                .entry(l.path[..l.path.len() - name.len()].to_string() + stem)
+                .or_default()
+                .1 = Some(l.path.clone());
         }
     }
-    let mut pairs: Vec<_> = by_stem.into_iter().map(|(stem, (j, s))| (stem, j, s)).collect();
+    let mut pairs: Vec<_> = by_stem
+        .into_iter()
+        .map(|(stem, (j, s))| (stem, j, s))
+        .collect();
     // Numeric order for UnityEyes' 1.jpg, 2.jpg, …; lexical for anything else.
     pairs.sort_by(|a, b| match (a.0.parse::<u64>(), b.0.parse::<u64>()) {
         (Ok(x), Ok(y)) => x.cmp(&y),
@@ -81,19 +158,34 @@ fn ue_pairs(source: &Root) -> Result<Vec<(String, Option<String>, Option<String>
     Ok(pairs)
 }
 
-fn ue_one(source: &Root, stem: &str, jpg: Option<&str>, json: Option<&str>, crop: CropMode, max_head: f32, split: &str) -> std::result::Result<Option<EyeRow>, String> {
-    let jpg = jpg.ok_or_else(|| format!("{}: image `{stem}.jpg` is missing", source.url_of(stem)))?;
-    let json = json.ok_or_else(|| format!("{}: labels `{stem}.json` are missing", source.url_of(stem)))?;
+fn ue_one(
+    source: &Root,
+    stem: &str,
+    jpg: Option<&str>,
+    json: Option<&str>,
+    crop: CropMode,
+    max_head: f32,
+    split: &str,
+) -> std::result::Result<Option<EyeRow>, String> {
+    let jpg =
+        jpg.ok_or_else(|| format!("{}: image `{stem}.jpg` is missing", source.url_of(stem)))?;
+    let json =
+        json.ok_or_else(|| format!("{}: labels `{stem}.json` are missing", source.url_of(stem)))?;
     let img_bytes = source.get_required(jpg).map_err(|e| e.to_string())?;
-    let img = image::load_from_memory(&img_bytes).map_err(|e| format!("{}: image: {e}", source.url_of(jpg)))?;
+    let img = image::load_from_memory(&img_bytes)
+        .map_err(|e| format!("{}: image: {e}", source.url_of(jpg)))?;
     let json_bytes = source.get_required(json).map_err(|e| e.to_string())?;
-    let label = unityeyes::parse_json(&json_bytes, img.height()).map_err(|e| format!("{}: {e}", source.url_of(json)))?;
+    let label = unityeyes::parse_json(&json_bytes, img.height())
+        .map_err(|e| format!("{}: {e}", source.url_of(json)))?;
     if label.head_pose[0].abs() > max_head || label.head_pose[1].abs() > max_head {
         return Ok(None);
     }
-    let sample = unityeyes::to_sample(&img, &label, crop).map_err(|e| format!("{}: {e}", source.url_of(jpg)))?;
+    let sample = unityeyes::to_sample(&img, &label, crop)
+        .map_err(|e| format!("{}: {e}", source.url_of(jpg)))?;
     let id = format!("unityeyes-{}", stem.replace('/', "-"));
-    EyeRow::from_sample(id, &sample, "unityeyes", "synthetic", split, None).map(Some).map_err(|e| e.to_string())
+    EyeRow::from_sample(id, &sample, "unityeyes", "synthetic", split, None)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 impl StageKind for IngestUnityEyes {
@@ -123,23 +215,47 @@ impl StageKind for IngestUnityEyes {
     fn plan(&self, ctx: &StageCtx) -> Result<Vec<UnitSpec>> {
         let pairs = ue_pairs(ctx.location_input("source")?)?;
         if pairs.is_empty() {
-            return Err(ctx.err(format!("no .jpg/.json files under {}", ctx.location_input("source")?.url())));
+            return Err(ctx.err(format!(
+                "no .jpg/.json files under {}",
+                ctx.location_input("source")?.url()
+            )));
         }
         let per = ctx.params.usize("files_per_shard")?;
-        Ok(pairs.chunks(per).enumerate().map(|(i, c)| UnitSpec { index: i, spec: json!({ "files": c }) }).collect())
+        Ok(pairs
+            .chunks(per)
+            .enumerate()
+            .map(|(i, c)| UnitSpec {
+                index: i,
+                spec: json!({ "files": c }),
+            })
+            .collect())
     }
 
     fn run_unit(&self, ctx: &StageCtx, unit: &UnitSpec, out: &mut UnitOutput) -> Result<()> {
         let source = ctx.location_input("source")?;
         let files: Vec<(String, Option<String>, Option<String>)> =
-            serde_json::from_value(unit.spec["files"].clone()).map_err(|e| ctx.err(format!("unit spec: {e}")))?;
+            serde_json::from_value(unit.spec["files"].clone())
+                .map_err(|e| ctx.err(format!("unit spec: {e}")))?;
         let crop = ue_crop(ctx)?;
         let max_head = ctx.params.float("max_head_angle")? as f32;
         let split = ctx.params.str("split")?;
         let skip = ctx.params.str("on_error")? == "skip";
         // Bounded memory: fetch and decode 512 samples at a time, in parallel.
         for chunk in files.chunks(512) {
-            let results: Vec<_> = chunk.par_iter().map(|(stem, jpg, json)| ue_one(source, stem, jpg.as_deref(), json.as_deref(), crop, max_head, split)).collect();
+            let results: Vec<_> = chunk
+                .par_iter()
+                .map(|(stem, jpg, json)| {
+                    ue_one(
+                        source,
+                        stem,
+                        jpg.as_deref(),
+                        json.as_deref(),
+                        crop,
+                        max_head,
+                        split,
+                    )
+                })
+                .collect();
             let mut rows = Vec::with_capacity(results.len());
             for ((stem, _, _), r) in chunk.iter().zip(results) {
                 if let Some(Some(row)) = handle(ctx, out, skip, &source.url_of(stem), r)? {
@@ -162,9 +278,24 @@ impl StageKind for IngestUnityEyes {
 pub struct IngestMpiiGaze;
 
 const MPII_PARAMS: &[ParamSpec] = &[
-    ParamSpec::new("flip_right", ParamType::Bool, "true", "Mirror right eyes into left-eye form (image flipped, gaze x and yaw negated)"),
-    ParamSpec::new("eval_subset", ParamType::Bool, "false", "Keep only the samples of `Evaluation Subset/sample list for eye image/pXX.txt`"),
-    ParamSpec::new("test_persons", ParamType::StrList, "[]", "Persons (e.g. [\"p00\"]) whose rows get split = test; the rest are train"),
+    ParamSpec::new(
+        "flip_right",
+        ParamType::Bool,
+        "true",
+        "Mirror right eyes into left-eye form (image flipped, gaze x and yaw negated)",
+    ),
+    ParamSpec::new(
+        "eval_subset",
+        ParamType::Bool,
+        "false",
+        "Keep only the samples of `Evaluation Subset/sample list for eye image/pXX.txt`",
+    ),
+    ParamSpec::new(
+        "test_persons",
+        ParamType::StrList,
+        "[]",
+        "Persons (e.g. [\"p00\"]) whose rows get split = test; the rest are train",
+    ),
     ON_ERROR,
 ];
 
@@ -201,51 +332,109 @@ impl StageKind for IngestMpiiGaze {
             let parts: Vec<&str> = l.path.split('/').collect();
             if let [.., "Normalized", person, file] = parts.as_slice() {
                 if file.ends_with(".mat") {
-                    persons.entry(person.to_string()).or_default().push(l.path.clone());
+                    persons
+                        .entry(person.to_string())
+                        .or_default()
+                        .push(l.path.clone());
                 }
             }
         }
         if persons.is_empty() {
-            return Err(ctx.err(format!("no Data/Normalized/pXX/dayYY.mat files under {}", source.url())));
+            return Err(ctx.err(format!(
+                "no Data/Normalized/pXX/dayYY.mat files under {}",
+                source.url()
+            )));
         }
-        Ok(persons.into_iter().enumerate().map(|(i, (p, files))| UnitSpec { index: i, spec: json!({ "person": p, "files": files }) }).collect())
+        Ok(persons
+            .into_iter()
+            .enumerate()
+            .map(|(i, (p, files))| UnitSpec {
+                index: i,
+                spec: json!({ "person": p, "files": files }),
+            })
+            .collect())
     }
 
     fn run_unit(&self, ctx: &StageCtx, unit: &UnitSpec, out: &mut UnitOutput) -> Result<()> {
         let source = ctx.location_input("source")?;
-        let person = unit.spec["person"].as_str().ok_or_else(|| ctx.err("unit spec lacks `person`"))?.to_string();
-        let files: Vec<String> = serde_json::from_value(unit.spec["files"].clone()).map_err(|e| ctx.err(format!("unit spec: {e}")))?;
-        let opts = MpiiOptions { flip_right: ctx.params.bool("flip_right")? };
+        let person = unit.spec["person"]
+            .as_str()
+            .ok_or_else(|| ctx.err("unit spec lacks `person`"))?
+            .to_string();
+        let files: Vec<String> = serde_json::from_value(unit.spec["files"].clone())
+            .map_err(|e| ctx.err(format!("unit spec: {e}")))?;
+        let opts = MpiiOptions {
+            flip_right: ctx.params.bool("flip_right")?,
+        };
         let skip = ctx.params.str("on_error")? == "skip";
-        let split = if ctx.params.str_list("test_persons")?.contains(&person) { "test" } else { "train" };
+        let split = if ctx.params.str_list("test_persons")?.contains(&person) {
+            "test"
+        } else {
+            "train"
+        };
         let keep: Option<HashSet<(String, String, String)>> = if ctx.params.bool("eval_subset")? {
             let rel = format!("{EVAL_DIR}/{person}.txt");
             let text = source.get_required(&rel)?;
-            let list = mpiigaze::parse_eval_list(&String::from_utf8_lossy(&text)).map_err(|e| Error::Input { file: source.url_of(&rel), field: "line".into(), reason: e.to_string() })?;
-            Some(list.into_iter().map(|(d, f, e)| (d, f, e.as_str().to_string())).collect())
+            let list = mpiigaze::parse_eval_list(&String::from_utf8_lossy(&text)).map_err(|e| {
+                Error::Input {
+                    file: source.url_of(&rel),
+                    field: "line".into(),
+                    reason: e.to_string(),
+                }
+            })?;
+            Some(
+                list.into_iter()
+                    .map(|(d, f, e)| (d, f, e.as_str().to_string()))
+                    .collect(),
+            )
         } else {
             None
         };
-        let parsed: Vec<(String, std::result::Result<Vec<mpiigaze::MpiiSample>, String>)> = files
+        let parsed: Vec<(
+            String,
+            std::result::Result<Vec<mpiigaze::MpiiSample>, String>,
+        )> = files
             .par_iter()
             .map(|f| {
-                let day = f.rsplit('/').next().unwrap_or(f).trim_end_matches(".mat").to_string();
-                let r = source.get_required(f).map_err(|e| e.to_string()).and_then(|b| mpiigaze::parse_day(&b, &person, &day, &opts).map_err(|e| format!("{}: {e}", source.url_of(f))));
+                let day = f
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or(f)
+                    .trim_end_matches(".mat")
+                    .to_string();
+                let r = source
+                    .get_required(f)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| {
+                        mpiigaze::parse_day(&b, &person, &day, &opts)
+                            .map_err(|e| format!("{}: {e}", source.url_of(f)))
+                    });
                 (f.clone(), r)
             })
             .collect();
         for (file, r) in parsed {
-            let Some(samples) = handle(ctx, out, skip, &source.url_of(&file), r)? else { continue };
+            let Some(samples) = handle(ctx, out, skip, &source.url_of(&file), r)? else {
+                continue;
+            };
             let rows: Vec<EyeRow> = samples
                 .par_iter()
                 .filter(|s| match (&keep, &s.filename) {
                     (None, _) => true,
-                    (Some(k), Some(f)) => k.contains(&(s.day.clone(), f.clone(), s.eye.as_str().to_string())),
+                    (Some(k), Some(f)) => {
+                        k.contains(&(s.day.clone(), f.clone(), s.eye.as_str().to_string()))
+                    }
                     (Some(_), None) => false,
                 })
                 .map(|s| {
                     let id = format!("mpiigaze-{}-{}-{:04}-{}", s.person, s.day, s.index, s.eye);
-                    EyeRow::from_sample(id, &s.sample, "mpiigaze", "real", split, Some(s.person.clone()))
+                    EyeRow::from_sample(
+                        id,
+                        &s.sample,
+                        "mpiigaze",
+                        "real",
+                        split,
+                        Some(s.person.clone()),
+                    )
                 })
                 .collect::<Result<_>>()?;
             if !rows.is_empty() {

@@ -98,7 +98,10 @@ impl StageCtx<'_> {
     pub fn stage_input(&self, role: &str) -> Result<&Committed> {
         match self.inputs.get(role) {
             Some(ResolvedInput::Stage { committed, .. }) => Ok(committed),
-            _ => Err(Error::stage(self.stage, format!("input `{role}` must name a stage"))),
+            _ => Err(Error::stage(
+                self.stage,
+                format!("input `{role}` must name a stage"),
+            )),
         }
     }
 
@@ -106,7 +109,10 @@ impl StageCtx<'_> {
     pub fn location_input(&self, role: &str) -> Result<&Root> {
         match self.inputs.get(role) {
             Some(ResolvedInput::Location { root, .. }) => Ok(root),
-            _ => Err(Error::stage(self.stage, format!("input `{role}` must be a path or URL"))),
+            _ => Err(Error::stage(
+                self.stage,
+                format!("input `{role}` must be a path or URL"),
+            )),
         }
     }
 
@@ -134,8 +140,21 @@ pub struct UnitOutput<'a> {
 }
 
 impl<'a> UnitOutput<'a> {
-    pub(crate) fn new(root: &'a Root, prefix: &'a str, index: usize, declared: &'static DeclaredSchema) -> Self {
-        UnitOutput { root, prefix, index, declared, writer: None, artifacts: Vec::new(), skipped: Vec::new() }
+    pub(crate) fn new(
+        root: &'a Root,
+        prefix: &'a str,
+        index: usize,
+        declared: &'static DeclaredSchema,
+    ) -> Self {
+        UnitOutput {
+            root,
+            prefix,
+            index,
+            declared,
+            writer: None,
+            artifacts: Vec::new(),
+            skipped: Vec::new(),
+        }
     }
 
     /// Relative path of this unit's shard.
@@ -146,7 +165,11 @@ impl<'a> UnitOutput<'a> {
     /// Append rows to this unit's shard (created on first write).
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         if self.writer.is_none() {
-            self.writer = Some(ShardWriter::create(self.root, &self.shard_path(), self.declared)?);
+            self.writer = Some(ShardWriter::create(
+                self.root,
+                &self.shard_path(),
+                self.declared,
+            )?);
         }
         match self.writer.as_mut() {
             Some(w) => w.write(batch),
@@ -158,7 +181,12 @@ impl<'a> UnitOutput<'a> {
     pub fn artifact(&mut self, name: &str, bytes: impl Into<Bytes>) -> Result<()> {
         let bytes: Bytes = bytes.into();
         let rel = format!("{}/_artifacts/{name}", self.prefix);
-        let info = ShardInfo { path: rel.clone(), rows: 0, bytes: bytes.len() as u64, checksum: crate::shards::checksum(&bytes) };
+        let info = ShardInfo {
+            path: rel.clone(),
+            rows: 0,
+            bytes: bytes.len() as u64,
+            checksum: crate::shards::checksum(&bytes),
+        };
         self.root.put(&rel, bytes)?;
         self.artifacts.retain(|a| a.path != rel);
         self.artifacts.push(info);
@@ -167,7 +195,10 @@ impl<'a> UnitOutput<'a> {
 
     /// Record an input skipped under `on_error = "skip"`.
     pub fn skip(&mut self, input: impl Into<String>, reason: impl Into<String>) {
-        self.skipped.push(Skipped { input: input.into(), reason: reason.into() });
+        self.skipped.push(Skipped {
+            input: input.into(),
+            reason: reason.into(),
+        });
     }
 
     /// Finish the shard (if any rows were written).
@@ -214,7 +245,10 @@ impl Registry {
     /// The built-in kinds. Register new kinds here.
     pub fn builtin() -> Registry {
         Registry {
-            kinds: vec![Arc::new(generate::GenerateEyes), Arc::new(train_refiner::TrainRefiner), Arc::new(ingest::IngestUnityEyes),
+            kinds: vec![
+                Arc::new(generate::GenerateEyes),
+                Arc::new(train_refiner::TrainRefiner),
+                Arc::new(ingest::IngestUnityEyes),
                 Arc::new(ingest::IngestMpiiGaze),
                 Arc::new(refine::Refine),
                 Arc::new(train_estimator::TrainEstimator),

@@ -24,13 +24,31 @@ use crate::params::{ParamSpec, ParamType};
 pub struct Refine;
 
 const INPUTS: &[InputSpec] = &[
-    InputSpec { role: "data", kind: InputKind::Stage, required: true, doc: "Eye stage to refine (every row)" },
-    InputSpec { role: "refiner", kind: InputKind::Stage, required: true, doc: "A train-refiner stage" },
+    InputSpec {
+        role: "data",
+        kind: InputKind::Stage,
+        required: true,
+        doc: "Eye stage to refine (every row)",
+    },
+    InputSpec {
+        role: "refiner",
+        kind: InputKind::Stage,
+        required: true,
+        doc: "A train-refiner stage",
+    },
 ];
 
 const PARAMS: &[ParamSpec] = &[
     DEVICE_PARAM,
-    ParamSpec::new("batch_size", ParamType::Int { min: 1, max: 1 << 20 }, "256", "Images per device batch"),
+    ParamSpec::new(
+        "batch_size",
+        ParamType::Int {
+            min: 1,
+            max: 1 << 20,
+        },
+        "256",
+        "Images per device batch",
+    ),
 ];
 
 /// Refine decoded images in batches on one backend.
@@ -45,7 +63,8 @@ impl BackendJob for RefineJob<'_> {
     type Output = Result<Vec<Vec<u8>>>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let err = |e: NnError| Error::stage(self.stage, e.to_string());
-        let (refiner, _cfg) = nn::load_refiner::<B::InnerBackend>(self.weights, &device).map_err(err)?;
+        let (refiner, _cfg) =
+            nn::load_refiner::<B::InnerBackend>(self.weights, &device).map_err(err)?;
         let mut pngs: Vec<Vec<u8>> = Vec::with_capacity(self.images.len());
         let mut pending: Option<Vec<GrayImage>> = None;
         for chunk in self.images.chunks(self.batch_size) {
@@ -53,7 +72,13 @@ impl BackendJob for RefineJob<'_> {
             let y = nn::refine(&refiner, x); // [batch, 1, 35, 55], computed lazily by the device
             // Encode the previous batch on rayon while this one computes.
             let (encoded, refined) = rayon::join(
-                || pending.take().map(|imgs| imgs.par_iter().map(|i| encode_png(i, "refined image")).collect::<Result<Vec<_>>>()),
+                || {
+                    pending.take().map(|imgs| {
+                        imgs.par_iter()
+                            .map(|i| encode_png(i, "refined image"))
+                            .collect::<Result<Vec<_>>>()
+                    })
+                },
                 || tensor_to_gray(y).map_err(err),
             );
             if let Some(e) = encoded {
@@ -62,7 +87,11 @@ impl BackendJob for RefineJob<'_> {
             pending = Some(refined?);
         }
         if let Some(imgs) = pending {
-            pngs.extend(imgs.par_iter().map(|i| encode_png(i, "refined image")).collect::<Result<Vec<_>>>()?);
+            pngs.extend(
+                imgs.par_iter()
+                    .map(|i| encode_png(i, "refined image"))
+                    .collect::<Result<Vec<_>>>()?,
+            );
         }
         Ok(pngs)
     }
@@ -94,31 +123,56 @@ impl StageKind for Refine {
 
     fn plan(&self, ctx: &StageCtx) -> Result<Vec<UnitSpec>> {
         let data = ctx.stage_input("data")?;
-        Ok(data.manifest.shards.iter().enumerate().map(|(i, s)| UnitSpec { index: i, spec: json!({"shard": s.path, "rows": s.rows}) }).collect())
+        Ok(data
+            .manifest
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| UnitSpec {
+                index: i,
+                spec: json!({"shard": s.path, "rows": s.rows}),
+            })
+            .collect())
     }
 
     fn run_unit(&self, ctx: &StageCtx, unit: &UnitSpec, out: &mut UnitOutput) -> Result<()> {
         let device = common::device(ctx)?;
-        let shard = unit.spec["shard"].as_str().ok_or_else(|| ctx.err("unit spec lacks `shard`"))?;
+        let shard = unit.spec["shard"]
+            .as_str()
+            .ok_or_else(|| ctx.err("unit spec lacks `shard`"))?;
         let refiner = ctx.stage_input("refiner")?;
         let weights_path = refiner
             .manifest
             .artifacts
             .iter()
             .find(|a| a.path.ends_with("/refiner.safetensors"))
-            .ok_or_else(|| ctx.err(format!("input `refiner` (stage {}) has no refiner.safetensors artifact", refiner.manifest.stage)))?;
+            .ok_or_else(|| {
+                ctx.err(format!(
+                    "input `refiner` (stage {}) has no refiner.safetensors artifact",
+                    refiner.manifest.stage
+                ))
+            })?;
         let weights = ctx.root.get_required(&weights_path.path)?;
         let declared = crate::schema::get("eye_sample")?;
         let batch_size = ctx.params.usize("batch_size")?;
         for batch in crate::shards::read(ctx.root, shard, Some(declared))? {
             let rows = from_batch(&batch)?;
             let images = common::decode_all(&rows)?;
-            let job = RefineJob { stage: ctx.stage, weights: &weights, images, batch_size };
+            let job = RefineJob {
+                stage: ctx.stage,
+                weights: &weights,
+                images,
+                batch_size,
+            };
             let pngs = nn::run_on(&device, job)??;
             let refined: Vec<EyeRow> = rows
                 .into_iter()
                 .zip(pngs)
-                .map(|(r, png)| EyeRow { png, domain: "refined".into(), ..r })
+                .map(|(r, png)| EyeRow {
+                    png,
+                    domain: "refined".into(),
+                    ..r
+                })
                 .collect();
             out.write(&to_batch(&refined)?)?;
         }

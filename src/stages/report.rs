@@ -19,22 +19,61 @@ use crate::params::ParamSpec;
 pub struct Report;
 
 const INPUTS: &[InputSpec] = &[
-    InputSpec { role: "score", kind: InputKind::Stage, required: true, doc: "A score stage" },
-    InputSpec { role: "refiner", kind: InputKind::Stage, required: false, doc: "The train-refiner stage (loss curves)" },
-    InputSpec { role: "synthetic", kind: InputKind::Stage, required: false, doc: "Synthetic eyes (sample grid)" },
-    InputSpec { role: "refined", kind: InputKind::Stage, required: false, doc: "Refined eyes (sample grid)" },
-    InputSpec { role: "real", kind: InputKind::Stage, required: false, doc: "Real eyes (sample grid)" },
+    InputSpec {
+        role: "score",
+        kind: InputKind::Stage,
+        required: true,
+        doc: "A score stage",
+    },
+    InputSpec {
+        role: "refiner",
+        kind: InputKind::Stage,
+        required: false,
+        doc: "The train-refiner stage (loss curves)",
+    },
+    InputSpec {
+        role: "synthetic",
+        kind: InputKind::Stage,
+        required: false,
+        doc: "Synthetic eyes (sample grid)",
+    },
+    InputSpec {
+        role: "refined",
+        kind: InputKind::Stage,
+        required: false,
+        doc: "Refined eyes (sample grid)",
+    },
+    InputSpec {
+        role: "real",
+        kind: InputKind::Stage,
+        required: false,
+        doc: "Real eyes (sample grid)",
+    },
 ];
 
 /// The paper's numbers (arXiv v1): Table 3 mean error (°) and Table 2 % within 7°.
-const PAPER: &[(&str, &str, &str)] = &[("synthetic", "11.2", "62.3"), ("refined", "7.8", "69.4"), ("real", "13.9 (UT Multiview)", "—")];
+const PAPER: &[(&str, &str, &str)] = &[
+    ("synthetic", "11.2", "62.3"),
+    ("refined", "7.8", "69.4"),
+    ("real", "13.9 (UT Multiview)", "—"),
+];
 
-const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
+const COLORS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
+];
 
 /// A line chart as a standalone SVG document.
-pub fn svg_chart(title: &str, xlabel: &str, ylabel: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
+pub fn svg_chart(
+    title: &str,
+    xlabel: &str,
+    ylabel: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> String {
     let (w, h, ml, mr, mt, mb) = (640.0, 360.0, 60.0, 150.0, 30.0, 45.0);
-    let pts = series.iter().flat_map(|(_, p)| p.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
+    let pts = series
+        .iter()
+        .flat_map(|(_, p)| p.iter())
+        .filter(|(x, y)| x.is_finite() && y.is_finite());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in pts {
         x0 = x0.min(x);
@@ -54,35 +93,109 @@ pub fn svg_chart(title: &str, xlabel: &str, ylabel: &str, series: &[(String, Vec
     let sx = |x: f64| ml + (x - x0) / (x1 - x0) * (w - ml - mr);
     let sy = |y: f64| h - mb - (y - y0) / (y1 - y0) * (h - mt - mb);
     let mut s = String::new();
-    let _ = write!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#);
-    let _ = write!(s, r#"<rect width="100%" height="100%" fill="white"/><text x="{ml}" y="18" font-size="14">{}</text>"#, esc(title));
-    let _ = write!(s, r#"<line x1="{ml}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#, h - mb, w - mr, h - mb);
-    let _ = write!(s, r#"<line x1="{ml}" y1="{mt}" x2="{ml}" y2="{}" stroke="black"/>"#, h - mb);
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = write!(
+        s,
+        r#"<rect width="100%" height="100%" fill="white"/><text x="{ml}" y="18" font-size="14">{}</text>"#,
+        esc(title)
+    );
+    let _ = write!(
+        s,
+        r#"<line x1="{ml}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
+        h - mb,
+        w - mr,
+        h - mb
+    );
+    let _ = write!(
+        s,
+        r#"<line x1="{ml}" y1="{mt}" x2="{ml}" y2="{}" stroke="black"/>"#,
+        h - mb
+    );
     for i in 0..=4 {
-        let (fx, fy) = (x0 + (x1 - x0) * i as f64 / 4.0, y0 + (y1 - y0) * i as f64 / 4.0);
-        let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#, sx(fx), h - mb + 15.0, fmt_num(fx));
-        let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, ml - 4.0, sy(fy) + 4.0, fmt_num(fy));
-        let _ = write!(s, r##"<line x1="{ml}" y1="{0}" x2="{1}" y2="{0}" stroke="#eee"/>"##, sy(fy), w - mr);
+        let (fx, fy) = (
+            x0 + (x1 - x0) * i as f64 / 4.0,
+            y0 + (y1 - y0) * i as f64 / 4.0,
+        );
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+            sx(fx),
+            h - mb + 15.0,
+            fmt_num(fx)
+        );
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
+            ml - 4.0,
+            sy(fy) + 4.0,
+            fmt_num(fy)
+        );
+        let _ = write!(
+            s,
+            r##"<line x1="{ml}" y1="{0}" x2="{1}" y2="{0}" stroke="#eee"/>"##,
+            sy(fy),
+            w - mr
+        );
     }
-    let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#, (ml + w - mr) / 2.0, h - 8.0, esc(xlabel));
-    let _ = write!(s, r#"<text x="14" y="{}" transform="rotate(-90 14 {})" text-anchor="middle">{}</text>"#, (mt + h - mb) / 2.0, (mt + h - mb) / 2.0, esc(ylabel));
+    let _ = write!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+        (ml + w - mr) / 2.0,
+        h - 8.0,
+        esc(xlabel)
+    );
+    let _ = write!(
+        s,
+        r#"<text x="14" y="{}" transform="rotate(-90 14 {})" text-anchor="middle">{}</text>"#,
+        (mt + h - mb) / 2.0,
+        (mt + h - mb) / 2.0,
+        esc(ylabel)
+    );
     for (i, (name, p)) in series.iter().enumerate() {
         let c = COLORS[i % COLORS.len()];
-        let path: Vec<String> = p.iter().filter(|(x, y)| x.is_finite() && y.is_finite()).map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y))).collect();
-        let _ = write!(s, r#"<polyline fill="none" stroke="{c}" stroke-width="1.5" points="{}"/>"#, path.join(" "));
+        let path: Vec<String> = p
+            .iter()
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+            .collect();
+        let _ = write!(
+            s,
+            r#"<polyline fill="none" stroke="{c}" stroke-width="1.5" points="{}"/>"#,
+            path.join(" ")
+        );
         let ly = mt + 16.0 * i as f64;
-        let _ = write!(s, r#"<line x1="{0}" y1="{ly}" x2="{1}" y2="{ly}" stroke="{c}" stroke-width="3"/><text x="{2}" y="{3}">{4}</text>"#, w - mr + 8.0, w - mr + 28.0, w - mr + 32.0, ly + 4.0, esc(name));
+        let _ = write!(
+            s,
+            r#"<line x1="{0}" y1="{ly}" x2="{1}" y2="{ly}" stroke="{c}" stroke-width="3"/><text x="{2}" y="{3}">{4}</text>"#,
+            w - mr + 8.0,
+            w - mr + 28.0,
+            w - mr + 32.0,
+            ly + 4.0,
+            esc(name)
+        );
     }
     s.push_str("</svg>");
     s
 }
 
 fn fmt_num(v: f64) -> String {
-    if v.abs() >= 100.0 { format!("{v:.0}") } else if v.abs() >= 1.0 { format!("{v:.1}") } else { format!("{v:.3}") }
+    if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    }
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Moving average over `k` points, for readable loss curves.
@@ -105,12 +218,30 @@ fn loss_curves(ctx: &StageCtx) -> Result<Option<(String, String)>> {
         return Ok(None);
     }
     let c = ctx.stage_input("refiner")?;
-    let mut series: Vec<(&str, Vec<(f64, f64)>)> = vec![("refiner adversarial", vec![]), ("self-regularisation", vec![]), ("discriminator", vec![])];
-    let mut acc: Vec<(&str, Vec<(f64, f64)>)> = vec![("D acc. real", vec![]), ("D acc. refined", vec![])];
+    let mut series: Vec<(&str, Vec<(f64, f64)>)> = vec![
+        ("refiner adversarial", vec![]),
+        ("self-regularisation", vec![]),
+        ("discriminator", vec![]),
+    ];
+    let mut acc: Vec<(&str, Vec<(f64, f64)>)> =
+        vec![("D acc. real", vec![]), ("D acc. refined", vec![])];
     for s in &c.manifest.shards {
-        for b in crate::shards::read(ctx.root, &s.path, Some(crate::schema::get("train_metrics")?))? {
-            let step = b.column(0).as_any().downcast_ref::<Int64Array>().ok_or_else(|| ctx.err("metrics.step"))?;
-            let f = |i: usize| b.column(i).as_any().downcast_ref::<Float32Array>().ok_or_else(|| ctx.err("metrics column"));
+        for b in crate::shards::read(
+            ctx.root,
+            &s.path,
+            Some(crate::schema::get("train_metrics")?),
+        )? {
+            let step = b
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .ok_or_else(|| ctx.err("metrics.step"))?;
+            let f = |i: usize| {
+                b.column(i)
+                    .as_any()
+                    .downcast_ref::<Float32Array>()
+                    .ok_or_else(|| ctx.err("metrics column"))
+            };
             let (adv, reg, dl, ar, af) = (f(3)?, f(4)?, f(5)?, f(6)?, f(7)?);
             for i in 0..b.num_rows() {
                 let x = step.value(i) as f64;
@@ -127,10 +258,24 @@ fn loss_curves(ctx: &StageCtx) -> Result<Option<(String, String)>> {
             }
         }
     }
-    let sm = |v: Vec<(&str, Vec<(f64, f64)>)>| v.into_iter().map(|(n, p)| (n.to_string(), smooth(&p, 10))).collect::<Vec<_>>();
+    let sm = |v: Vec<(&str, Vec<(f64, f64)>)>| {
+        v.into_iter()
+            .map(|(n, p)| (n.to_string(), smooth(&p, 10)))
+            .collect::<Vec<_>>()
+    };
     Ok(Some((
-        svg_chart("Refiner and discriminator losses (moving average of 10)", "iteration", "loss", &sm(series)),
-        svg_chart("Discriminator accuracy per patch (moving average of 10)", "iteration", "accuracy", &sm(acc)),
+        svg_chart(
+            "Refiner and discriminator losses (moving average of 10)",
+            "iteration",
+            "loss",
+            &sm(series),
+        ),
+        svg_chart(
+            "Discriminator accuracy per patch (moving average of 10)",
+            "iteration",
+            "accuracy",
+            &sm(acc),
+        ),
     )))
 }
 
@@ -141,8 +286,11 @@ fn sample_grid(ctx: &StageCtx) -> Result<Option<Vec<u8>>> {
             return Ok(None);
         }
         let c = ctx.stage_input(role)?;
-        let Some(s) = c.manifest.shards.first() else { return Ok(None) };
-        let batches = crate::shards::read(ctx.root, &s.path, Some(crate::schema::get("eye_sample")?))?;
+        let Some(s) = c.manifest.shards.first() else {
+            return Ok(None);
+        };
+        let batches =
+            crate::shards::read(ctx.root, &s.path, Some(crate::schema::get("eye_sample")?))?;
         let rows = match batches.first() {
             Some(b) => crate::eyes::rows::from_batch(b)?,
             None => vec![],
@@ -156,29 +304,66 @@ fn sample_grid(ctx: &StageCtx) -> Result<Option<Vec<u8>>> {
     if lists.iter().all(|l| l.is_empty()) {
         return Ok(None);
     }
-    let refs: Vec<&[image::GrayImage]> = lists.iter().filter(|l| !l.is_empty()).map(|l| l.as_slice()).collect();
+    let refs: Vec<&[image::GrayImage]> = lists
+        .iter()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.as_slice())
+        .collect();
     common::grid_png(&refs, 3, "report sample grid").map(Some)
 }
 
 fn summary_batch(summary: &[Summary]) -> Result<RecordBatch> {
     let schema = crate::schema::get("report_summary")?.arrow.clone();
     let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(summary.iter().map(|s| s.estimator.as_str()).collect::<Vec<_>>())),
-        Arc::new(StringArray::from(summary.iter().map(|s| s.eval_set.as_str()).collect::<Vec<_>>())),
-        Arc::new(Int64Array::from(summary.iter().map(|s| s.n as i64).collect::<Vec<_>>())),
-        Arc::new(Float64Array::from(summary.iter().map(|s| s.mean_deg).collect::<Vec<_>>())),
-        Arc::new(Float64Array::from(summary.iter().map(|s| s.median_deg).collect::<Vec<_>>())),
-        Arc::new(Float64Array::from(summary.iter().map(|s| s.within[7]).collect::<Vec<_>>())),
+        Arc::new(StringArray::from(
+            summary
+                .iter()
+                .map(|s| s.estimator.as_str())
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from(
+            summary
+                .iter()
+                .map(|s| s.eval_set.as_str())
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(Int64Array::from(
+            summary.iter().map(|s| s.n as i64).collect::<Vec<_>>(),
+        )),
+        Arc::new(Float64Array::from(
+            summary.iter().map(|s| s.mean_deg).collect::<Vec<_>>(),
+        )),
+        Arc::new(Float64Array::from(
+            summary.iter().map(|s| s.median_deg).collect::<Vec<_>>(),
+        )),
+        Arc::new(Float64Array::from(
+            summary.iter().map(|s| s.within[7]).collect::<Vec<_>>(),
+        )),
     ];
-    RecordBatch::try_new(schema, cols).map_err(|source| Error::Arrow { what: "report summary".into(), source })
+    RecordBatch::try_new(schema, cols).map_err(|source| Error::Arrow {
+        what: "report summary".into(),
+        source,
+    })
 }
 
 /// The HTML page.
 fn html(summary: &[Summary], has_grid: bool, has_curves: bool, ctx: &StageCtx) -> String {
-    let test: Vec<&Summary> = ESTIMATOR_ROLES.iter().filter_map(|r| summary.iter().find(|s| s.estimator == *r && s.eval_set == "real-test")).collect();
+    let test: Vec<&Summary> = ESTIMATOR_ROLES
+        .iter()
+        .filter_map(|r| {
+            summary
+                .iter()
+                .find(|s| s.estimator == *r && s.eval_set == "real-test")
+        })
+        .collect();
     let mut h = String::new();
     h.push_str("<!doctype html><html><head><meta charset=\"utf-8\"><title>simgan report</title><style>body{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}th{background:#f4f4f4}td:first-child{text-align:left}img{max-width:100%;border:1px solid #ddd}.gain{font-size:1.3em}</style></head><body>");
-    let _ = write!(h, "<h1>SimGAN report</h1><p>Run root <code>{}</code>, stage <code>{}</code>.</p>", esc(ctx.root.url()), esc(ctx.stage));
+    let _ = write!(
+        h,
+        "<h1>SimGAN report</h1><p>Run root <code>{}</code>, stage <code>{}</code>.</p>",
+        esc(ctx.root.url()),
+        esc(ctx.stage)
+    );
     let get = |r: &str| test.iter().find(|s| s.estimator == r);
     if let (Some(s), Some(r)) = (get("synthetic"), get("refined")) {
         let gain = 100.0 * (s.mean_deg - r.mean_deg) / s.mean_deg;
@@ -193,20 +378,36 @@ fn html(summary: &[Summary], has_grid: bool, has_curves: bool, ctx: &StageCtx) -
     }
     h.push_str("<h2>Gaze error on the real test set</h2><table id=\"errors\"><tr><th>trained on</th><th>n</th><th>mean (°)</th><th>median (°)</th><th>within 7° (%)</th><th>paper mean (°)</th><th>paper within 7° (%)</th></tr>");
     for s in &test {
-        let paper = PAPER.iter().find(|p| p.0 == s.estimator).map(|p| (p.1, p.2)).unwrap_or(("—", "—"));
+        let paper = PAPER
+            .iter()
+            .find(|p| p.0 == s.estimator)
+            .map(|p| (p.1, p.2))
+            .unwrap_or(("—", "—"));
         let _ = write!(
             h,
             "<tr data-estimator=\"{0}\"><td>{0}</td><td>{1}</td><td class=\"mean\">{2:.2}</td><td>{3:.2}</td><td class=\"within7\">{4:.1}</td><td>{5}</td><td>{6}</td></tr>",
-            esc(&s.estimator), s.n, s.mean_deg, s.median_deg, s.within[7], paper.0, paper.1
+            esc(&s.estimator),
+            s.n,
+            s.mean_deg,
+            s.median_deg,
+            s.within[7],
+            paper.0,
+            paper.1
         );
     }
     h.push_str("</table><p>Paper: Shrivastava et al. 2017, MPIIGaze (Table 3 mean error; Table 2 % within 7°, 62.3 → 69.4). Our numbers are on the built-in procedural domains unless the pipeline ingests UnityEyes and MPIIGaze.</p>");
-    h.push_str("<h2>% within d°</h2><img id=\"within\" src=\"within.svg\" alt=\"within d curves\">");
+    h.push_str(
+        "<h2>% within d°</h2><img id=\"within\" src=\"within.svg\" alt=\"within d curves\">",
+    );
     if has_curves {
         h.push_str("<h2>Training</h2><img id=\"losses\" src=\"losses.svg\" alt=\"loss curves\"><img id=\"accuracy\" src=\"accuracy.svg\" alt=\"discriminator accuracy\">");
     }
     let drift = summary.iter().find(|s| s.eval_set == "drift");
-    let orc = |set: &str| summary.iter().find(|s| s.estimator == "real" && s.eval_set == set);
+    let orc = |set: &str| {
+        summary
+            .iter()
+            .find(|s| s.estimator == "real" && s.eval_set == set)
+    };
     if let Some(d) = drift {
         let _ = write!(
             h,
@@ -214,7 +415,11 @@ fn html(summary: &[Summary], has_grid: bool, has_curves: bool, ctx: &StageCtx) -
             d.mean_deg, d.std_deg, d.n
         );
         if let (Some(a), Some(b)) = (orc("synthetic"), orc("refined")) {
-            let _ = write!(h, " Oracle error against the synthetic labels: {:.2}° on synthetic images, {:.2}° on refined images.", a.mean_deg, b.mean_deg);
+            let _ = write!(
+                h,
+                " Oracle error against the synthetic labels: {:.2}° on synthetic images, {:.2}° on refined images.",
+                a.mean_deg, b.mean_deg
+            );
         }
         h.push_str("</p>");
     }
@@ -245,20 +450,53 @@ impl StageKind for Report {
     }
 
     fn plan(&self, _ctx: &StageCtx) -> Result<Vec<UnitSpec>> {
-        Ok(vec![UnitSpec { index: 0, spec: serde_json::Value::Null }])
+        Ok(vec![UnitSpec {
+            index: 0,
+            spec: serde_json::Value::Null,
+        }])
     }
 
     fn run_unit(&self, ctx: &StageCtx, _unit: &UnitSpec, out: &mut UnitOutput) -> Result<()> {
         let score = ctx.stage_input("score")?;
-        let art = score.manifest.artifacts.iter().find(|a| a.path.ends_with("/summary.json")).ok_or_else(|| ctx.err("input `score` has no summary.json"))?;
+        let art = score
+            .manifest
+            .artifacts
+            .iter()
+            .find(|a| a.path.ends_with("/summary.json"))
+            .ok_or_else(|| ctx.err("input `score` has no summary.json"))?;
         let bytes = ctx.root.get_required(&art.path)?;
-        let summary: Vec<Summary> = serde_json::from_slice(&bytes).map_err(|source| Error::Json { path: ctx.root.url_of(&art.path), source })?;
+        let summary: Vec<Summary> =
+            serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+                path: ctx.root.url_of(&art.path),
+                source,
+            })?;
         let within: Vec<(String, Vec<(f64, f64)>)> = ESTIMATOR_ROLES
             .iter()
-            .filter_map(|r| summary.iter().find(|s| s.estimator == *r && s.eval_set == "real-test"))
-            .map(|s| (format!("trained on {}", s.estimator), s.within.iter().enumerate().map(|(d, v)| (d as f64, *v)).collect()))
+            .filter_map(|r| {
+                summary
+                    .iter()
+                    .find(|s| s.estimator == *r && s.eval_set == "real-test")
+            })
+            .map(|s| {
+                (
+                    format!("trained on {}", s.estimator),
+                    s.within
+                        .iter()
+                        .enumerate()
+                        .map(|(d, v)| (d as f64, *v))
+                        .collect(),
+                )
+            })
             .collect();
-        out.artifact("within.svg", svg_chart("Real test eyes within d° of the true gaze", "d (degrees)", "% of test images", &within))?;
+        out.artifact(
+            "within.svg",
+            svg_chart(
+                "Real test eyes within d° of the true gaze",
+                "d (degrees)",
+                "% of test images",
+                &within,
+            ),
+        )?;
         let curves = loss_curves(ctx)?;
         if let Some((losses, acc)) = &curves {
             out.artifact("losses.svg", losses.clone())?;
@@ -268,7 +506,10 @@ impl StageKind for Report {
         if let Some(png) = &grid {
             out.artifact("samples.png", png.clone())?;
         }
-        out.artifact("report.html", html(&summary, grid.is_some(), curves.is_some(), ctx))?;
+        out.artifact(
+            "report.html",
+            html(&summary, grid.is_some(), curves.is_some(), ctx),
+        )?;
         out.write(&summary_batch(&summary)?)?;
         Ok(())
     }

@@ -30,17 +30,55 @@ pub struct Score;
 pub const ESTIMATOR_ROLES: [&str; 3] = ["synthetic", "refined", "real"];
 
 const INPUTS: &[InputSpec] = &[
-    InputSpec { role: "test", kind: InputKind::Stage, required: true, doc: "Real eye stage; its split=test rows are scored" },
-    InputSpec { role: "synthetic", kind: InputKind::Stage, required: false, doc: "Estimator trained on synthetic data" },
-    InputSpec { role: "refined", kind: InputKind::Stage, required: false, doc: "Estimator trained on refined data" },
-    InputSpec { role: "real", kind: InputKind::Stage, required: false, doc: "Oracle estimator trained on real data" },
-    InputSpec { role: "synthetic_data", kind: InputKind::Stage, required: false, doc: "Synthetic eyes, for the label-drift check" },
-    InputSpec { role: "refined_data", kind: InputKind::Stage, required: false, doc: "The same eyes refined, for the label-drift check" },
+    InputSpec {
+        role: "test",
+        kind: InputKind::Stage,
+        required: true,
+        doc: "Real eye stage; its split=test rows are scored",
+    },
+    InputSpec {
+        role: "synthetic",
+        kind: InputKind::Stage,
+        required: false,
+        doc: "Estimator trained on synthetic data",
+    },
+    InputSpec {
+        role: "refined",
+        kind: InputKind::Stage,
+        required: false,
+        doc: "Estimator trained on refined data",
+    },
+    InputSpec {
+        role: "real",
+        kind: InputKind::Stage,
+        required: false,
+        doc: "Oracle estimator trained on real data",
+    },
+    InputSpec {
+        role: "synthetic_data",
+        kind: InputKind::Stage,
+        required: false,
+        doc: "Synthetic eyes, for the label-drift check",
+    },
+    InputSpec {
+        role: "refined_data",
+        kind: InputKind::Stage,
+        required: false,
+        doc: "The same eyes refined, for the label-drift check",
+    },
 ];
 
 const PARAMS: &[ParamSpec] = &[
     DEVICE_PARAM,
-    ParamSpec::new("drift_samples", ParamType::Int { min: 0, max: 1 << 30 }, "1000", "Samples used for the label-drift check"),
+    ParamSpec::new(
+        "drift_samples",
+        ParamType::Int {
+            min: 0,
+            max: 1 << 30,
+        },
+        "1000",
+        "Samples used for the label-drift check",
+    ),
 ];
 
 /// Aggregate errors of one estimator on one evaluation set.
@@ -72,7 +110,8 @@ impl BackendJob for PredictJob<'_> {
     type Output = Result<Vec<Vec<[f32; 3]>>>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let err = |e: NnError| Error::stage(self.stage, e.to_string());
-        let (net, _cfg) = nn::load_gaze_net::<B::InnerBackend>(self.weights, &device).map_err(err)?;
+        let (net, _cfg) =
+            nn::load_gaze_net::<B::InnerBackend>(self.weights, &device).map_err(err)?;
         self.sets
             .iter()
             .map(|images| {
@@ -91,12 +130,29 @@ impl BackendJob for PredictJob<'_> {
 pub fn summarize(df: DataFrame) -> Result<Vec<Summary>> {
     let mut aggs = vec![
         col("error_deg").count().cast(DataType::UInt64).alias("n"),
-        col("error_deg").cast(DataType::Float64).mean().alias("mean"),
-        col("error_deg").cast(DataType::Float64).median().alias("median"),
-        col("error_deg").cast(DataType::Float64).std(1).fill_null(lit(0.0)).alias("std"),
+        col("error_deg")
+            .cast(DataType::Float64)
+            .mean()
+            .alias("mean"),
+        col("error_deg")
+            .cast(DataType::Float64)
+            .median()
+            .alias("median"),
+        col("error_deg")
+            .cast(DataType::Float64)
+            .std(1)
+            .fill_null(lit(0.0))
+            .alias("std"),
     ];
     for d in 0..=20 {
-        aggs.push((col("error_deg").lt_eq(lit(d as f32)).cast(DataType::Float64).mean() * lit(100.0)).alias(format!("within_{d}")));
+        aggs.push(
+            (col("error_deg")
+                .lt_eq(lit(d as f32))
+                .cast(DataType::Float64)
+                .mean()
+                * lit(100.0))
+            .alias(format!("within_{d}")),
+        );
     }
     let out = df
         .lazy()
@@ -106,9 +162,15 @@ pub fn summarize(df: DataFrame) -> Result<Vec<Summary>> {
         .collect()?;
     let s = |name: &str| out.column(name).and_then(|c| c.str().cloned());
     let f = |name: &str| out.column(name).and_then(|c| c.f64().cloned());
-    let (est, set, n) = (s("estimator")?, s("eval_set")?, out.column("n")?.u64()?.clone());
+    let (est, set, n) = (
+        s("estimator")?,
+        s("eval_set")?,
+        out.column("n")?.u64()?.clone(),
+    );
     let (mean, median, std) = (f("mean")?, f("median")?, f("std")?);
-    let within: Vec<Float64Chunked> = (0..=20).map(|d| f(&format!("within_{d}"))).collect::<PolarsResult<_>>()?;
+    let within: Vec<Float64Chunked> = (0..=20)
+        .map(|d| f(&format!("within_{d}")))
+        .collect::<PolarsResult<_>>()?;
     Ok((0..out.height())
         .map(|i| Summary {
             estimator: est.get(i).unwrap_or_default().to_string(),
@@ -117,7 +179,10 @@ pub fn summarize(df: DataFrame) -> Result<Vec<Summary>> {
             mean_deg: mean.get(i).unwrap_or(f64::NAN),
             median_deg: median.get(i).unwrap_or(f64::NAN),
             std_deg: std.get(i).unwrap_or(f64::NAN),
-            within: within.iter().map(|w| w.get(i).unwrap_or(f64::NAN)).collect(),
+            within: within
+                .iter()
+                .map(|w| w.get(i).unwrap_or(f64::NAN))
+                .collect(),
         })
         .collect())
 }
@@ -133,15 +198,22 @@ struct Row {
 
 fn batch(rows: &[Row]) -> Result<RecordBatch> {
     let schema = crate::schema::get("gaze_scores")?.arrow.clone();
-    let s = |f: &dyn Fn(&Row) -> &str| -> ArrayRef { std::sync::Arc::new(rows.iter().map(|r| Some(f(r))).collect::<StringArray>()) };
+    let s = |f: &dyn Fn(&Row) -> &str| -> ArrayRef {
+        std::sync::Arc::new(rows.iter().map(|r| Some(f(r))).collect::<StringArray>())
+    };
     let cols: Vec<ArrayRef> = vec![
         s(&|r| &r.estimator),
         s(&|r| &r.trained_on),
         s(&|r| r.eval_set),
         s(&|r| &r.id),
-        std::sync::Arc::new(Float32Array::from(rows.iter().map(|r| r.error).collect::<Vec<_>>())),
+        std::sync::Arc::new(Float32Array::from(
+            rows.iter().map(|r| r.error).collect::<Vec<_>>(),
+        )),
     ];
-    RecordBatch::try_new(schema, cols).map_err(|source| Error::Arrow { what: "gaze scores".into(), source })
+    RecordBatch::try_new(schema, cols).map_err(|source| Error::Arrow {
+        what: "gaze scores".into(),
+        source,
+    })
 }
 
 fn estimator_weights(ctx: &StageCtx, role: &str) -> Result<Option<(bytes::Bytes, String)>> {
@@ -149,12 +221,22 @@ fn estimator_weights(ctx: &StageCtx, role: &str) -> Result<Option<(bytes::Bytes,
         return Ok(None);
     }
     let c = ctx.stage_input(role)?;
-    let find = |suffix: &str| c.manifest.artifacts.iter().find(|a| a.path.ends_with(suffix));
-    let w = find("/gaze_net.safetensors").ok_or_else(|| ctx.err(format!("input `{role}` has no gaze_net.safetensors")))?;
+    let find = |suffix: &str| {
+        c.manifest
+            .artifacts
+            .iter()
+            .find(|a| a.path.ends_with(suffix))
+    };
+    let w = find("/gaze_net.safetensors")
+        .ok_or_else(|| ctx.err(format!("input `{role}` has no gaze_net.safetensors")))?;
     let trained_on = match find("/estimator.json") {
         Some(m) => {
             let b = ctx.root.get_required(&m.path)?;
-            let v: serde_json::Value = serde_json::from_slice(&b).map_err(|source| Error::Json { path: m.path.clone(), source })?;
+            let v: serde_json::Value =
+                serde_json::from_slice(&b).map_err(|source| Error::Json {
+                    path: m.path.clone(),
+                    source,
+                })?;
             v["trained_on"].as_str().unwrap_or(role).to_string()
         }
         None => role.to_string(),
@@ -183,26 +265,40 @@ impl StageKind for Score {
     }
 
     fn plan(&self, _ctx: &StageCtx) -> Result<Vec<UnitSpec>> {
-        Ok(vec![UnitSpec { index: 0, spec: serde_json::Value::Null }])
+        Ok(vec![UnitSpec {
+            index: 0,
+            spec: serde_json::Value::Null,
+        }])
     }
 
     fn run_unit(&self, ctx: &StageCtx, _unit: &UnitSpec, out: &mut UnitOutput) -> Result<()> {
         let device = common::device(ctx)?;
         let test_rows = common::read_eye_rows(ctx, ctx.stage_input("test")?, Some("test"))?;
         if test_rows.is_empty() {
-            return Err(ctx.err("input `test` has no split=test rows (set test_fraction on the real stage)"));
+            return Err(ctx
+                .err("input `test` has no split=test rows (set test_fraction on the real stage)"));
         }
         let test_images = common::decode_all(&test_rows)?;
         // Label-drift pairs: the same ids before and after refinement.
         let drift_n = ctx.params.usize("drift_samples")?;
-        let pairs = match (ctx.inputs.contains_key("synthetic_data"), ctx.inputs.contains_key("refined_data")) {
+        let pairs = match (
+            ctx.inputs.contains_key("synthetic_data"),
+            ctx.inputs.contains_key("refined_data"),
+        ) {
             (true, true) => {
                 let synth = common::read_eye_rows(ctx, ctx.stage_input("synthetic_data")?, None)?;
                 let refined: HashMap<String, crate::eyes::rows::EyeRow> =
-                    common::read_eye_rows(ctx, ctx.stage_input("refined_data")?, None)?.into_iter().map(|r| (r.id.clone(), r)).collect();
+                    common::read_eye_rows(ctx, ctx.stage_input("refined_data")?, None)?
+                        .into_iter()
+                        .map(|r| (r.id.clone(), r))
+                        .collect();
                 let mut s = Vec::new();
                 let mut r = Vec::new();
-                for row in synth.into_iter().filter(|x| refined.contains_key(&x.id)).take(drift_n) {
+                for row in synth
+                    .into_iter()
+                    .filter(|x| refined.contains_key(&x.id))
+                    .take(drift_n)
+                {
                     if let Some(rr) = refined.get(&row.id) {
                         r.push(rr.clone());
                     }
@@ -218,41 +314,90 @@ impl StageKind for Score {
         };
         let mut rows = Vec::new();
         for role in ESTIMATOR_ROLES {
-            let Some((weights, trained_on)) = estimator_weights(ctx, role)? else { continue };
+            let Some((weights, trained_on)) = estimator_weights(ctx, role)? else {
+                continue;
+            };
             let mut sets = vec![test_images.clone()];
             let oracle_drift = role == "real" && pair_images.is_some();
             if let (true, Some((si, ri))) = (oracle_drift, &pair_images) {
                 sets.push(si.clone());
                 sets.push(ri.clone());
             }
-            let preds = nn::run_on(&device, PredictJob { stage: ctx.stage, weights: &weights, sets })??;
+            let preds = nn::run_on(
+                &device,
+                PredictJob {
+                    stage: ctx.stage,
+                    weights: &weights,
+                    sets,
+                },
+            )??;
             for (row, p) in test_rows.iter().zip(&preds[0]) {
-                rows.push(Row { estimator: role.into(), trained_on: trained_on.clone(), eval_set: "real-test", id: row.id.clone(), error: angular_error_deg(*p, row.gaze) });
+                rows.push(Row {
+                    estimator: role.into(),
+                    trained_on: trained_on.clone(),
+                    eval_set: "real-test",
+                    id: row.id.clone(),
+                    error: angular_error_deg(*p, row.gaze),
+                });
             }
             if let (true, Some((s, r))) = (oracle_drift, &pairs) {
                 for (i, (srow, rrow)) in s.iter().zip(r).enumerate() {
                     let (ps, pr) = (preds[1][i], preds[2][i]);
-                    rows.push(Row { estimator: role.into(), trained_on: trained_on.clone(), eval_set: "synthetic", id: srow.id.clone(), error: angular_error_deg(ps, srow.gaze) });
-                    rows.push(Row { estimator: role.into(), trained_on: trained_on.clone(), eval_set: "refined", id: rrow.id.clone(), error: angular_error_deg(pr, rrow.gaze) });
-                    rows.push(Row { estimator: role.into(), trained_on: trained_on.clone(), eval_set: "drift", id: srow.id.clone(), error: angular_error_deg(ps, pr) });
+                    rows.push(Row {
+                        estimator: role.into(),
+                        trained_on: trained_on.clone(),
+                        eval_set: "synthetic",
+                        id: srow.id.clone(),
+                        error: angular_error_deg(ps, srow.gaze),
+                    });
+                    rows.push(Row {
+                        estimator: role.into(),
+                        trained_on: trained_on.clone(),
+                        eval_set: "refined",
+                        id: rrow.id.clone(),
+                        error: angular_error_deg(pr, rrow.gaze),
+                    });
+                    rows.push(Row {
+                        estimator: role.into(),
+                        trained_on: trained_on.clone(),
+                        eval_set: "drift",
+                        id: srow.id.clone(),
+                        error: angular_error_deg(ps, pr),
+                    });
                 }
             }
         }
         if rows.is_empty() {
-            return Err(ctx.err("no estimator inputs: set at least one of synthetic, refined, real"));
+            return Err(
+                ctx.err("no estimator inputs: set at least one of synthetic, refined, real")
+            );
         }
         let b = batch(&rows)?;
         out.write(&b)?;
         let df = DataFrame::new_infer_height(vec![
-            Column::new("estimator".into(), rows.iter().map(|r| r.estimator.clone()).collect::<Vec<_>>()),
-            Column::new("eval_set".into(), rows.iter().map(|r| r.eval_set.to_string()).collect::<Vec<_>>()),
-            Column::new("error_deg".into(), rows.iter().map(|r| r.error).collect::<Vec<_>>()),
+            Column::new(
+                "estimator".into(),
+                rows.iter().map(|r| r.estimator.clone()).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "eval_set".into(),
+                rows.iter()
+                    .map(|r| r.eval_set.to_string())
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "error_deg".into(),
+                rows.iter().map(|r| r.error).collect::<Vec<_>>(),
+            ),
         ])?;
         let summary = summarize(df)?;
         for s in summary.iter().filter(|s| s.eval_set == "real-test") {
             tracing::info!(estimator = %s.estimator, mean_deg = s.mean_deg, within_7 = s.within[7], "scored");
         }
-        let json = serde_json::to_vec_pretty(&summary).map_err(|source| Error::Json { path: "summary.json".into(), source })?;
+        let json = serde_json::to_vec_pretty(&summary).map_err(|source| Error::Json {
+            path: "summary.json".into(),
+            source,
+        })?;
         out.artifact("summary.json", json)?;
         Ok(())
     }

@@ -16,22 +16,69 @@ use rand::{Rng, SeedableRng};
 use super::common::{self, DEVICE_PARAM};
 use super::{InputKind, InputSpec, StageCtx, StageKind, UnitOutput, UnitSpec};
 use crate::error::{Error, Result};
-use crate::nn::{self, BackendJob, GazeNetConfig, GazeOptimizer, GazeTrainConfig, GazeTrainer, NnError, Phase, StepMetrics, gray_to_tensor};
+use crate::nn::{
+    self, BackendJob, GazeNetConfig, GazeOptimizer, GazeTrainConfig, GazeTrainer, NnError, Phase,
+    StepMetrics, gray_to_tensor,
+};
 use crate::params::{ParamSpec, ParamType};
 
 /// The `train-estimator` kind.
 pub struct TrainEstimator;
 
-const INPUTS: &[InputSpec] = &[InputSpec { role: "data", kind: InputKind::Stage, required: true, doc: "Labelled eye stage (split=train rows)" }];
+const INPUTS: &[InputSpec] = &[InputSpec {
+    role: "data",
+    kind: InputKind::Stage,
+    required: true,
+    doc: "Labelled eye stage (split=train rows)",
+}];
 
 const PARAMS: &[ParamSpec] = &[
     DEVICE_PARAM,
-    ParamSpec::new("divisor", ParamType::Int { min: 1, max: 64 }, "4", "Gaze CNN channels and hidden size ÷ this (1 = paper: 32,32,64,80,192 / 1000)"),
-    ParamSpec::new("optimizer", ParamType::Choice(&["adam", "sgd"]), "\"adam\"", "Optimiser (paper: SGD lr 0.001)"),
-    ParamSpec::new("lr", ParamType::Float { min: 1e-9, max: 1.0 }, "0.001", "Learning rate"),
-    ParamSpec::new("batch_size", ParamType::Int { min: 1, max: 65536 }, "64", "Images per step (paper: 512)"),
-    ParamSpec::new("steps", ParamType::Int { min: 1, max: 1 << 40 }, "600", "Training steps"),
-    ParamSpec::new("seed", ParamType::Int { min: 0, max: i64::MAX }, "7", "Seed for initialisation and sampling"),
+    ParamSpec::new(
+        "divisor",
+        ParamType::Int { min: 1, max: 64 },
+        "4",
+        "Gaze CNN channels and hidden size ÷ this (1 = paper: 32,32,64,80,192 / 1000)",
+    ),
+    ParamSpec::new(
+        "optimizer",
+        ParamType::Choice(&["adam", "sgd"]),
+        "\"adam\"",
+        "Optimiser (paper: SGD lr 0.001)",
+    ),
+    ParamSpec::new(
+        "lr",
+        ParamType::Float {
+            min: 1e-9,
+            max: 1.0,
+        },
+        "0.001",
+        "Learning rate",
+    ),
+    ParamSpec::new(
+        "batch_size",
+        ParamType::Int { min: 1, max: 65536 },
+        "64",
+        "Images per step (paper: 512)",
+    ),
+    ParamSpec::new(
+        "steps",
+        ParamType::Int {
+            min: 1,
+            max: 1 << 40,
+        },
+        "600",
+        "Training steps",
+    ),
+    ParamSpec::new(
+        "seed",
+        ParamType::Int {
+            min: 0,
+            max: i64::MAX,
+        },
+        "7",
+        "Seed for initialisation and sampling",
+    ),
 ];
 
 struct Trained {
@@ -58,7 +105,9 @@ impl BackendJob for EstimatorJob<'_> {
         let mut metrics = Vec::with_capacity(self.steps as usize);
         for step in 0..self.steps {
             let t = Instant::now();
-            let idx: Vec<usize> = (0..b).map(|_| rng.random_range(0..self.images.len())).collect();
+            let idx: Vec<usize> = (0..b)
+                .map(|_| rng.random_range(0..self.images.len()))
+                .collect();
             let imgs: Vec<GrayImage> = idx.iter().map(|&i| self.images[i].clone()).collect();
             let x = gray_to_tensor::<B>(&imgs, &device).map_err(err)?; // [b, 1, 35, 55]
             let g: Vec<f32> = idx.iter().flat_map(|&i| self.gaze[i]).collect();
@@ -104,7 +153,10 @@ impl StageKind for TrainEstimator {
     }
 
     fn plan(&self, _ctx: &StageCtx) -> Result<Vec<UnitSpec>> {
-        Ok(vec![UnitSpec { index: 0, spec: serde_json::Value::Null }])
+        Ok(vec![UnitSpec {
+            index: 0,
+            spec: serde_json::Value::Null,
+        }])
     }
 
     fn run_unit(&self, ctx: &StageCtx, _unit: &UnitSpec, out: &mut UnitOutput) -> Result<()> {
@@ -129,7 +181,16 @@ impl StageKind for TrainEstimator {
             .with_seed(ctx.params.int("seed")? as u64);
         let steps = ctx.params.int("steps")? as u64;
         tracing::info!(stage = ctx.stage, rows = images.len(), trained_on = %trained_on, steps, "training gaze estimator");
-        let trained = nn::run_on(&device, EstimatorJob { stage: ctx.stage, cfg, images, gaze, steps })??;
+        let trained = nn::run_on(
+            &device,
+            EstimatorJob {
+                stage: ctx.stage,
+                cfg,
+                images,
+                gaze,
+                steps,
+            },
+        )??;
         out.write(&common::metrics_batch(&trained.metrics, Some("estimator"))?)?;
         out.artifact("gaze_net.safetensors", trained.weights)?;
         let meta = serde_json::json!({ "trained_on": trained_on, "data_stage": data.manifest.stage, "data_version": data.manifest.version });

@@ -22,8 +22,8 @@ use super::common::{self, DEVICE_PARAM};
 use super::{InputKind, InputSpec, StageCtx, StageKind, UnitOutput, UnitSpec};
 use crate::error::{Error, Result};
 use crate::nn::{
-    self, BackendJob, BatchSource, DiscriminatorConfig, NnError, RefinerConfig, RefinerTrainer, StepMetrics, TrainConfig, gray_to_tensor,
-    tensor_to_gray,
+    self, BackendJob, BatchSource, DiscriminatorConfig, NnError, RefinerConfig, RefinerTrainer,
+    StepMetrics, TrainConfig, gray_to_tensor, tensor_to_gray,
 };
 use crate::params::{ParamSpec, ParamType};
 use crate::storage::Root;
@@ -32,29 +32,129 @@ use crate::storage::Root;
 pub struct TrainRefiner;
 
 const INPUTS: &[InputSpec] = &[
-    InputSpec { role: "synthetic", kind: InputKind::Stage, required: true, doc: "Synthetic eye stage (split=train rows are used)" },
-    InputSpec { role: "real", kind: InputKind::Stage, required: true, doc: "Unlabelled real eye stage (split=train rows are used)" },
+    InputSpec {
+        role: "synthetic",
+        kind: InputKind::Stage,
+        required: true,
+        doc: "Synthetic eye stage (split=train rows are used)",
+    },
+    InputSpec {
+        role: "real",
+        kind: InputKind::Stage,
+        required: true,
+        doc: "Unlabelled real eye stage (split=train rows are used)",
+    },
 ];
 
-const INT: ParamType = ParamType::Int { min: 0, max: 1 << 40 };
+const INT: ParamType = ParamType::Int {
+    min: 0,
+    max: 1 << 40,
+};
 
 const PARAMS: &[ParamSpec] = &[
     DEVICE_PARAM,
-    ParamSpec::new("width", ParamType::Int { min: 1, max: 1024 }, "16", "Refiner feature maps (paper: 64; 16 keeps the CPU demo fast)"),
-    ParamSpec::new("blocks", ParamType::Int { min: 1, max: 64 }, "4", "Refiner ResNet blocks (paper: 4 for eyes, 10 for hands)"),
-    ParamSpec::new("d_divisor", ParamType::Int { min: 1, max: 32 }, "4", "Discriminator channels = paper's ÷ this (1 = paper: 96, 64, 32, 32)"),
-    ParamSpec::new("batch_size", ParamType::Int { min: 2, max: 65536 }, "16", "Images per step (paper code: 512; b/2 of D's refined half come from history)"),
-    ParamSpec::new("lambda", ParamType::Float { min: 0.0, max: 1e6 }, "7.5", "Self-regularisation weight λ on mean |R(x) − x| over pixels, [-1,1] images (carpedm20 uses 0.5 on per-image sums ≈ 7.5 here)"),
-    ParamSpec::new("lr_r", ParamType::Float { min: 1e-9, max: 1.0 }, "0.001", "Refiner Adam learning rate"),
-    ParamSpec::new("lr_d", ParamType::Float { min: 1e-9, max: 1.0 }, "0.001", "Discriminator Adam learning rate"),
-    ParamSpec::new("pretrain_r_steps", INT, "200", "Refiner steps with only the self-regularisation loss (paper: 1000)"),
-    ParamSpec::new("pretrain_d_steps", INT, "50", "Discriminator pretraining steps (paper: 200)"),
-    ParamSpec::new("steps", INT, "300", "Adversarial rounds, each k_g refiner + k_d discriminator steps"),
-    ParamSpec::new("k_g", ParamType::Int { min: 0, max: 1000 }, "2", "Refiner steps per round (public code: 2)"),
-    ParamSpec::new("k_d", ParamType::Int { min: 0, max: 1000 }, "1", "Discriminator steps per round"),
-    ParamSpec::new("history_size", ParamType::Int { min: 0, max: 1 << 30 }, "2048", "History buffer of refined images (carpedm20: 25,600)"),
-    ParamSpec::new("seed", ParamType::Int { min: 0, max: i64::MAX }, "42", "Seed for initialisation, sampling and history"),
-    ParamSpec::new("checkpoint_every", INT, "100", "Checkpoint (and sample grid) every N iterations; 0 = only at the end"),
+    ParamSpec::new(
+        "width",
+        ParamType::Int { min: 1, max: 1024 },
+        "16",
+        "Refiner feature maps (paper: 64; 16 keeps the CPU demo fast)",
+    ),
+    ParamSpec::new(
+        "blocks",
+        ParamType::Int { min: 1, max: 64 },
+        "4",
+        "Refiner ResNet blocks (paper: 4 for eyes, 10 for hands)",
+    ),
+    ParamSpec::new(
+        "d_divisor",
+        ParamType::Int { min: 1, max: 32 },
+        "4",
+        "Discriminator channels = paper's ÷ this (1 = paper: 96, 64, 32, 32)",
+    ),
+    ParamSpec::new(
+        "batch_size",
+        ParamType::Int { min: 2, max: 65536 },
+        "16",
+        "Images per step (paper code: 512; b/2 of D's refined half come from history)",
+    ),
+    ParamSpec::new(
+        "lambda",
+        ParamType::Float { min: 0.0, max: 1e6 },
+        "7.5",
+        "Self-regularisation weight λ on mean |R(x) − x| over pixels, [-1,1] images (carpedm20 uses 0.5 on per-image sums ≈ 7.5 here)",
+    ),
+    ParamSpec::new(
+        "lr_r",
+        ParamType::Float {
+            min: 1e-9,
+            max: 1.0,
+        },
+        "0.001",
+        "Refiner Adam learning rate",
+    ),
+    ParamSpec::new(
+        "lr_d",
+        ParamType::Float {
+            min: 1e-9,
+            max: 1.0,
+        },
+        "0.001",
+        "Discriminator Adam learning rate",
+    ),
+    ParamSpec::new(
+        "pretrain_r_steps",
+        INT,
+        "200",
+        "Refiner steps with only the self-regularisation loss (paper: 1000)",
+    ),
+    ParamSpec::new(
+        "pretrain_d_steps",
+        INT,
+        "50",
+        "Discriminator pretraining steps (paper: 200)",
+    ),
+    ParamSpec::new(
+        "steps",
+        INT,
+        "300",
+        "Adversarial rounds, each k_g refiner + k_d discriminator steps",
+    ),
+    ParamSpec::new(
+        "k_g",
+        ParamType::Int { min: 0, max: 1000 },
+        "2",
+        "Refiner steps per round (public code: 2)",
+    ),
+    ParamSpec::new(
+        "k_d",
+        ParamType::Int { min: 0, max: 1000 },
+        "1",
+        "Discriminator steps per round",
+    ),
+    ParamSpec::new(
+        "history_size",
+        ParamType::Int {
+            min: 0,
+            max: 1 << 30,
+        },
+        "2048",
+        "History buffer of refined images (carpedm20: 25,600)",
+    ),
+    ParamSpec::new(
+        "seed",
+        ParamType::Int {
+            min: 0,
+            max: i64::MAX,
+        },
+        "42",
+        "Seed for initialisation, sampling and history",
+    ),
+    ParamSpec::new(
+        "checkpoint_every",
+        INT,
+        "100",
+        "Checkpoint (and sample grid) every N iterations; 0 = only at the end",
+    ),
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,7 +179,8 @@ fn train_config(ctx: &StageCtx) -> Result<TrainConfig> {
         .with_k_d(p.int("k_d")? as u64)
         .with_history_capacity(p.usize("history_size")?)
         .with_seed(p.int("seed")? as u64);
-    cfg.validate().map_err(|e| ctx.err(format!("training params: {e}")))?;
+    cfg.validate()
+        .map_err(|e| ctx.err(format!("training params: {e}")))?;
     Ok(cfg)
 }
 
@@ -92,15 +193,28 @@ pub(crate) struct ImageBank {
 
 impl ImageBank {
     fn draw(images: &[GrayImage], rng: &mut SmallRng, n: usize) -> Vec<GrayImage> {
-        (0..n).map(|_| images[rng.random_range(0..images.len())].clone()).collect()
+        (0..n)
+            .map(|_| images[rng.random_range(0..images.len())].clone())
+            .collect()
     }
 }
 
 impl<B: burn::tensor::backend::Backend> BatchSource<B> for ImageBank {
-    fn synthetic(&mut self, batch_size: usize, device: &B::Device) -> std::result::Result<Tensor<B, 4>, NnError> {
-        gray_to_tensor(&Self::draw(&self.synthetic, &mut self.rng, batch_size), device)
+    fn synthetic(
+        &mut self,
+        batch_size: usize,
+        device: &B::Device,
+    ) -> std::result::Result<Tensor<B, 4>, NnError> {
+        gray_to_tensor(
+            &Self::draw(&self.synthetic, &mut self.rng, batch_size),
+            device,
+        )
     }
-    fn real(&mut self, batch_size: usize, device: &B::Device) -> std::result::Result<Tensor<B, 4>, NnError> {
+    fn real(
+        &mut self,
+        batch_size: usize,
+        device: &B::Device,
+    ) -> std::result::Result<Tensor<B, 4>, NnError> {
         gray_to_tensor(&Self::draw(&self.real, &mut self.rng, batch_size), device)
     }
 }
@@ -124,11 +238,18 @@ struct TrainJob<'a> {
 
 /// Crash injection for tests: abort after this many checkpoints (`SIMGAN_CRASH_AFTER_CHECKPOINTS`).
 fn crash_after_checkpoints() -> Option<u64> {
-    std::env::var("SIMGAN_CRASH_AFTER_CHECKPOINTS").ok()?.parse().ok()
+    std::env::var("SIMGAN_CRASH_AFTER_CHECKPOINTS")
+        .ok()?
+        .parse()
+        .ok()
 }
 
 impl TrainJob<'_> {
-    fn grid<B: AutodiffBackend>(&self, trainer: &RefinerTrainer<B>, step: u64) -> Result<(String, Vec<u8>)> {
+    fn grid<B: AutodiffBackend>(
+        &self,
+        trainer: &RefinerTrainer<B>,
+        step: u64,
+    ) -> Result<(String, Vec<u8>)> {
         let n = 8.min(self.bank.synthetic.len()).min(self.bank.real.len());
         let synth: Vec<GrayImage> = self.bank.synthetic[..n].to_vec();
         let real: Vec<GrayImage> = self.bank.real[..n].to_vec();
@@ -144,46 +265,77 @@ impl TrainJob<'_> {
             Some(bytes) => {
                 let t = RefinerTrainer::<B>::load_checkpoint(&bytes, &device).map_err(err)?;
                 let m: Vec<MetricRow> = match self.scratch.get("metrics.json")? {
-                    Some(b) => serde_json::from_slice(&b).map_err(|source| Error::Json { path: self.scratch.url_of("metrics.json"), source })?,
+                    Some(b) => serde_json::from_slice(&b).map_err(|source| Error::Json {
+                        path: self.scratch.url_of("metrics.json"),
+                        source,
+                    })?,
                     None => Vec::new(),
                 };
-                tracing::info!(stage = self.stage, step = t.step_count(), "resuming training from checkpoint");
+                tracing::info!(
+                    stage = self.stage,
+                    step = t.step_count(),
+                    "resuming training from checkpoint"
+                );
                 (t, m)
             }
             None => {
                 nn::seed::<B>(&device, self.cfg.seed);
-                (RefinerTrainer::<B>::new(self.cfg.clone(), &device).map_err(err)?, Vec::new())
+                (
+                    RefinerTrainer::<B>::new(self.cfg.clone(), &device).map_err(err)?,
+                    Vec::new(),
+                )
             }
         };
         let resumed_from = trainer.step_count();
         metrics.retain(|r| r.m.step < resumed_from);
         // Batches after a resume are drawn from a generator seeded by the step, so a resumed run
         // does not repeat the batches of the first one.
-        self.bank.rng = SmallRng::seed_from_u64(self.cfg.seed ^ resumed_from.wrapping_mul(0xA24B_AED4_963E_E407));
+        self.bank.rng = SmallRng::seed_from_u64(
+            self.cfg.seed ^ resumed_from.wrapping_mul(0xA24B_AED4_963E_E407),
+        );
         let total = self.cfg.total_iterations();
         let mut grids = Vec::new();
         let mut checkpoints = 0u64;
         for i in resumed_from..total {
             let t = Instant::now();
             let m = trainer.step(i, &mut self.bank).map_err(err)?;
-            metrics.push(MetricRow { m, seconds: t.elapsed().as_secs_f64() });
+            metrics.push(MetricRow {
+                m,
+                seconds: t.elapsed().as_secs_f64(),
+            });
             let done = i + 1;
             if self.checkpoint_every > 0 && done % self.checkpoint_every == 0 && done < total {
-                self.scratch.put("checkpoint.bin", trainer.save_checkpoint(true).map_err(err)?)?;
-                let mbytes = serde_json::to_vec(&metrics).map_err(|source| Error::Json { path: self.scratch.url_of("metrics.json"), source })?;
+                self.scratch.put(
+                    "checkpoint.bin",
+                    trainer.save_checkpoint(true).map_err(err)?,
+                )?;
+                let mbytes = serde_json::to_vec(&metrics).map_err(|source| Error::Json {
+                    path: self.scratch.url_of("metrics.json"),
+                    source,
+                })?;
                 self.scratch.put("metrics.json", mbytes)?;
                 grids.push(self.grid(&trainer, done)?);
                 checkpoints += 1;
                 if crash_after_checkpoints().is_some_and(|n| checkpoints >= n) {
-                    eprintln!("SIMGAN_CRASH_AFTER_CHECKPOINTS: aborting after {checkpoints} checkpoints");
+                    eprintln!(
+                        "SIMGAN_CRASH_AFTER_CHECKPOINTS: aborting after {checkpoints} checkpoints"
+                    );
                     std::process::abort();
                 }
             }
         }
         grids.push(self.grid(&trainer, total)?);
         let refiner = nn::save_refiner(trainer.refiner(), &self.cfg.refiner).map_err(err)?;
-        let discriminator = nn::save_discriminator(trainer.discriminator(), &self.cfg.discriminator).map_err(err)?;
-        Ok(Trained { metrics, refiner, discriminator, grids, resumed_from })
+        let discriminator =
+            nn::save_discriminator(trainer.discriminator(), &self.cfg.discriminator)
+                .map_err(err)?;
+        Ok(Trained {
+            metrics,
+            refiner,
+            discriminator,
+            grids,
+            resumed_from,
+        })
     }
 }
 
@@ -225,7 +377,10 @@ impl StageKind for TrainRefiner {
     }
 
     fn plan(&self, _ctx: &StageCtx) -> Result<Vec<UnitSpec>> {
-        Ok(vec![UnitSpec { index: 0, spec: serde_json::Value::Null }])
+        Ok(vec![UnitSpec {
+            index: 0,
+            spec: serde_json::Value::Null,
+        }])
     }
 
     fn run_unit(&self, ctx: &StageCtx, _unit: &UnitSpec, out: &mut UnitOutput) -> Result<()> {
@@ -237,10 +392,23 @@ impl StageKind for TrainRefiner {
             rng: SmallRng::seed_from_u64(cfg.seed),
         };
         tracing::info!(stage = ctx.stage, synthetic = bank.synthetic.len(), real = bank.real.len(), iterations = cfg.total_iterations(), %device, "training refiner");
-        let config_json = serde_json::to_vec_pretty(&cfg).map_err(|source| Error::Json { path: "train_config.json".into(), source })?;
-        let job = TrainJob { stage: ctx.stage, cfg, bank, scratch: ctx.scratch(), checkpoint_every: ctx.params.int("checkpoint_every")? as u64 };
+        let config_json = serde_json::to_vec_pretty(&cfg).map_err(|source| Error::Json {
+            path: "train_config.json".into(),
+            source,
+        })?;
+        let job = TrainJob {
+            stage: ctx.stage,
+            cfg,
+            bank,
+            scratch: ctx.scratch(),
+            checkpoint_every: ctx.params.int("checkpoint_every")? as u64,
+        };
         let trained = nn::run_on(&device, job)??;
-        let rows: Vec<(StepMetrics, f64)> = trained.metrics.iter().map(|r| (r.m.clone(), r.seconds)).collect();
+        let rows: Vec<(StepMetrics, f64)> = trained
+            .metrics
+            .iter()
+            .map(|r| (r.m.clone(), r.seconds))
+            .collect();
         out.write(&common::metrics_batch(&rows, None)?)?;
         out.artifact("refiner.safetensors", trained.refiner)?;
         out.artifact("discriminator.safetensors", trained.discriminator)?;
@@ -249,7 +417,11 @@ impl StageKind for TrainRefiner {
             out.artifact(&name, png)?;
         }
         if trained.resumed_from > 0 {
-            tracing::info!(stage = ctx.stage, from = trained.resumed_from, "training resumed from a checkpoint");
+            tracing::info!(
+                stage = ctx.stage,
+                from = trained.resumed_from,
+                "training resumed from a checkpoint"
+            );
         }
         Ok(())
     }
