@@ -21,7 +21,7 @@ use crate::storage::Root;
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
-    /// Sections to run (train, refine, generate, ingest, runner).
+    /// Sections to run (train, refine, generate, ingest, runner, demo).
     pub sections: Vec<String>,
     /// Refiner width for `train` and `refine` (64 = paper).
     pub width: usize,
@@ -37,6 +37,10 @@ pub struct BenchOptions {
     pub ingest_files: usize,
     /// An extra root (e.g. s3://bucket/bench) for the commit-overhead figure.
     pub remote_root: Option<String>,
+    /// Seeds for the `demo` section (one full pipeline run each).
+    pub seeds: Vec<u64>,
+    /// Pipeline file for the `demo` section.
+    pub demo_pipeline: PathBuf,
     /// Scratch folder.
     pub scratch: PathBuf,
 }
@@ -255,6 +259,89 @@ fn bench_ingest(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> 
     Ok(v)
 }
 
+/// Mean real-test error (degrees) per estimator role, from the report's `report_summary` shard.
+fn demo_errors(root: &Root) -> Result<serde_json::Map<String, Value>> {
+    use arrow::array::{Array, Float64Array, StringArray};
+    let committed = crate::manifest::latest(root, "report")?
+        .ok_or_else(|| Error::stage("bench", "the demo pipeline has no `report` stage"))?;
+    let mut out = serde_json::Map::new();
+    for s in &committed.manifest.shards {
+        for b in crate::shards::read(root, &s.path, Some(crate::schema::get("report_summary")?))? {
+            let col = |name: &str| b.column_by_name(name).cloned();
+            let (Some(est), Some(set), Some(mean)) =
+                (col("estimator"), col("eval_set"), col("mean_deg"))
+            else {
+                continue;
+            };
+            let (Some(est), Some(set), Some(mean)) = (
+                est.as_any().downcast_ref::<StringArray>(),
+                set.as_any().downcast_ref::<StringArray>(),
+                mean.as_any().downcast_ref::<Float64Array>(),
+            ) else {
+                continue;
+            };
+            for i in 0..b.num_rows() {
+                if set.value(i) == "real-test" && !mean.is_null(i) {
+                    out.insert(est.value(i).to_string(), json!(mean.value(i)));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The README's main job once per seed (every stage with a `seed` param gets a seed derived
+/// from it): wall time and the real-test error of each estimator, with the refined-vs-synthetic
+/// gain.
+fn bench_demo(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> {
+    let registry = Registry::builtin();
+    let text = std::fs::read_to_string(&o.demo_pipeline).map_err(|source| Error::Io {
+        op: "read",
+        path: o.demo_pipeline.clone(),
+        source,
+    })?;
+    let file = o.demo_pipeline.display().to_string();
+    let base = Pipeline::parse(&text, &file, &registry)?;
+    let mut runs = Vec::new();
+    for &seed in &o.seeds {
+        let overrides: Vec<String> = base
+            .stages
+            .iter()
+            .enumerate()
+            .filter(|(_, st)| st.kind.params().iter().any(|p| p.name == "seed"))
+            .map(|(i, st)| format!("{}.seed={}", st.name, seed * 1000 + i as u64))
+            .collect();
+        let p = Pipeline::parse_with(&text, &file, &registry, &overrides)?;
+        let (_dir, root) = temp_root(&o.scratch, &format!("demo-seed-{seed}"), rt)?;
+        let t = Instant::now();
+        let r = runner::run(&p, &root, &RunOptions::default())?;
+        let wall = t.elapsed().as_secs_f64();
+        let errors = demo_errors(&root)?;
+        let get = |k: &str| errors.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+        let (syn, refd) = (get("synthetic"), get("refined"));
+        let stages: serde_json::Map<String, Value> = r
+            .ran
+            .iter()
+            .map(|o| (o.name.clone(), json!(o.seconds)))
+            .collect();
+        runs.push(json!({
+            "seed": seed, "wall_s": wall, "stage_s": stages, "real_test_mean_deg": errors,
+            "refined_gain_vs_synthetic": 1.0 - refd / syn,
+        }));
+    }
+    let gains: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| r["refined_gain_vs_synthetic"].as_f64())
+        .collect();
+    let walls: Vec<f64> = runs.iter().filter_map(|r| r["wall_s"].as_f64()).collect();
+    Ok(json!({
+        "pipeline": file, "threads": threads(), "runs": runs,
+        "min_gain": gains.iter().cloned().fold(f64::INFINITY, f64::min),
+        "max_wall_s": walls.iter().cloned().fold(0.0, f64::max),
+        "peak_rss_mib": peak_rss_mib(),
+    }))
+}
+
 fn bench_runner(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> {
     let text = "name = \"r\"\n[stages.many]\nkind = \"generate-eyes\"\nparams = { domain = \"synthetic\", rows = 200, rows_per_shard = 1 }\n[stages.more]\nkind = \"generate-eyes\"\nparams = { domain = \"real-like\", rows = 200, rows_per_shard = 1 }\n";
     let mut v = json!({});
@@ -285,10 +372,13 @@ pub fn run(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> {
             "generate" => bench_generate(o, rt)?,
             "ingest" => bench_ingest(o, rt)?,
             "runner" => bench_runner(o, rt)?,
+            "demo" => bench_demo(o, rt)?,
             other => {
                 return Err(Error::stage(
                     "bench",
-                    format!("unknown section `{other}` (train, refine, generate, ingest, runner)"),
+                    format!(
+                        "unknown section `{other}` (train, refine, generate, ingest, runner, demo)"
+                    ),
                 ));
             }
         };

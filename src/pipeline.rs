@@ -39,6 +39,9 @@ pub enum PipelineError {
         kind: String,
         known: String,
     },
+    /// A `--set` override is malformed or names no stage.
+    #[error("override `{text}`: {reason}")]
+    BadOverride { text: String, reason: String },
     /// A stage sets a param its kind does not declare.
     #[error("stage `{stage}`: unknown param `{key}` (known: {known})")]
     UnknownParam {
@@ -120,6 +123,33 @@ pub enum Input {
     Location(String),
 }
 
+/// Apply one `STAGE.PARAM=VALUE` override to the raw pipeline.
+fn apply_override(raw: &mut RawPipeline, text: &str) -> Result<(), PipelineError> {
+    let bad = |reason: &str| PipelineError::BadOverride {
+        text: text.to_string(),
+        reason: reason.to_string(),
+    };
+    let (path, value) = text
+        .split_once('=')
+        .ok_or_else(|| bad("expected STAGE.PARAM=VALUE"))?;
+    let (stage, key) = path
+        .trim()
+        .split_once('.')
+        .ok_or_else(|| bad("expected STAGE.PARAM=VALUE"))?;
+    let known = raw.stages.keys().cloned().collect::<Vec<_>>().join(", ");
+    let rs = raw
+        .stages
+        .get_mut(stage)
+        .ok_or_else(|| bad(&format!("no stage `{stage}` (stages: {known})")))?;
+    let value = value.trim();
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    rs.params.insert(key.to_string(), parsed);
+    Ok(())
+}
+
 /// A validated stage.
 #[derive(Clone)]
 pub struct Stage {
@@ -169,10 +199,39 @@ impl Pipeline {
 
     /// Validate a pipeline from TOML text (`file` is used in messages).
     pub fn parse(text: &str, file: &str, registry: &Registry) -> Result<Pipeline, PipelineError> {
-        let raw: RawPipeline = toml::from_str(text).map_err(|e| PipelineError::Parse {
+        Pipeline::parse_with(text, file, registry, &[])
+    }
+
+    /// [`Pipeline::load`] with param overrides `STAGE.PARAM=VALUE` applied before validation
+    /// (the CLI's `--set`). VALUE is read as a TOML value (`3`, `0.5`, `true`, `["cpu"]`,
+    /// `{ blur = 0.2 }`), else taken as a string.
+    pub fn load_with(
+        path: &std::path::Path,
+        registry: &Registry,
+        overrides: &[String],
+    ) -> Result<Pipeline, PipelineError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| PipelineError::Read {
+            file: file.clone(),
+            reason: e.to_string(),
+        })?;
+        Pipeline::parse_with(&text, &file, registry, overrides)
+    }
+
+    /// [`Pipeline::parse`] with overrides (see [`Pipeline::load_with`]).
+    pub fn parse_with(
+        text: &str,
+        file: &str,
+        registry: &Registry,
+        overrides: &[String],
+    ) -> Result<Pipeline, PipelineError> {
+        let mut raw: RawPipeline = toml::from_str(text).map_err(|e| PipelineError::Parse {
             file: file.to_string(),
             reason: e.to_string(),
         })?;
+        for o in overrides {
+            apply_override(&mut raw, o)?;
+        }
         let mut stages = BTreeMap::new();
         for (name, rs) in &raw.stages {
             stages.insert(

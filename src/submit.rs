@@ -28,6 +28,8 @@ pub struct SubmitOptions {
     pub sbatch_extra: Vec<String>,
     /// Folder for job logs.
     pub log_dir: PathBuf,
+    /// `--set STAGE.PARAM=VALUE` overrides every job passes on.
+    pub overrides: Vec<String>,
 }
 
 fn needs_gpu(stage: &Stage) -> bool {
@@ -42,8 +44,13 @@ fn shell_quote(s: &str) -> String {
 }
 
 fn run_command(o: &SubmitOptions, stage: &Stage, worker_arg: &str) -> String {
+    let sets: String = o
+        .overrides
+        .iter()
+        .map(|s| format!(" --set {}", shell_quote(s)))
+        .collect();
     format!(
-        "{} run {} --root {} --stage {} {worker_arg} --log-format json",
+        "{} run {} --root {} --stage {} {worker_arg}{sets} --log-format json",
         shell_quote(&o.simgan),
         shell_quote(&o.pipeline_file.to_string_lossy()),
         shell_quote(&o.root),
@@ -185,7 +192,7 @@ pub fn k8s_manifests(
         let name = format!("simgan-{}-{}", p.name, stage.name)
             .to_lowercase()
             .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-");
-        let args = [
+        let mut args = vec![
             "run".to_string(),
             o.pipeline_file.to_string_lossy().into_owned(),
             "--root".into(),
@@ -197,6 +204,9 @@ pub fn k8s_manifests(
             "--log-format".into(),
             "json".into(),
         ];
+        for o in &o.overrides {
+            args.extend(["--set".to_string(), o.clone()]);
+        }
         let _ = writeln!(y, "---");
         let _ = writeln!(
             y,

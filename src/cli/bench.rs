@@ -8,7 +8,7 @@ use crate::bench::{self, BenchOptions};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Sections: train, refine, generate, ingest, runner (comma-separated).
+    /// Sections: train, refine, generate, ingest, runner, demo (comma-separated).
     #[arg(
         long,
         value_delimiter = ',',
@@ -36,6 +36,12 @@ pub struct BenchArgs {
     /// Also measure commit overhead on this root (e.g. s3://bucket/bench).
     #[arg(long)]
     remote_root: Option<String>,
+    /// Seeds for the demo section (one full run of the demo pipeline each).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    seeds: Vec<u64>,
+    /// Pipeline for the demo section.
+    #[arg(long, default_value = "pipelines/eye-gaze-demo.toml")]
+    demo_pipeline: PathBuf,
     /// Scratch folder (deleted first).
     #[arg(long, default_value = "/tmp/simgan-bench")]
     scratch: PathBuf,
@@ -51,6 +57,8 @@ pub fn bench(a: BenchArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         python: a.python,
         ingest_files: a.ingest_files,
         remote_root: a.remote_root,
+        seeds: a.seeds,
+        demo_pipeline: a.demo_pipeline,
         scratch: a.scratch,
     };
     let report = bench::run(&o, rt.handle())?;

@@ -70,11 +70,15 @@ struct PipelineArgs {
     /// `root`, else ./runs/<pipeline name>).
     #[arg(long, env = "SIMGAN_ROOT")]
     root: Option<String>,
+    /// Override a param: `STAGE.PARAM=VALUE` (VALUE as TOML, else a string), e.g.
+    /// `--set refiner.seed=2`. Repeatable; changes staleness like an edit of the file would.
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+    overrides: Vec<String>,
 }
 
 impl PipelineArgs {
     fn load(&self, rt: &tokio::runtime::Runtime) -> anyhow::Result<(Pipeline, Root)> {
-        let pipeline = Pipeline::load(&self.pipeline, &Registry::builtin())?;
+        let pipeline = Pipeline::load_with(&self.pipeline, &Registry::builtin(), &self.overrides)?;
         let location = self
             .root
             .clone()

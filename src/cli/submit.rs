@@ -65,6 +65,7 @@ pub fn submit(a: SubmitArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()>
         workers: a.workers,
         sbatch_extra: a.sbatch_extra,
         log_dir: out.join("logs"),
+        overrides: a.target.overrides.clone(),
     };
     if a.k8s {
         print!(
