@@ -18,7 +18,7 @@ use crate::lease::Lease;
 use crate::manifest::{self, Committed, FingerprintParts, InputRef, Manifest, Skipped, Timings};
 use crate::pipeline::{Input, Pipeline, Stage};
 use crate::shards::{self, ShardInfo};
-use crate::stages::{ResolvedInput, StageCtx, UnitOutput, UnitSpec};
+use crate::stages::{PreparedInput, ResolvedInput, StageCtx, UnitOutput, UnitSpec};
 use crate::storage::{Root, redact};
 
 /// Whether a stage's latest version matches what the pipeline asks for.
@@ -516,6 +516,103 @@ impl<'a> Prepared<'a> {
         Ok(rec)
     }
 
+    /// Run `units` and hand each finished record to `on_done` (on this thread, in completion
+    /// order). Kinds with read-ahead get their inputs prepared on a separate thread, at most
+    /// `read_ahead` units ahead, and run on `lanes` threads; the first error stops the pipeline
+    /// (units already running finish; their records are kept for the resume).
+    fn run_units(
+        &self,
+        units: &[&UnitSpec],
+        mut on_done: impl FnMut(UnitRecord) -> Result<()>,
+    ) -> Result<()> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Mutex, mpsc};
+
+        let ctx = self.ctx();
+        let kind = self.stage.kind.as_ref();
+        let read_ahead = kind.read_ahead(&ctx)?;
+        let lanes = kind.lanes(&ctx)?.max(1);
+        if read_ahead == 0 && lanes == 1 {
+            for unit in units {
+                on_done(self.run_unit(unit)?)?;
+            }
+            return Ok(());
+        }
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let (prep_tx, prep_rx) =
+                mpsc::sync_channel::<(usize, Result<PreparedInput>)>(read_ahead);
+            let (done_tx, done_rx) = mpsc::channel::<Result<UnitRecord>>();
+            let (stop, ctx) = (&stop, &ctx);
+            scope.spawn(move || {
+                for (i, unit) in units.iter().enumerate() {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    // A send fails once every lane has stopped: nothing left to feed.
+                    if prep_tx.send((i, kind.prepare(ctx, unit))).is_err() {
+                        break;
+                    }
+                }
+            });
+            // Lanes own the receiver: when the last one exits, the reader's next send fails.
+            let prep_rx = std::sync::Arc::new(Mutex::new(prep_rx));
+            for lane in 0..lanes {
+                let (prep_rx, done_tx) = (prep_rx.clone(), done_tx.clone());
+                scope.spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let next = match prep_rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => break,
+                        };
+                        let Ok((i, prepared)) = next else { break };
+                        let rec = prepared.and_then(|p| self.run_prepared_unit(units[i], p, lane));
+                        let failed = rec.is_err();
+                        if done_tx.send(rec).is_err() || failed {
+                            stop.store(true, Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(done_tx);
+            let mut first_error = None;
+            for rec in done_rx {
+                if first_error.is_some() {
+                    continue; // drain: lanes finish what they started
+                }
+                if let Err(e) = rec.and_then(&mut on_done) {
+                    stop.store(true, Ordering::Relaxed);
+                    first_error = Some(e);
+                }
+            }
+            first_error.map_or(Ok(()), Err)
+        })
+    }
+
+    /// [`Prepared::run_unit`] for a unit whose input was prepared ahead, on `lane`.
+    fn run_prepared_unit(
+        &self,
+        unit: &UnitSpec,
+        prepared: PreparedInput,
+        lane: usize,
+    ) -> Result<UnitRecord> {
+        let ctx = self.ctx();
+        let mut out = UnitOutput::new(self.root, &self.prefix, unit.index, self.declared);
+        self.stage
+            .kind
+            .run_prepared(&ctx, unit, prepared, lane, &mut out)?;
+        let (shard, artifacts, skipped) = out.finish()?;
+        let rec = UnitRecord {
+            index: unit.index,
+            shard,
+            artifacts,
+            skipped,
+        };
+        put_json(self.root, &unit_record_path(&self.prefix, unit.index), &rec)?;
+        Ok(rec)
+    }
+
     /// The verified record of a unit, if it finished.
     fn finished(&self, index: usize) -> Result<Option<UnitRecord>> {
         match read_json::<UnitRecord>(self.root, &unit_record_path(&self.prefix, index))? {
@@ -626,21 +723,27 @@ pub fn run_stage(
 
     let bar = progress_bar(progress, &stage.name, p.units.len() as u64, reused as u64);
     let mut run_count = 0usize;
-    for unit in &p.units {
-        if records.contains_key(&unit.index) {
-            continue;
-        }
-        if let Some(l) = lease {
-            l.check()?;
-        }
-        records.insert(unit.index, p.run_unit(unit)?);
+    if let Some(l) = lease {
+        l.check()?;
+    }
+    let todo: Vec<&UnitSpec> = p
+        .units
+        .iter()
+        .filter(|u| !records.contains_key(&u.index))
+        .collect();
+    p.run_units(&todo, |rec| {
+        records.insert(rec.index, rec);
         run_count += 1;
         bar.inc(1);
         if crash_after_units().is_some_and(|n| run_count >= n) {
             eprintln!("SIMGAN_CRASH_AFTER_UNITS: aborting after {run_count} units");
             std::process::abort();
         }
-    }
+        match lease {
+            Some(l) => l.check(),
+            None => Ok(()),
+        }
+    })?;
     bar.finish_and_clear();
     if let Some(l) = lease {
         l.check()?;
@@ -703,16 +806,20 @@ pub fn run_worker(stage: &Stage, root: &Root, slot: Option<WorkerSlot>) -> Resul
     }
     let mut ran = 0;
     if let Some(w) = slot {
+        let mut todo = Vec::new();
         for unit in p.units.iter().filter(|u| u.index % w.count == w.slot) {
             if p.finished(unit.index)?.is_none() {
-                p.run_unit(unit)?;
-                ran += 1;
-                if crash_after_units().is_some_and(|n| ran >= n) {
-                    eprintln!("SIMGAN_CRASH_AFTER_UNITS: aborting after {ran} units");
-                    std::process::abort();
-                }
+                todo.push(unit);
             }
         }
+        p.run_units(&todo, |_| {
+            ran += 1;
+            if crash_after_units().is_some_and(|n| ran >= n) {
+                eprintln!("SIMGAN_CRASH_AFTER_UNITS: aborting after {ran} units");
+                std::process::abort();
+            }
+            Ok(())
+        })?;
     }
     // Commit if every unit is done (by anyone).
     let mut records = BTreeMap::new();

@@ -5,5 +5,6 @@ mod util;
 mod cli;
 mod distributed;
 mod e2e;
+mod ingest;
 mod runner;
 mod storage;

@@ -158,6 +158,16 @@ fn ue_pairs(source: &Root) -> Result<Vec<(String, Option<String>, Option<String>
     Ok(pairs)
 }
 
+/// A JPEG (starts with SOI `FF D8`) whose last marker is not EOI `FF D9` (trailing zero padding
+/// allowed), as left by an interrupted copy or download.
+fn jpeg_truncated(bytes: &[u8]) -> bool {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return false;
+    }
+    let end = bytes.len() - bytes.iter().rev().take_while(|&&b| b == 0).count();
+    !bytes[..end].ends_with(&[0xFF, 0xD9])
+}
+
 fn ue_one(
     source: &Root,
     stem: &str,
@@ -172,6 +182,13 @@ fn ue_one(
     let json =
         json.ok_or_else(|| format!("{}: labels `{stem}.json` are missing", source.url_of(stem)))?;
     let img_bytes = source.get_required(jpg).map_err(|e| e.to_string())?;
+    if jpeg_truncated(&img_bytes) {
+        // The decoder fills a truncated scan with grey instead of failing: refuse it here.
+        return Err(format!(
+            "{}: image: truncated JPEG (no end-of-image marker)",
+            source.url_of(jpg)
+        ));
+    }
     let img = image::load_from_memory(&img_bytes)
         .map_err(|e| format!("{}: image: {e}", source.url_of(jpg)))?;
     let json_bytes = source.get_required(json).map_err(|e| e.to_string())?;

@@ -4,7 +4,10 @@
 //! fingerprint: bump it when the kind's output changes for the same params). The runner asks it
 //! to split its work into units ([`StageKind::plan`]) — each unit writes at most one shard — and
 //! runs units one by one ([`StageKind::run_unit`]), so a stage resumes unit by unit and can be
-//! spread over workers. A plan must be a pure function of params and inputs.
+//! spread over workers. A plan must be a pure function of params and inputs. Kinds whose units
+//! are worth overlapping (refine) also say how many units to fetch ahead
+//! ([`StageKind::read_ahead`], [`StageKind::prepare`]) and on how many lanes to run them
+//! ([`StageKind::lanes`], one per device).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -233,7 +236,36 @@ pub trait StageKind: Send + Sync {
     fn splittable(&self) -> bool {
         false
     }
+    /// How many units the runner prepares ahead of the one running (bounded read-ahead, on a
+    /// separate thread). 0 (the default) runs units strictly one after another with
+    /// [`StageKind::run_unit`].
+    fn read_ahead(&self, _ctx: &StageCtx) -> Result<usize> {
+        Ok(0)
+    }
+    /// Units run at once, each on its own lane (e.g. one per device), fed from the one read-ahead
+    /// queue. Default 1.
+    fn lanes(&self, _ctx: &StageCtx) -> Result<usize> {
+        Ok(1)
+    }
+    /// Fetch and decode a unit's input (I/O-bound work the runner overlaps with earlier units).
+    fn prepare(&self, _ctx: &StageCtx, _unit: &UnitSpec) -> Result<PreparedInput> {
+        Ok(Box::new(()))
+    }
+    /// Run a unit on `lane` with what [`StageKind::prepare`] returned. Default: `run_unit`.
+    fn run_prepared(
+        &self,
+        ctx: &StageCtx,
+        unit: &UnitSpec,
+        _prepared: PreparedInput,
+        _lane: usize,
+        out: &mut UnitOutput,
+    ) -> Result<()> {
+        self.run_unit(ctx, unit, out)
+    }
 }
+
+/// A unit's input fetched ahead of time by [`StageKind::prepare`] (the kind downcasts it).
+pub type PreparedInput = Box<dyn std::any::Any + Send>;
 
 /// The set of kinds a pipeline may use.
 #[derive(Clone)]

@@ -2,11 +2,15 @@
 //! schema (ids and labels carried over, the refined image in `image`, `domain = "refined"`).
 //!
 //! One work unit per input shard, so a killed refine redoes only unfinished shards and workers can
-//! split the shards between them. Within a unit: the shard is fetched, PNGs decoded on rayon,
-//! images go to the device in batches of `batch_size`, refined images are PNG-encoded on rayon
-//! while the next batch computes, and rows are streamed into the output shard. The source image is
-//! referenced, not copied: same `id`, and the manifest names the input stage version and the
-//! refiner version (lineage). Changing the refiner makes `refine` stale; nothing else does.
+//! split the shards between them. The units form a pipeline (the runner's read-ahead, see
+//! [`StageKind::prepare`]): while one shard computes, the next `read_ahead` shards are fetched
+//! and their PNGs decoded on rayon on a reader thread (memory: `read_ahead + lanes` shards of
+//! decoded images, whatever the dataset size). Within a unit the images go to the device in
+//! batches of `batch_size`, each batch's refined images are PNG-encoded on rayon while the next
+//! batch computes (double buffering), and rows stream into the output shard, committed as soon as
+//! the unit finishes. `devices = ["cuda:0", "cuda:1"]` runs one lane per device, fed from the same
+//! reader. The source image is referenced, not copied: same `id`, and the manifest names the input
+//! stage version and the refiner version (lineage).
 
 use burn::tensor::backend::AutodiffBackend;
 use image::GrayImage;
@@ -14,7 +18,7 @@ use rayon::prelude::*;
 use serde_json::json;
 
 use super::common::{self, DEVICE_PARAM};
-use super::{InputKind, InputSpec, StageCtx, StageKind, UnitOutput, UnitSpec};
+use super::{InputKind, InputSpec, PreparedInput, StageCtx, StageKind, UnitOutput, UnitSpec};
 use crate::error::{Error, Result};
 use crate::eyes::rows::{EyeRow, encode_png, from_batch, to_batch};
 use crate::nn::{self, BackendJob, NnError, gray_to_tensor, tensor_to_gray};
@@ -41,6 +45,12 @@ const INPUTS: &[InputSpec] = &[
 const PARAMS: &[ParamSpec] = &[
     DEVICE_PARAM,
     ParamSpec::new(
+        "devices",
+        ParamType::StrList,
+        "[]",
+        "Several devices, one lane each (e.g. [\"cuda:0\", \"cuda:1\"]); empty: `device`",
+    ),
+    ParamSpec::new(
         "batch_size",
         ParamType::Int {
             min: 1,
@@ -49,7 +59,40 @@ const PARAMS: &[ParamSpec] = &[
         "256",
         "Images per device batch",
     ),
+    ParamSpec::new(
+        "read_ahead",
+        ParamType::Int { min: 0, max: 64 },
+        "2",
+        "Input shards fetched and decoded ahead of the one computing",
+    ),
 ];
+
+/// The devices of the lanes: `devices`, else `[device]`.
+fn lane_devices(ctx: &StageCtx) -> Result<Vec<nn::DeviceSpec>> {
+    let list = ctx.params.str_list("devices")?;
+    if list.is_empty() {
+        return Ok(vec![common::device(ctx)?]);
+    }
+    list.iter()
+        .map(|s| {
+            let spec: nn::DeviceSpec = s
+                .parse()
+                .map_err(|e| ctx.err(format!("param `devices`: `{s}`: {e}")))?;
+            if !spec.is_available() {
+                return Err(ctx.err(format!(
+                    "param `devices`: `{s}` needs a binary built with `--features cuda`"
+                )));
+            }
+            Ok(spec)
+        })
+        .collect()
+}
+
+/// One input shard, fetched and decoded: its rows and their images.
+struct ShardInput {
+    rows: Vec<EyeRow>,
+    images: Vec<GrayImage>,
+}
 
 /// Refine decoded images in batches on one backend.
 struct RefineJob<'a> {
@@ -121,6 +164,80 @@ impl StageKind for Refine {
         true
     }
 
+    fn read_ahead(&self, ctx: &StageCtx) -> Result<usize> {
+        ctx.params.usize("read_ahead")
+    }
+
+    fn lanes(&self, ctx: &StageCtx) -> Result<usize> {
+        Ok(lane_devices(ctx)?.len())
+    }
+
+    fn prepare(&self, ctx: &StageCtx, unit: &UnitSpec) -> Result<PreparedInput> {
+        let shard = unit.spec["shard"]
+            .as_str()
+            .ok_or_else(|| ctx.err("unit spec lacks `shard`"))?;
+        let declared = crate::schema::get("eye_sample")?;
+        let mut rows = Vec::new();
+        for batch in crate::shards::read(ctx.root, shard, Some(declared))? {
+            rows.extend(from_batch(&batch)?);
+        }
+        let images = common::decode_all(&rows)?;
+        Ok(Box::new(ShardInput { rows, images }))
+    }
+
+    fn run_prepared(
+        &self,
+        ctx: &StageCtx,
+        _unit: &UnitSpec,
+        prepared: PreparedInput,
+        lane: usize,
+        out: &mut UnitOutput,
+    ) -> Result<()> {
+        let input = prepared
+            .downcast::<ShardInput>()
+            .map_err(|_| ctx.err("prepared input is not a decoded shard"))?;
+        let ShardInput { rows, images } = *input;
+        let devices = lane_devices(ctx)?;
+        let device = devices
+            .get(lane)
+            .ok_or_else(|| ctx.err(format!("no device for lane {lane}")))?;
+        let refiner = ctx.stage_input("refiner")?;
+        let weights_path = refiner
+            .manifest
+            .artifacts
+            .iter()
+            .find(|a| a.path.ends_with("/refiner.safetensors"))
+            .ok_or_else(|| {
+                ctx.err(format!(
+                    "input `refiner` (stage {}) has no refiner.safetensors artifact",
+                    refiner.manifest.stage
+                ))
+            })?;
+        let weights = ctx.root.get_required(&weights_path.path)?;
+        let job = RefineJob {
+            stage: ctx.stage,
+            weights: &weights,
+            images,
+            batch_size: ctx.params.usize("batch_size")?,
+        };
+        let pngs = nn::run_on(device, job)??;
+        let mut refined: Vec<EyeRow> = rows
+            .into_iter()
+            .zip(pngs)
+            .map(|(r, png)| EyeRow {
+                png,
+                domain: "refined".into(),
+                ..r
+            })
+            .collect();
+        while !refined.is_empty() {
+            let rest = refined.split_off(refined.len().min(crate::shards::ROW_GROUP_ROWS));
+            out.write(&to_batch(&refined)?)?;
+            refined = rest;
+        }
+        Ok(())
+    }
+
     fn plan(&self, ctx: &StageCtx) -> Result<Vec<UnitSpec>> {
         let data = ctx.stage_input("data")?;
         Ok(data
@@ -136,46 +253,7 @@ impl StageKind for Refine {
     }
 
     fn run_unit(&self, ctx: &StageCtx, unit: &UnitSpec, out: &mut UnitOutput) -> Result<()> {
-        let device = common::device(ctx)?;
-        let shard = unit.spec["shard"]
-            .as_str()
-            .ok_or_else(|| ctx.err("unit spec lacks `shard`"))?;
-        let refiner = ctx.stage_input("refiner")?;
-        let weights_path = refiner
-            .manifest
-            .artifacts
-            .iter()
-            .find(|a| a.path.ends_with("/refiner.safetensors"))
-            .ok_or_else(|| {
-                ctx.err(format!(
-                    "input `refiner` (stage {}) has no refiner.safetensors artifact",
-                    refiner.manifest.stage
-                ))
-            })?;
-        let weights = ctx.root.get_required(&weights_path.path)?;
-        let declared = crate::schema::get("eye_sample")?;
-        let batch_size = ctx.params.usize("batch_size")?;
-        for batch in crate::shards::read(ctx.root, shard, Some(declared))? {
-            let rows = from_batch(&batch)?;
-            let images = common::decode_all(&rows)?;
-            let job = RefineJob {
-                stage: ctx.stage,
-                weights: &weights,
-                images,
-                batch_size,
-            };
-            let pngs = nn::run_on(&device, job)??;
-            let refined: Vec<EyeRow> = rows
-                .into_iter()
-                .zip(pngs)
-                .map(|(r, png)| EyeRow {
-                    png,
-                    domain: "refined".into(),
-                    ..r
-                })
-                .collect();
-            out.write(&to_batch(&refined)?)?;
-        }
-        Ok(())
+        let prepared = self.prepare(ctx, unit)?;
+        self.run_prepared(ctx, unit, prepared, 0, out)
     }
 }

@@ -66,6 +66,12 @@ const PARAMS: &[ParamSpec] = &[
         "Refiner ResNet blocks (paper: 4 for eyes, 10 for hands)",
     ),
     ParamSpec::new(
+        "residual",
+        ParamType::Bool,
+        "true",
+        "Refiner output x + Δ (starts as the identity; not in the paper, which uses tanh: set false)",
+    ),
+    ParamSpec::new(
         "d_divisor",
         ParamType::Int { min: 1, max: 32 },
         "4",
@@ -166,7 +172,11 @@ struct MetricRow {
 fn train_config(ctx: &StageCtx) -> Result<TrainConfig> {
     let p = ctx.params;
     let cfg = TrainConfig::new()
-        .with_refiner(RefinerConfig::narrow(p.usize("width")?).with_blocks(p.usize("blocks")?))
+        .with_refiner(
+            RefinerConfig::narrow(p.usize("width")?)
+                .with_blocks(p.usize("blocks")?)
+                .with_residual(p.bool("residual")?),
+        )
         .with_discriminator(DiscriminatorConfig::narrow(p.usize("d_divisor")?))
         .with_batch_size(p.usize("batch_size")?)
         .with_lambda(p.float("lambda")?)
