@@ -8,7 +8,7 @@ use crate::bench::{self, BenchOptions};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Sections: train, refine, generate, ingest, runner, demo (comma-separated).
+    /// Sections: train, refine, generate, ingest, runner, demo, scale (comma-separated).
     #[arg(
         long,
         value_delimiter = ',',
@@ -21,7 +21,7 @@ pub struct BenchArgs {
     /// Timed training iterations.
     #[arg(long, default_value_t = 3)]
     iters: usize,
-    /// Rows for the refine section.
+    /// Rows for the refine and scale sections.
     #[arg(long, default_value_t = 10_000)]
     refine_rows: usize,
     /// Python with torch for the PyTorch baseline.

@@ -60,6 +60,12 @@ pub struct RefinerConfig {
     /// and iris intact (see the eye-gaze demo's note).
     #[config(default = false)]
     pub residual: bool,
+    /// Extra input channels of standard-normal noise concatenated to the image (0 = the paper's
+    /// deterministic refiner). A deterministic R(x) cannot add sensor noise to a noise-free
+    /// render; with a noise channel it learns how much noise, and where. Inference draws the noise
+    /// from the backend's seeded generator (the `refine` stage seeds it per batch).
+    #[config(default = 0)]
+    pub noise_channels: usize,
 }
 
 impl RefinerConfig {
@@ -102,7 +108,11 @@ impl RefinerConfig {
                 .init(device)
         };
         Refiner {
-            conv_in: same(self.channels, self.width, self.first_kernel_size),
+            conv_in: same(
+                self.channels + self.noise_channels,
+                self.width,
+                self.first_kernel_size,
+            ),
             blocks: (0..self.blocks)
                 .map(|_| ResBlock {
                     conv1: same(self.width, self.width, self.kernel_size),
@@ -118,6 +128,7 @@ impl RefinerConfig {
             },
             tanh_output: self.tanh_output,
             residual: self.residual,
+            noise_channels: self.noise_channels,
         }
     }
 }
@@ -155,13 +166,27 @@ pub struct Refiner<B: Backend> {
     /// Whether the output is `clamp(x + Δ)` (see [`RefinerConfig::residual`]).
     #[module(skip)]
     pub residual: bool,
+    /// Noise channels drawn and concatenated to the input (see [`RefinerConfig::noise_channels`]).
+    #[module(skip)]
+    pub noise_channels: usize,
 }
 
 impl<B: Backend> Refiner<B> {
     /// Refine a batch; shape comments are for the eye refiner on 35×55 images.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         // x: [batch, 1, 35, 55]
-        let mut h = relu(conv2d(&self.conv_in, x.clone())); // [batch, 64, 35, 55]
+        let input = if self.noise_channels > 0 {
+            let [b, _, h, w] = x.dims();
+            let z = Tensor::random(
+                [b, self.noise_channels, h, w],
+                burn::tensor::Distribution::Normal(0.0, 1.0),
+                &x.device(),
+            ); // [batch, noise, 35, 55]
+            Tensor::cat(vec![x.clone(), z], 1) // [batch, 1 + noise, 35, 55]
+        } else {
+            x.clone()
+        };
+        let mut h = relu(conv2d(&self.conv_in, input)); // [batch, 64, 35, 55]
         for block in &self.blocks {
             h = block.forward(h); // [batch, 64, 35, 55]
         }

@@ -630,6 +630,23 @@ pub struct GazeTrainConfig {
     /// Seed for weight initialisation.
     #[config(default = 42)]
     pub seed: u64,
+    /// Cosine learning-rate decay from `lr` to `lr / 20` over this many steps (0 = constant lr).
+    /// Ending at a small rate makes the final weights, and so the scores, far less dependent on
+    /// the last few batches.
+    #[config(default = 0)]
+    pub decay_steps: u64,
+}
+
+impl GazeTrainConfig {
+    /// The learning rate at step `t` (see [`GazeTrainConfig::decay_steps`]).
+    pub fn lr_at(&self, t: u64) -> f64 {
+        if self.decay_steps == 0 {
+            return self.lr;
+        }
+        let progress = (t as f64 / self.decay_steps as f64).min(1.0);
+        let floor = self.lr / 20.0;
+        floor + (self.lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+    }
 }
 
 pub(crate) enum GazeOptim<B: AutodiffBackend> {
@@ -731,7 +748,7 @@ impl<B: AutodiffBackend> GazeTrainer<B> {
         let target = unit_rows(gaze); // [b, 3]
         let loss: Tensor<B, 1> = (pred - target).powf_scalar(2.0).sum_dim(1).mean(); // [1]
         let grads = GradientsParams::from_grads(loss.backward(), &self.model);
-        let lr = self.config.lr;
+        let lr = self.config.lr_at(self.step);
         self.model = match &mut self.optim {
             GazeOptim::Adam(o) => o.step(lr, self.model.clone(), grads),
             GazeOptim::Sgd(o) => o.step(lr, self.model.clone(), grads),

@@ -100,6 +100,8 @@ struct RefineJob<'a> {
     weights: &'a [u8],
     images: Vec<GrayImage>,
     batch_size: usize,
+    /// Seed of this unit's noise (from the input shard's checksum).
+    seed: u64,
 }
 
 impl BackendJob for RefineJob<'_> {
@@ -110,7 +112,14 @@ impl BackendJob for RefineJob<'_> {
             nn::load_refiner::<B::InnerBackend>(self.weights, &device).map_err(err)?;
         let mut pngs: Vec<Vec<u8>> = Vec::with_capacity(self.images.len());
         let mut pending: Option<Vec<GrayImage>> = None;
-        for chunk in self.images.chunks(self.batch_size) {
+        for (k, chunk) in self.images.chunks(self.batch_size).enumerate() {
+            // A refiner with noise inputs draws them from the backend's generator: seed it per
+            // batch from the unit's seed, so a shard refines the same way every time (and after
+            // a resume).
+            nn::seed::<B::InnerBackend>(
+                &device,
+                self.seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
             let x = gray_to_tensor::<B::InnerBackend>(chunk, &device).map_err(err)?;
             let y = nn::refine(&refiner, x); // [batch, 1, 35, 55], computed lazily by the device
             // Encode the previous batch on rayon while this one computes.
@@ -148,7 +157,7 @@ impl StageKind for Refine {
         "Refine every image of an eye stage with a trained refiner"
     }
     fn code_version(&self) -> &'static str {
-        "1"
+        "2"
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
@@ -188,7 +197,7 @@ impl StageKind for Refine {
     fn run_prepared(
         &self,
         ctx: &StageCtx,
-        _unit: &UnitSpec,
+        unit: &UnitSpec,
         prepared: PreparedInput,
         lane: usize,
         out: &mut UnitOutput,
@@ -214,11 +223,13 @@ impl StageKind for Refine {
                 ))
             })?;
         let weights = ctx.root.get_required(&weights_path.path)?;
+        let seed = unit.spec["seed"].as_u64().unwrap_or(unit.index as u64);
         let job = RefineJob {
             stage: ctx.stage,
             weights: &weights,
             images,
             batch_size: ctx.params.usize("batch_size")?,
+            seed,
         };
         let pngs = nn::run_on(device, job)??;
         let mut refined: Vec<EyeRow> = rows
@@ -247,7 +258,12 @@ impl StageKind for Refine {
             .enumerate()
             .map(|(i, s)| UnitSpec {
                 index: i,
-                spec: json!({"shard": s.path, "rows": s.rows}),
+                // The noise seed comes from the shard's content, not its position.
+                spec: json!({
+                    "shard": s.path,
+                    "rows": s.rows,
+                    "seed": u64::from_str_radix(s.checksum.trim_start_matches("sha256:").get(..16).unwrap_or(""), 16).unwrap_or(i as u64),
+                }),
             })
             .collect())
     }

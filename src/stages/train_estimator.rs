@@ -71,6 +71,12 @@ const PARAMS: &[ParamSpec] = &[
         "Training steps",
     ),
     ParamSpec::new(
+        "lr_schedule",
+        ParamType::Choice(&["cosine", "constant"]),
+        "\"cosine\"",
+        "cosine: decay lr to lr/20 over `steps` (steadier final scores); constant: the paper's",
+    ),
+    ParamSpec::new(
         "seed",
         ParamType::Int {
             min: 0,
@@ -180,6 +186,10 @@ impl StageKind for TrainEstimator {
             .with_batch_size(ctx.params.usize("batch_size")?)
             .with_seed(ctx.params.int("seed")? as u64);
         let steps = ctx.params.int("steps")? as u64;
+        let cfg = match ctx.params.str("lr_schedule")? {
+            "cosine" => cfg.with_decay_steps(steps),
+            _ => cfg,
+        };
         tracing::info!(stage = ctx.stage, rows = images.len(), trained_on = %trained_on, steps, "training gaze estimator");
         let trained = nn::run_on(
             &device,

@@ -66,6 +66,12 @@ const PARAMS: &[ParamSpec] = &[
         "Refiner ResNet blocks (paper: 4 for eyes, 10 for hands)",
     ),
     ParamSpec::new(
+        "noise_channels",
+        ParamType::Int { min: 0, max: 16 },
+        "1",
+        "Noise maps fed to the refiner beside the image (0 = the paper's deterministic R)",
+    ),
+    ParamSpec::new(
         "residual",
         ParamType::Bool,
         "true",
@@ -175,7 +181,8 @@ fn train_config(ctx: &StageCtx) -> Result<TrainConfig> {
         .with_refiner(
             RefinerConfig::narrow(p.usize("width")?)
                 .with_blocks(p.usize("blocks")?)
-                .with_residual(p.bool("residual")?),
+                .with_residual(p.bool("residual")?)
+                .with_noise_channels(p.usize("noise_channels")?),
         )
         .with_discriminator(DiscriminatorConfig::narrow(p.usize("d_divisor")?))
         .with_batch_size(p.usize("batch_size")?)
