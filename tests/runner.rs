@@ -182,6 +182,120 @@ impl StageKind for Sum {
     }
 }
 
+/// Test kind: `numbers` through the runner's pipeline — units prepared `read_ahead` ahead on the
+/// reader thread (which checks the bound) and run on `lanes` threads at once.
+struct Pipelined {
+    /// Units prepared but not yet taken by a lane, and the most ever seen.
+    ahead: std::sync::Mutex<(usize, usize)>,
+    /// Units running at once, and the most ever seen.
+    running: std::sync::Mutex<(usize, usize)>,
+}
+
+const PIPE_PARAMS: &[ParamSpec] = &[
+    ParamSpec::new(
+        "n",
+        ParamType::Int {
+            min: 0,
+            max: 1_000_000,
+        },
+        "10",
+        "rows",
+    ),
+    ParamSpec::new(
+        "per",
+        ParamType::Int {
+            min: 1,
+            max: 1_000_000,
+        },
+        "3",
+        "rows per unit",
+    ),
+    ParamSpec::new(
+        "scale",
+        ParamType::Float {
+            min: 0.0,
+            max: 100.0,
+        },
+        "1.0",
+        "value scale",
+    ),
+    ParamSpec::new("lanes", ParamType::Int { min: 1, max: 8 }, "3", "lanes"),
+    ParamSpec::new(
+        "read_ahead",
+        ParamType::Int { min: 0, max: 8 },
+        "2",
+        "read-ahead",
+    ),
+];
+
+impl StageKind for Pipelined {
+    fn name(&self) -> &'static str {
+        "pipelined"
+    }
+    fn about(&self) -> &'static str {
+        "test"
+    }
+    fn code_version(&self) -> &'static str {
+        "1"
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        PIPE_PARAMS
+    }
+    fn inputs(&self) -> &'static [InputSpec] {
+        &[]
+    }
+    fn schema(&self) -> &'static str {
+        "train_metrics"
+    }
+    fn plan(&self, ctx: &StageCtx) -> simgan::Result<Vec<UnitSpec>> {
+        Numbers.plan(ctx)
+    }
+    fn read_ahead(&self, ctx: &StageCtx) -> simgan::Result<usize> {
+        ctx.params.usize("read_ahead")
+    }
+    fn lanes(&self, ctx: &StageCtx) -> simgan::Result<usize> {
+        ctx.params.usize("lanes")
+    }
+    fn prepare(
+        &self,
+        _ctx: &StageCtx,
+        unit: &UnitSpec,
+    ) -> simgan::Result<simgan::stages::PreparedInput> {
+        let mut a = self.ahead.lock().unwrap();
+        a.0 += 1;
+        a.1 = a.1.max(a.0);
+        Ok(Box::new(unit.index))
+    }
+    fn run_prepared(
+        &self,
+        ctx: &StageCtx,
+        unit: &UnitSpec,
+        prepared: simgan::stages::PreparedInput,
+        _lane: usize,
+        out: &mut UnitOutput,
+    ) -> simgan::Result<()> {
+        self.ahead.lock().unwrap().0 -= 1;
+        assert_eq!(*prepared.downcast::<usize>().unwrap(), unit.index);
+        {
+            let mut r = self.running.lock().unwrap();
+            r.0 += 1;
+            r.1 = r.1.max(r.0);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let res = Numbers.run_unit(ctx, unit, out);
+        self.running.lock().unwrap().0 -= 1;
+        res
+    }
+    fn run_unit(
+        &self,
+        ctx: &StageCtx,
+        unit: &UnitSpec,
+        out: &mut UnitOutput,
+    ) -> simgan::Result<()> {
+        Numbers.run_unit(ctx, unit, out)
+    }
+}
+
 fn registry() -> Registry {
     Registry::builtin()
         .with(Arc::new(Numbers))
@@ -355,6 +469,63 @@ fn a_failed_unit_commits_nothing_and_the_rerun_reuses_finished_units() {
         steps,
         (0..10).collect::<Vec<_>>(),
         "every row exactly once, in order"
+    );
+}
+
+/// Every `step` of a committed stage, in shard order, with each shard's checksum verified.
+fn committed_steps(root: &Root, stage: &str) -> Vec<i64> {
+    let m = manifest::latest(root, stage).unwrap().unwrap().manifest;
+    let mut steps = Vec::new();
+    for s in &m.shards {
+        assert!(simgan::shards::verify(root, s).unwrap());
+        for b in simgan::shards::read(root, &s.path, None).unwrap() {
+            let col = b.column_by_name("step").unwrap();
+            let col = col.as_any().downcast_ref::<Int64Array>().unwrap();
+            steps.extend(col.values().iter().copied());
+        }
+    }
+    steps
+}
+
+#[test]
+fn pipelined_units_run_on_lanes_with_bounded_read_ahead_and_resume_exactly() {
+    let dir = util::tempdir();
+    let root = util::open(dir.path().to_str().unwrap());
+    let kind = Arc::new(Pipelined {
+        ahead: std::sync::Mutex::new((0, 0)),
+        running: std::sync::Mutex::new((0, 0)),
+    });
+    let registry = Registry::builtin().with(kind.clone());
+    let text = "name = \"t\"\n[stages.p]\nkind = \"pipelined\"\nparams = { n = 60, per = 2, lanes = 3, read_ahead = 2 }\n";
+    let p = Pipeline::parse(text, "t.toml", &registry).unwrap();
+    let stage = p.stage("p").unwrap();
+
+    // A failing unit stops the pipeline: nothing is committed, finished units are kept.
+    root.put("_fail_unit", b"17".to_vec()).unwrap();
+    let err = runner::run_stage(stage, &root, None, false)
+        .unwrap_err()
+        .to_string();
+    root.delete("_fail_unit").unwrap();
+    assert!(err.contains("injected failure"), "{err}");
+    assert!(manifest::versions(&root, "p").unwrap().is_empty());
+
+    // Units prepared for the failed run and never taken are dropped: count afresh.
+    *kind.ahead.lock().unwrap() = (0, 0);
+    *kind.running.lock().unwrap() = (0, 0);
+    let out = runner::run_stage(stage, &root, None, false).unwrap();
+    assert_eq!(out.units_reused + out.units_run, 30);
+    assert!(out.units_reused >= 10, "finished units are reused: {out:?}");
+    assert_eq!(out.rows, 60);
+    let mut steps = committed_steps(&root, "p");
+    steps.sort();
+    assert_eq!(steps, (0..60).collect::<Vec<_>>(), "every row exactly once");
+    let (ahead, running) = (kind.ahead.lock().unwrap().1, kind.running.lock().unwrap().1);
+    // Prepared-but-not-running units: the channel's `read_ahead`, plus one in each lane's hand
+    // and one the reader is sending.
+    assert!(ahead <= 2 + 3 + 1, "read-ahead unbounded: {ahead}");
+    assert!(
+        running >= 2 && running <= 3,
+        "lanes: {running} units ran at once"
     );
 }
 
