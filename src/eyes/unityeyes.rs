@@ -357,6 +357,29 @@ pub fn crop_eye(
     Ok((eye, landmarks))
 }
 
+/// Decode an image file to grey. JPEGs decode straight to luma (zune-jpeg skips the chroma
+/// planes and the colour conversion: ~2× faster than RGB then grey); other formats go through
+/// `image`. Errors are the decoder's message.
+pub fn decode_gray(bytes: &[u8]) -> Result<DynamicImage, String> {
+    if bytes.starts_with(&[0xFF, 0xD8]) {
+        let options = zune_core::options::DecoderOptions::default()
+            .jpeg_set_out_colorspace(zune_core::colorspace::ColorSpace::Luma);
+        let mut dec = zune_jpeg::JpegDecoder::new_with_options(
+            zune_core::bytestream::ZCursor::new(bytes),
+            options,
+        );
+        let pixels = dec.decode().map_err(|e| format!("{e:?}"))?;
+        let info = dec.info().ok_or("JPEG without a frame header")?;
+        let (w, h) = (u32::from(info.width), u32::from(info.height));
+        return GrayImage::from_raw(w, h, pixels)
+            .map(DynamicImage::ImageLuma8)
+            .ok_or_else(|| format!("JPEG decoded to a buffer that is not {w}×{h} grey"));
+    }
+    image::load_from_memory(bytes)
+        .map(|i| DynamicImage::ImageLuma8(i.to_luma8()))
+        .map_err(|e| e.to_string())
+}
+
 /// An [`EyeSample`] from a render and its label (landmarks as in [`crop_eye`]).
 pub fn to_sample(
     img: &DynamicImage,

@@ -189,7 +189,7 @@ fn ue_one(
             source.url_of(jpg)
         ));
     }
-    let img = image::load_from_memory(&img_bytes)
+    let img = unityeyes::decode_gray(&img_bytes)
         .map_err(|e| format!("{}: image: {e}", source.url_of(jpg)))?;
     let json_bytes = source.get_required(json).map_err(|e| e.to_string())?;
     let label = unityeyes::parse_json(&json_bytes, img.height())
