@@ -7,6 +7,12 @@
 //! if the fingerprint and plan match it keeps every unit whose record exists and whose shard still
 //! verifies, deletes everything else in the folder, and runs the rest — so every output row is
 //! written exactly once. The manifest is committed last, with create-if-absent.
+//!
+//! Units run one after another, unless the kind asks for a pipeline (`StageKind::read_ahead`,
+//! `StageKind::lanes`): then a reader thread prepares units (fetch, decode) at most `read_ahead`
+//! ahead through a bounded channel and `lanes` threads run them, each committing its unit record
+//! as it finishes; the first error stops the reader, and records already written are kept for
+//! the resume.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
