@@ -508,9 +508,18 @@ impl<'a> Prepared<'a> {
 
     /// Run one unit and commit its record.
     fn run_unit(&self, unit: &UnitSpec) -> Result<UnitRecord> {
+        self.record_unit(unit, |ctx, out| self.stage.kind.run_unit(ctx, unit, out))
+    }
+
+    /// Let `work` write a unit's output, then finish its shard and commit its record.
+    fn record_unit(
+        &self,
+        unit: &UnitSpec,
+        work: impl FnOnce(&StageCtx, &mut UnitOutput) -> Result<()>,
+    ) -> Result<UnitRecord> {
         let ctx = self.ctx();
         let mut out = UnitOutput::new(self.root, &self.prefix, unit.index, self.declared);
-        self.stage.kind.run_unit(&ctx, unit, &mut out)?;
+        work(&ctx, &mut out)?;
         let (shard, artifacts, skipped) = out.finish()?;
         let rec = UnitRecord {
             index: unit.index,
@@ -603,20 +612,9 @@ impl<'a> Prepared<'a> {
         prepared: PreparedInput,
         lane: usize,
     ) -> Result<UnitRecord> {
-        let ctx = self.ctx();
-        let mut out = UnitOutput::new(self.root, &self.prefix, unit.index, self.declared);
-        self.stage
-            .kind
-            .run_prepared(&ctx, unit, prepared, lane, &mut out)?;
-        let (shard, artifacts, skipped) = out.finish()?;
-        let rec = UnitRecord {
-            index: unit.index,
-            shard,
-            artifacts,
-            skipped,
-        };
-        put_json(self.root, &unit_record_path(&self.prefix, unit.index), &rec)?;
-        Ok(rec)
+        self.record_unit(unit, |ctx, out| {
+            self.stage.kind.run_prepared(ctx, unit, prepared, lane, out)
+        })
     }
 
     /// The verified record of a unit, if it finished.

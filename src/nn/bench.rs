@@ -157,40 +157,24 @@ mod conv_probe {
         }
         let f = t0.elapsed().as_secs_f64() / 3.0;
         eprintln!("fwd: {:.1} ms  {:.1} GFLOP/s", f * 1e3, flops / f / 1e9);
-        for _ in 0..2 {
-            let x = Tensor::<CpuAutodiffBackend, 4>::from_inner(x_in.clone()).require_grad();
-            let t0 = Instant::now();
-            let y = conv.forward(x.clone());
-            let loss = y.sum();
-            let g = loss.backward();
-            let gx = x.grad(&g).unwrap();
-            let gw = conv.weight.grad(&g).unwrap();
-            let _ = gx.into_data();
-            let _ = gw.into_data();
-            let fb = t0.elapsed().as_secs_f64();
-            eprintln!(
-                "fwd+bwd: {:.1} ms  ({:.1} GFLOP/s for 3x fwd flops)",
-                fb * 1e3,
-                3.0 * flops / fb / 1e9
-            );
-        }
-        for _ in 0..2 {
-            let x = Tensor::<CpuAutodiffBackend, 4>::from_inner(x_in.clone()).require_grad();
-            let t0 = Instant::now();
-            let y = crate::nn::conv::conv2d(&conv, x.clone());
-            let loss = y.sum();
-            let g = loss.backward();
-            let gx = x.grad(&g).unwrap();
-            let gw = conv.weight.grad(&g).unwrap();
-            let _ = gx.into_data();
-            let _ = gw.into_data();
-            let fb = t0.elapsed().as_secs_f64();
-            eprintln!(
-                "FAST fwd+bwd: {:.1} ms  ({:.1} GFLOP/s for 3x fwd flops)",
-                fb * 1e3,
-                3.0 * flops / fb / 1e9
-            );
-        }
+        type Ad = CpuAutodiffBackend;
+        let fwd_bwd = |label: &str, forward: &dyn Fn(Tensor<Ad, 4>) -> Tensor<Ad, 4>| {
+            for _ in 0..2 {
+                let x = Tensor::<Ad, 4>::from_inner(x_in.clone()).require_grad();
+                let t0 = Instant::now();
+                let g = forward(x.clone()).sum().backward();
+                let _ = x.grad(&g).map(|t| t.into_data());
+                let _ = conv.weight.grad(&g).map(|t| t.into_data());
+                let fb = t0.elapsed().as_secs_f64();
+                eprintln!(
+                    "{label} fwd+bwd: {:.1} ms  ({:.1} GFLOP/s for 3x fwd flops)",
+                    fb * 1e3,
+                    3.0 * flops / fb / 1e9
+                );
+            }
+        };
+        fwd_bwd("burn", &|x| conv.forward(x));
+        fwd_bwd("ours", &|x| crate::nn::conv::conv2d(&conv, x));
         {
             let gy: Tensor<CpuBackend, 4> = inner.forward(x_in.clone()).ones_like();
             let opts = burn::tensor::ops::ConvOptions::new([1, 1], [1, 1], [1, 1], 1);

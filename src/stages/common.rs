@@ -25,13 +25,18 @@ pub const DEVICE_PARAM: ParamSpec = ParamSpec::new(
 
 /// Parse the `device` param, failing early if this binary cannot use it.
 pub fn device(ctx: &StageCtx) -> Result<DeviceSpec> {
-    let s = ctx.params.str("device")?;
+    parse_device(ctx, "device", ctx.params.str("device")?)
+}
+
+/// Parse one device string of param `param` (`device`, or an entry of `devices`), failing early
+/// if this binary cannot use it.
+pub fn parse_device(ctx: &StageCtx, param: &str, s: &str) -> Result<DeviceSpec> {
     let spec: DeviceSpec = s
         .parse()
-        .map_err(|e| ctx.err(format!("param `device`: {e}")))?;
+        .map_err(|e| ctx.err(format!("param `{param}`: `{s}`: {e}")))?;
     if !spec.is_available() {
         return Err(ctx.err(format!(
-            "param `device` = \"{s}\" needs a binary built with `--features cuda`"
+            "param `{param}` = \"{s}\" needs a binary built with `--features cuda`"
         )));
     }
     Ok(spec)

@@ -282,7 +282,7 @@ impl Registry {
                 Arc::new(train_refiner::TrainRefiner),
                 Arc::new(ingest::IngestUnityEyes),
                 Arc::new(ingest::IngestMpiiGaze),
-                Arc::new(refine::Refine),
+                Arc::new(refine::Refine::default()),
                 Arc::new(train_estimator::TrainEstimator),
                 Arc::new(score::Score),
                 Arc::new(report::Report),

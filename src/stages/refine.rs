@@ -25,7 +25,31 @@ use crate::nn::{self, BackendJob, NnError, gray_to_tensor, tensor_to_gray};
 use crate::params::{ParamSpec, ParamType};
 
 /// The `refine` kind.
-pub struct Refine;
+#[derive(Default)]
+pub struct Refine {
+    /// The refiner's weights, fetched once per refiner artifact (not once per shard), keyed by
+    /// the artifact's URL and checksum (one registry may serve several roots).
+    weights: std::sync::Mutex<Option<(String, bytes::Bytes)>>,
+}
+
+impl Refine {
+    /// The bytes of the weights artifact (cached: every unit uses the same refiner).
+    fn weights(&self, ctx: &StageCtx, artifact: &crate::shards::ShardInfo) -> Result<bytes::Bytes> {
+        let key = format!("{} {}", ctx.root.url_of(&artifact.path), artifact.checksum);
+        let mut cached = self
+            .weights
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((k, b)) = cached.as_ref()
+            && *k == key
+        {
+            return Ok(b.clone());
+        }
+        let b = ctx.root.get_required(&artifact.path)?;
+        *cached = Some((key, b.clone()));
+        Ok(b)
+    }
+}
 
 const INPUTS: &[InputSpec] = &[
     InputSpec {
@@ -74,17 +98,7 @@ fn lane_devices(ctx: &StageCtx) -> Result<Vec<nn::DeviceSpec>> {
         return Ok(vec![common::device(ctx)?]);
     }
     list.iter()
-        .map(|s| {
-            let spec: nn::DeviceSpec = s
-                .parse()
-                .map_err(|e| ctx.err(format!("param `devices`: `{s}`: {e}")))?;
-            if !spec.is_available() {
-                return Err(ctx.err(format!(
-                    "param `devices`: `{s}` needs a binary built with `--features cuda`"
-                )));
-            }
-            Ok(spec)
-        })
+        .map(|s| common::parse_device(ctx, "devices", s))
         .collect()
 }
 
@@ -222,7 +236,7 @@ impl StageKind for Refine {
                     refiner.manifest.stage
                 ))
             })?;
-        let weights = ctx.root.get_required(&weights_path.path)?;
+        let weights = self.weights(ctx, weights_path)?;
         let seed = unit.spec["seed"].as_u64().unwrap_or(unit.index as u64);
         let job = RefineJob {
             stage: ctx.stage,
