@@ -133,7 +133,7 @@ mod conv_probe {
     use burn::nn::conv::Conv2dConfig;
 
     /// The refiner's 64→64 3×3 layer at batch 64 on 35×55: burn's forward, burn's forward +
-    /// backward, and [`crate::nn::conv::conv2d`]'s forward + backward.
+    /// backward, [`crate::nn::conv::conv2d`]'s forward + backward, and each of our kernels.
     /// `cargo test --lib nn::bench::conv_probe -- --ignored --nocapture`
     #[test]
     #[ignore]
@@ -175,16 +175,29 @@ mod conv_probe {
         };
         fwd_bwd("burn", &|x| conv.forward(x));
         fwd_bwd("ours", &|x| crate::nn::conv::conv2d(&conv, x));
+        let conv_nb = Conv2dConfig::new([c, c], [3, 3])
+            .with_padding(PaddingConfig2d::Same)
+            .with_bias(false)
+            .init::<CpuAutodiffBackend>(&device);
+        fwd_bwd("ours without bias", &|x| crate::nn::conv::conv2d(&conv_nb, x));
         {
-            let gy: Tensor<CpuBackend, 4> = inner.forward(x_in.clone()).ones_like();
-            let opts = burn::tensor::ops::ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
-            let t0 = Instant::now();
-            let gw = crate::nn::conv::weight_backward(&x_in, &gy, [c, c, 3, 3], &opts);
-            let _ = gw.into_data();
-            eprintln!(
-                "FAST w_backward: {:.1} ms",
-                t0.elapsed().as_secs_f64() * 1e3
-            );
+            let xs: Vec<f32> = x_in.clone().into_data().into_vec().unwrap_or_default();
+            let ws: Vec<f32> = inner.weight.val().into_data().into_vec().unwrap_or_default();
+            for tile in [usize::MAX, crate::nn::conv::TILE_FLOATS] {
+                for _ in 0..2 {
+                    let (f, bx, bw) = crate::nn::conv::probe::time_kernels(
+                        &xs,
+                        &ws,
+                        [n, c, c, h, w],
+                        tile,
+                    );
+                    eprintln!(
+                        "ours, tile {tile}: forward {f:.1} ms ({:.1} GFLOP/s)  x grad {bx:.1} ms  \
+                         w grad {bw:.1} ms",
+                        flops / f / 1e6
+                    );
+                }
+            }
         }
         // split the backward
         let gy: Tensor<CpuBackend, 4> = inner.forward(x_in.clone()).ones_like();

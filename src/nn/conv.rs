@@ -1,22 +1,26 @@
-//! Convolution for the models, with a faster backward pass on the CPU backend.
+//! Convolution for the models: im2col + GEMM forward and backward on the CPU backend.
 //!
-//! burn-flex's forward convolution is already im2col + GEMM on all cores, but its backward pass
-//! falls back to burn's generic formulas; the weight gradient, a convolution whose "kernel" is the
-//! whole output gradient, costs ~3× the forward pass (measured by
-//! `cargo test --lib nn::bench::conv_probe -- --ignored --nocapture`). [`conv2d`] routes the CPU
-//! autodiff backend ([`CpuAutodiffBackend`]) through a custom autodiff operation:
+//! burn-flex's own convolution converts the whole batch to NHWC on one thread, runs GEMMs on
+//! 512-column tiles and scatters the results back, and its backward pass falls back to burn's
+//! generic formulas (the weight gradient alone costs ~3× the forward). On the CPU backends
+//! ([`CpuBackend`] for inference, [`CpuAutodiffBackend`] for training) [`conv2d`] instead runs,
+//! per image and in parallel over the batch (rayon), one GEMM on NCHW data:
 //!
-//! - weight gradient: `dW = Σₙ gyₙ · colsₙᵀ` with `colsₙ = im2col(xₙ)` (`[C_in·k·k, H_out·W_out]`),
-//!   one GEMM per image on rayon with per-task partial sums (2.2–2.4× burn's on the refiner's
-//!   64→64 3×3 layer at batch 64);
-//! - input gradient: burn-flex's transposed convolution (an im2col/col2im version measured no
-//!   faster, so it was not kept).
+//! - forward: `yₙ [C_out, L] = W [C_out, C_in·k·k] · im2col(xₙ) [C_in·k·k, L]` (`L = H_out·W_out`;
+//!   a pointwise 1×1 convolution skips the im2col);
+//! - input gradient: `dcolsₙ = Wᵀ · gyₙ`, scattered back with col2im;
+//! - weight gradient: `dW = Σₙ gyₙ · colsₙᵀ`, over [`WEIGHT_GRAD_GROUPS`] fixed groups of images
+//!   summed in order, so it is bit-identical whatever the thread count.
 //!
-//! Every other backend (the plain CPU backend used for inference, CUDA) calls burn's own
-//! `Conv2d::forward` unchanged. The routing is a type check, so models stay generic over
-//! `B: Backend`. Results match burn's reference gradients (tests below).
+//! Asymmetric SAME padding (strided layers on odd sizes) is handled inside im2col/col2im, with no
+//! padded copy of the input. The training op is a custom autodiff operation (burn's
+//! backend-extension mechanism). Every other backend (CUDA) and any non-f32 tensor calls burn's
+//! own `Conv2d::forward`. The routing is a type check, so models stay generic over
+//! `B: Backend`. Results match burn's reference outputs and gradients (tests below); speed is
+//! measured by `cargo test --release --lib nn::bench::conv_probe -- --ignored --nocapture`.
 
 use std::any::{Any, TypeId};
+use std::ops::Range;
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -26,65 +30,64 @@ use burn::backend::flex::FlexTensor;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::{ConvOptions, ModuleOps};
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use rayon::prelude::*;
 
 use super::backend::{CpuAutodiffBackend, CpuBackend};
 
 /// Apply `conv` to `x` (`[batch, c_in, h, w]` → `[batch, c_out, h_out, w_out]`), exactly as
-/// `conv.forward(x)`, with the fast backward on the CPU autodiff backend.
+/// `conv.forward(x)`, with the im2col + GEMM kernels on the CPU backends.
 pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    if TypeId::of::<B>() != TypeId::of::<CpuAutodiffBackend>() || conv.groups != 1 {
+    let training = TypeId::of::<B>() == TypeId::of::<CpuAutodiffBackend>();
+    let inference = TypeId::of::<B>() == TypeId::of::<CpuBackend>();
+    if !(training || inference) || conv.groups != 1 {
         return conv.forward(x);
     }
-    let [_, _, h, w] = x.dims();
-    let ((top, bottom), (left, right)) =
-        padding_pairs(&conv.padding, h, w, conv.kernel_size, conv.stride);
-    let weight = conv.weight.val();
+    let [_, c_in, h, w] = x.dims();
+    let [c_out, _, kh, kw] = conv.weight.dims();
+    let (pad_h, pad_w) = padding_pairs(&conv.padding, h, w, conv.kernel_size, conv.stride);
+    let geometry = Geometry::new(
+        c_in,
+        c_out,
+        [h, w],
+        [kh, kw],
+        conv.stride,
+        (pad_h, pad_w),
+        conv.dilation,
+    );
     let bias = conv.bias.as_ref().map(|b| b.val());
-    // The type check above makes every downcast succeed; fall back to burn if one did not.
-    let (Some(x_cpu), Some(w_cpu)) = (
-        cast::<_, Tensor<CpuAutodiffBackend, 4>>(x.clone()),
-        cast(weight),
-    ) else {
-        return conv.forward(x);
-    };
-    let bias_cpu = match bias {
-        Some(b) => match cast::<_, Tensor<CpuAutodiffBackend, 1>>(b) {
-            Some(b) => Some(b),
-            None => return conv.forward(x),
-        },
-        None => None,
-    };
-    let x_cpu = if top != bottom || left != right {
-        // Asymmetric SAME padding (strided layers on odd sizes): pad explicitly, then convolve
-        // with none. `pad` is differentiable.
-        x_cpu.pad(
-            [(top, bottom), (left, right)],
-            burn::tensor::ops::PadMode::Constant(0.0),
-        )
+    let y = if training {
+        let (Some(xa), Some(wa)) = (
+            cast::<_, Tensor<CpuAutodiffBackend, 4>>(x.clone()),
+            cast::<_, Tensor<CpuAutodiffBackend, 4>>(conv.weight.val()),
+        ) else {
+            return conv.forward(x);
+        };
+        let ba = match bias.map(cast::<_, Tensor<CpuAutodiffBackend, 1>>) {
+            None => None,
+            Some(Some(b)) => Some(b),
+            Some(None) => return conv.forward(x),
+        };
+        conv2d_autodiff(xa, wa, ba, geometry).and_then(cast)
     } else {
-        x_cpu
+        let (Some(xc), Some(wc)) = (
+            cast::<_, Tensor<CpuBackend, 4>>(x.clone()),
+            cast::<_, Tensor<CpuBackend, 4>>(conv.weight.val()),
+        ) else {
+            return conv.forward(x);
+        };
+        let bc = match bias.map(cast::<_, Tensor<CpuBackend, 1>>) {
+            None => None,
+            Some(Some(b)) => Some(b.into_primitive().tensor()),
+            Some(None) => return conv.forward(x),
+        };
+        let (xc, wc) = (xc.into_primitive().tensor(), wc.into_primitive().tensor());
+        forward_flex(&xc, &wc, bc.as_ref(), &geometry)
+            .map(float::<4>)
+            .and_then(cast)
     };
-    let padding = if top != bottom || left != right {
-        [0, 0]
-    } else {
-        [top, left]
-    };
-    let options = ConvOptions::new(conv.stride, padding, conv.dilation, 1);
-    let y = conv2d_cpu(x_cpu, w_cpu, options);
-    let y = match bias_cpu {
-        Some(b) => {
-            let c = b.dims()[0];
-            y + b.reshape([1, c, 1, 1])
-        }
-        None => y,
-    };
-    match cast::<_, Tensor<B, 4>>(y) {
-        Some(y) => y,
-        None => unreachable!("B is CpuAutodiffBackend"),
-    }
+    // The checks above make every cast succeed; fall back to burn if one did not.
+    y.unwrap_or_else(|| conv.forward(x))
 }
 
 /// burn's padding rule for `Conv2d` (`PaddingConfig2d::calculate_padding_2d_pairs` is private):
@@ -118,90 +121,169 @@ fn cast<T: Any, U: Any>(value: T) -> Option<U> {
     boxed.downcast::<U>().ok().map(|b| *b)
 }
 
-/// The autodiff node of [`conv2d_cpu`]: remembers x, the weight and the options.
-#[derive(Debug)]
-struct FastConv2dBackward;
-
-impl Backward<CpuBackend, 2> for FastConv2dBackward {
-    type State = (NodeId, NodeId, ConvOptions<2>);
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 2>,
-        grads: &mut Gradients,
-        checkpointer: &mut Checkpointer,
-    ) {
-        let [node_x, node_w] = ops.parents;
-        let grad = grads.consume::<CpuBackend>(&ops.node);
-        let (x_state, w_state, options) = ops.state;
-        let x = checkpointer.retrieve_node_output::<FlexTensor>(x_state);
-        let weight = checkpointer.retrieve_node_output::<FlexTensor>(w_state);
-        let x = float::<4>(x);
-        let weight = float::<4>(weight);
-        let grad = float::<4>(grad);
-        if let Some(node) = node_w {
-            let gw = weight_backward(&x, &grad, weight.dims(), &options);
-            grads.register::<CpuBackend>(node.id, gw.into_primitive().tensor());
-        }
-        if let Some(node) = node_x {
-            // burn-flex's transposed convolution: an im2col/col2im version was no faster.
-            let gx = CpuBackend::conv2d_x_backward(
-                x.into_primitive().tensor(),
-                weight.into_primitive().tensor(),
-                grad.into_primitive().tensor(),
-                options,
-            );
-            grads.register::<CpuBackend>(node.id, gx);
-        }
-    }
-}
-
 fn float<const D: usize>(t: FlexTensor) -> Tensor<CpuBackend, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
 }
 
-/// Convolution without bias on the CPU autodiff backend, with the im2col backward.
-fn conv2d_cpu(
+/// The f32 values of a tensor in row-major order; `None` for another dtype.
+fn f32_values(t: &FlexTensor) -> Option<FlexTensor> {
+    let t = t.to_contiguous();
+    t.as_slice::<f32>()?;
+    Some(t)
+}
+
+/// Forward convolution of flex tensors, bias included; `None` when they are not f32.
+fn forward_flex(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    bias: Option<&FlexTensor>,
+    g: &Geometry,
+) -> Option<FlexTensor> {
+    let (x, weight) = (f32_values(x)?, f32_values(weight)?);
+    let bias = match bias {
+        Some(b) => Some(f32_values(b)?),
+        None => None,
+    };
+    let (xs, ws) = (x.as_slice::<f32>()?, weight.as_slice::<f32>()?);
+    let bs = match &bias {
+        Some(b) => Some(b.as_slice::<f32>()?),
+        None => None,
+    };
+    let n = xs.len() / (g.c_in * g.h * g.w).max(1);
+    let y = forward(xs, ws, bs, n, g, TILE_FLOATS);
+    Some(FlexTensor::from_data(TensorData::new(
+        y,
+        [n, g.c_out, g.ho, g.wo],
+    )))
+}
+
+/// The autodiff node of [`conv2d_autodiff`] without bias (parents x, weight) and with bias
+/// (parents x, weight, bias); both remember x, the weight and the geometry.
+#[derive(Debug)]
+struct Conv2dBackward;
+
+type ConvState = (NodeId, NodeId, Geometry);
+
+impl Backward<CpuBackend, 2> for Conv2dBackward {
+    type State = ConvState;
+
+    fn backward(self, ops: Ops<ConvState, 2>, grads: &mut Gradients, cp: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let grad = grads.consume::<CpuBackend>(&ops.node);
+        let ids = [node_x.map(|n| n.id), node_w.map(|n| n.id), None];
+        conv_backward(ops.state, grad, ids, grads, cp);
+    }
+}
+
+impl Backward<CpuBackend, 3> for Conv2dBackward {
+    type State = ConvState;
+
+    fn backward(self, ops: Ops<ConvState, 3>, grads: &mut Gradients, cp: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let grad = grads.consume::<CpuBackend>(&ops.node);
+        let ids = [node_x, node_w, node_b].map(|n| n.map(|n| n.id));
+        conv_backward(ops.state, grad, ids, grads, cp);
+    }
+}
+
+/// Register the gradients of x, the weight and the bias (those that are tracked).
+fn conv_backward(
+    (x_state, w_state, g): ConvState,
+    grad: FlexTensor,
+    [node_x, node_w, node_b]: [Option<NodeId>; 3],
+    grads: &mut Gradients,
+    checkpointer: &mut Checkpointer,
+) {
+    let x = checkpointer.retrieve_node_output::<FlexTensor>(x_state);
+    let weight = checkpointer.retrieve_node_output::<FlexTensor>(w_state);
+    // All were f32 in the forward (checked there), and the gradient has their dtype.
+    let (Some(x), Some(weight), Some(grad)) =
+        (f32_values(&x), f32_values(&weight), f32_values(&grad))
+    else {
+        unreachable!("conv2d_autodiff only records f32 tensors")
+    };
+    let (Some(xs), Some(ws), Some(gys)) = (
+        x.as_slice::<f32>(),
+        weight.as_slice::<f32>(),
+        grad.as_slice::<f32>(),
+    ) else {
+        unreachable!("f32_values returns contiguous f32 tensors")
+    };
+    let n = xs.len() / (g.c_in * g.h * g.w).max(1);
+    if let Some(node) = node_b {
+        let gb = TensorData::new(bias_backward(gys, n, &g), [g.c_out]);
+        grads.register::<CpuBackend>(node, FlexTensor::from_data(gb));
+    }
+    if let Some(node) = node_w {
+        let gw = weight_backward(xs, gys, n, &g, TILE_FLOATS);
+        let gw = TensorData::new(gw, [g.c_out, g.c_in, g.kh, g.kw]);
+        grads.register::<CpuBackend>(node, FlexTensor::from_data(gw));
+    }
+    if let Some(node) = node_x {
+        let gx = x_backward(gys, ws, n, &g, TILE_FLOATS);
+        let gx = TensorData::new(gx, [n, g.c_in, g.h, g.w]);
+        grads.register::<CpuBackend>(node, FlexTensor::from_data(gx));
+    }
+}
+
+/// Convolution on the CPU autodiff backend; `None` when the tensors are not f32.
+fn conv2d_autodiff(
     x: Tensor<CpuAutodiffBackend, 4>,
     weight: Tensor<CpuAutodiffBackend, 4>,
-    options: ConvOptions<2>,
-) -> Tensor<CpuAutodiffBackend, 4> {
+    bias: Option<Tensor<CpuAutodiffBackend, 1>>,
+    g: Geometry,
+) -> Option<Tensor<CpuAutodiffBackend, 4>> {
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     let x = x.into_primitive().tensor();
     let weight = weight.into_primitive().tensor();
-    let out = match FastConv2dBackward
-        .prepare::<burn::backend::autodiff::checkpoint::strategy::NoCheckpointing>([
-            x.node.clone(),
-            weight.node.clone(),
-        ])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(mut prep) => {
-            let x_state = prep.checkpoint(&x);
-            let w_state = prep.checkpoint(&weight);
-            prep.finish(
-                (x_state, w_state, options.clone()),
-                CpuBackend::conv2d(x.primitive, weight.primitive, None, options),
-            )
+    let bias = bias.map(|b| b.into_primitive().tensor());
+    let y = forward_flex(
+        &x.primitive,
+        &weight.primitive,
+        bias.as_ref().map(|b| &b.primitive),
+        &g,
+    )?;
+    let out = match bias {
+        Some(bias) => {
+            let parents = [x.node.clone(), weight.node.clone(), bias.node.clone()];
+            match Backward::<CpuBackend, 3>::prepare::<NoCheckpointing>(Conv2dBackward, parents)
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(mut prep) => {
+                    let state = (prep.checkpoint(&x), prep.checkpoint(&weight), g);
+                    prep.finish(state, y)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            }
         }
-        OpsKind::UnTracked(prep) => prep.finish(CpuBackend::conv2d(
-            x.primitive,
-            weight.primitive,
-            None,
-            options,
-        )),
+        None => {
+            let parents = [x.node.clone(), weight.node.clone()];
+            match Backward::<CpuBackend, 2>::prepare::<NoCheckpointing>(Conv2dBackward, parents)
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(mut prep) => {
+                    let state = (prep.checkpoint(&x), prep.checkpoint(&weight), g);
+                    prep.finish(state, y)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            }
+        }
     };
-    Tensor::from_primitive(TensorPrimitive::Float(out))
+    Some(Tensor::from_primitive(TensorPrimitive::Float(out)))
 }
 
 /// Output size of one spatial dimension.
-fn out_size(input: usize, k: usize, stride: usize, pad: usize, dilation: usize) -> usize {
-    (input + 2 * pad - dilation * (k - 1) - 1) / stride + 1
+fn out_size(input: usize, k: usize, stride: usize, pads: (usize, usize), dilation: usize) -> usize {
+    (input + pads.0 + pads.1).saturating_sub(dilation * (k - 1) + 1) / stride + 1
 }
 
-/// Geometry of one convolution, for im2col.
-#[derive(Clone, Copy)]
+/// Geometry of one convolution, for im2col and col2im.
+#[derive(Clone, Copy, Debug)]
 struct Geometry {
+    c_in: usize,
+    c_out: usize,
     h: usize,
     w: usize,
     kh: usize,
@@ -209,23 +291,51 @@ struct Geometry {
     ho: usize,
     wo: usize,
     stride: [usize; 2],
+    /// Padding before the first row / column (the padding after only sets `ho`, `wo`).
     pad: [usize; 2],
     dilation: [usize; 2],
 }
 
 impl Geometry {
-    fn new(h: usize, w: usize, kh: usize, kw: usize, o: &ConvOptions<2>) -> Self {
+    fn new(
+        c_in: usize,
+        c_out: usize,
+        [h, w]: [usize; 2],
+        [kh, kw]: [usize; 2],
+        stride: [usize; 2],
+        (pad_h, pad_w): ((usize, usize), (usize, usize)),
+        dilation: [usize; 2],
+    ) -> Self {
         Geometry {
+            c_in,
+            c_out,
             h,
             w,
             kh,
             kw,
-            ho: out_size(h, kh, o.stride[0], o.padding[0], o.dilation[0]),
-            wo: out_size(w, kw, o.stride[1], o.padding[1], o.dilation[1]),
-            stride: o.stride,
-            pad: o.padding,
-            dilation: o.dilation,
+            ho: out_size(h, kh, stride[0], pad_h, dilation[0]),
+            wo: out_size(w, kw, stride[1], pad_w, dilation[1]),
+            stride,
+            pad: [pad_h.0, pad_w.0],
+            dilation,
         }
+    }
+
+    /// Rows of the im2col matrix: `C_in·kh·kw`.
+    fn ck(&self) -> usize {
+        self.c_in * self.kh * self.kw
+    }
+
+    /// Columns of the im2col matrix: `H_out·W_out`.
+    fn l(&self) -> usize {
+        self.ho * self.wo
+    }
+
+    /// A 1×1, stride-1, unpadded convolution: im2col is the input itself.
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.pad == [0, 0]
+            && self.ho == self.h
+            && self.wo == self.w
     }
 
     /// Output positions `lo..hi` along one axis whose input index
@@ -249,34 +359,115 @@ impl Geometry {
         (lo.min(hi), hi)
     }
 
-    /// One input plane `[h, w]` → its im2col block `[kh·kw, ho·wo]`.
-    fn im2col_plane(&self, plane: &[f32], block: &mut [f32]) {
-        let l = self.ho * self.wo;
+    /// Visit every (input row, output row) pair of kernel tap `(ki, kj)` for the output rows
+    /// `rows`: `f(src, dst, c_lo, c_hi, c0)` gets the input row's offset in the plane, the output
+    /// row's offset in the block row (`(oh − rows.start)·wo`), the valid output columns and the
+    /// first input column.
+    fn for_each_row(
+        &self,
+        ki: usize,
+        kj: usize,
+        rows: &Range<usize>,
+        mut f: impl FnMut(usize, usize, usize, usize, usize),
+    ) {
         let (s0, s1) = (self.stride[0], self.stride[1]);
+        let (r_lo, r_hi) = Self::valid(self.h, self.ho, ki, s0, self.pad[0], self.dilation[0]);
+        let (c_lo, c_hi) = Self::valid(self.w, self.wo, kj, s1, self.pad[1], self.dilation[1]);
+        if c_lo >= c_hi {
+            return;
+        }
+        let c0 = c_lo * s1 + kj * self.dilation[1] - self.pad[1];
+        for oh in r_lo.max(rows.start)..r_hi.min(rows.end) {
+            let r = oh * s0 + ki * self.dilation[0] - self.pad[0];
+            f(r * self.w, (oh - rows.start) * self.wo, c_lo, c_hi, c0);
+        }
+    }
+
+    /// Output rows `rows` of one input plane `[h, w]` → its im2col block
+    /// `[kh·kw, rows.len()·wo]`.
+    fn im2col_plane(&self, plane: &[f32], rows: &Range<usize>, block: &mut [f32]) {
+        let l = rows.len() * self.wo;
+        let s1 = self.stride[1];
         for ki in 0..self.kh {
-            let (r_lo, r_hi) = Self::valid(self.h, self.ho, ki, s0, self.pad[0], self.dilation[0]);
             for kj in 0..self.kw {
-                let (c_lo, c_hi) =
-                    Self::valid(self.w, self.wo, kj, s1, self.pad[1], self.dilation[1]);
                 let row = &mut block[(ki * self.kw + kj) * l..][..l];
                 row.fill(0.0);
-                for oh in r_lo..r_hi {
-                    let r = oh * s0 + ki * self.dilation[0] - self.pad[0];
-                    let src = &plane[r * self.w..][..self.w];
-                    let dst = &mut row[oh * self.wo..][..self.wo];
-                    let c0 = c_lo * s1 + kj * self.dilation[1] - self.pad[1];
+                self.for_each_row(ki, kj, rows, |src, dst, c_lo, c_hi, c0| {
+                    let dst = &mut row[dst + c_lo..dst + c_hi];
                     if s1 == 1 {
-                        dst[c_lo..c_hi].copy_from_slice(&src[c0..c0 + (c_hi - c_lo)]);
+                        dst.copy_from_slice(&plane[src + c0..][..dst.len()]);
                     } else {
-                        for (i, d) in dst[c_lo..c_hi].iter_mut().enumerate() {
-                            *d = src[c0 + i * s1];
+                        for (i, d) in dst.iter_mut().enumerate() {
+                            *d = plane[src + c0 + i * s1];
                         }
                     }
-                }
+                });
             }
         }
     }
+
+    /// The adjoint of [`Self::im2col_plane`]: adds the im2col block `[kh·kw, rows.len()·wo]` of
+    /// output rows `rows` back onto its input plane `[h, w]`.
+    fn col2im_plane(&self, block: &[f32], rows: &Range<usize>, plane: &mut [f32]) {
+        let l = rows.len() * self.wo;
+        let s1 = self.stride[1];
+        for ki in 0..self.kh {
+            for kj in 0..self.kw {
+                let row = &block[(ki * self.kw + kj) * l..][..l];
+                self.for_each_row(ki, kj, rows, |src, dst, c_lo, c_hi, c0| {
+                    let from = &row[dst + c_lo..dst + c_hi];
+                    if s1 == 1 {
+                        let to = &mut plane[src + c0..][..from.len()];
+                        to.iter_mut().zip(from).for_each(|(t, f)| *t += f);
+                    } else {
+                        for (i, f) in from.iter().enumerate() {
+                            plane[src + c0 + i * s1] += f;
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    /// im2col of output rows `rows` of one image `[c_in, h, w]` into `cols`
+    /// `[ck, rows.len()·wo]`.
+    fn im2col(&self, image: &[f32], rows: &Range<usize>, cols: &mut [f32]) {
+        let (hw, kl) = (self.h * self.w, self.kh * self.kw * rows.len() * self.wo);
+        for c in 0..self.c_in {
+            self.im2col_plane(&image[c * hw..][..hw], rows, &mut cols[c * kl..][..kl]);
+        }
+    }
+
+    /// col2im of the block `dcols` `[ck, rows.len()·wo]` of output rows `rows`, added onto the
+    /// image gradient `[c_in, h, w]`.
+    fn col2im(&self, dcols: &[f32], rows: &Range<usize>, image: &mut [f32]) {
+        let (hw, kl) = (self.h * self.w, self.kh * self.kw * rows.len() * self.wo);
+        for c in 0..self.c_in {
+            self.col2im_plane(&dcols[c * kl..][..kl], rows, &mut image[c * hw..][..hw]);
+        }
+    }
+
+    /// Output rows per tile: as many as fit `tile` floats of im2col block, at least one.
+    fn rows_per_tile(&self, tile: usize) -> usize {
+        (tile / (self.ck() * self.wo).max(1)).clamp(1, self.ho.max(1))
+    }
+
+    /// Columns of the largest tile's im2col block.
+    fn tile_len(&self, tile: usize) -> usize {
+        self.rows_per_tile(tile) * self.wo
+    }
+
+    /// The output rows split into tiles whose im2col block stays within `tile` floats (at
+    /// least one row per tile): the block is written and read back while it is in cache.
+    fn row_tiles(&self, tile: usize) -> impl Iterator<Item = Range<usize>> + use<> {
+        let per_tile = self.rows_per_tile(tile);
+        let ho = self.ho;
+        (0..ho.div_ceil(per_tile)).map(move |t| t * per_tile..((t + 1) * per_tile).min(ho))
+    }
 }
+
+/// Size of an im2col tile in floats (512 KiB, one Zen 3 L2 cache).
+pub(crate) const TILE_FLOATS: usize = 128 * 1024;
 
 /// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`, each operand a slice with explicit row/column strides.
 /// Checks that every index the product touches lies inside its slice, then calls `gemm`
@@ -284,6 +475,7 @@ impl Geometry {
 #[allow(clippy::too_many_arguments)]
 fn gemm_f32(
     dst: &mut [f32],
+    (dst_rs, dst_cs): (usize, usize),
     accumulate: bool,
     (m, n, k): (usize, usize, usize),
     lhs: &[f32],
@@ -295,7 +487,10 @@ fn gemm_f32(
         return;
     }
     let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
-    assert!(dst.len() > last(m, n, n, 1), "gemm: dst too small");
+    assert!(
+        dst.len() > last(m, n, dst_rs, dst_cs),
+        "gemm: dst too small"
+    );
     assert!(
         lhs.len() > last(m, k, lhs_rs, lhs_cs),
         "gemm: lhs too small"
@@ -312,8 +507,8 @@ fn gemm_f32(
             n,
             k,
             dst.as_mut_ptr(),
-            1,
-            n as isize,
+            dst_cs as isize,
+            dst_rs as isize,
             accumulate,
             lhs.as_ptr(),
             lhs_cs as isize,
@@ -331,52 +526,164 @@ fn gemm_f32(
     }
 }
 
-fn contiguous_f32<const D: usize>(t: &Tensor<CpuBackend, D>) -> Vec<f32> {
-    t.clone().into_data().into_vec::<f32>().unwrap_or_default()
+/// Forward: `y [n, c_out, ho, wo]` from `x [n, c_in, h, w]` and `w [c_out, c_in, kh, kw]`.
+/// Per image and per tile of output rows, `y[:, tile] = W [c_out, ck] · im2col(x, tile)`;
+/// images in parallel (each writes only its own output).
+fn forward(
+    xs: &[f32],
+    ws: &[f32],
+    bias: Option<&[f32]>,
+    n: usize,
+    g: &Geometry,
+    tile: usize,
+) -> Vec<f32> {
+    let (l, ck, hw) = (g.l(), g.ck(), g.h * g.w);
+    let mut y = vec![0f32; n * g.c_out * l];
+    if l == 0 {
+        return y;
+    }
+    let pointwise = g.pointwise();
+    y.par_chunks_mut(g.c_out * l).enumerate().for_each_init(
+        || vec![0f32; if pointwise { 0 } else { ck * g.tile_len(tile) }],
+        |cols, (img, y_img)| {
+            // The bias first; the GEMMs accumulate onto it.
+            if let Some(bias) = bias {
+                for (row, b) in y_img.chunks_mut(l).zip(bias) {
+                    row.fill(*b);
+                }
+            }
+            let image = &xs[img * g.c_in * hw..][..g.c_in * hw];
+            if pointwise {
+                gemm_f32(y_img, (l, 1), true, (g.c_out, l, ck), ws, (ck, 1), image, (l, 1));
+                return;
+            }
+            for rows in g.row_tiles(tile) {
+                let t = rows.len() * g.wo;
+                g.im2col(image, &rows, cols);
+                // y[:, tile] [c_out, t] = W [c_out, ck] · cols [ck, t]
+                let dst = &mut y_img[rows.start * g.wo..];
+                gemm_f32(dst, (l, 1), true, (g.c_out, t, ck), ws, (ck, 1), cols, (t, 1));
+            }
+        },
+    );
+    y
+}
+
+/// dL/dx `[n, c_in, h, w]`: per image and tile of output rows, `dcols [ck, t] = Wᵀ [ck, c_out] ·
+/// gy[:, tile]`, then col2im. Images in parallel (each writes only its own gradient).
+fn x_backward(gys: &[f32], ws: &[f32], n: usize, g: &Geometry, tile: usize) -> Vec<f32> {
+    let (l, ck, hw) = (g.l(), g.ck(), g.h * g.w);
+    let mut dx = vec![0f32; n * g.c_in * hw];
+    if l == 0 {
+        return dx;
+    }
+    let pointwise = g.pointwise();
+    dx.par_chunks_mut(g.c_in * hw).enumerate().for_each_init(
+        || vec![0f32; if pointwise { 0 } else { ck * g.tile_len(tile) }],
+        |dcols, (img, dx_img)| {
+            let gy = &gys[img * g.c_out * l..][..g.c_out * l];
+            if pointwise {
+                gemm_f32(dx_img, (l, 1), false, (ck, l, g.c_out), ws, (1, ck), gy, (l, 1));
+                return;
+            }
+            for rows in g.row_tiles(tile) {
+                let t = rows.len() * g.wo;
+                let gy = &gy[rows.start * g.wo..];
+                gemm_f32(dcols, (t, 1), false, (ck, t, g.c_out), ws, (1, ck), gy, (l, 1));
+                g.col2im(dcols, &rows, dx_img);
+            }
+        },
+    );
+    dx
+}
+
+/// dL/db `[c_out]`: the output gradient summed over images and positions (in f64, in a fixed
+/// order: deterministic), channels in parallel.
+fn bias_backward(gys: &[f32], n: usize, g: &Geometry) -> Vec<f32> {
+    let l = g.l();
+    (0..g.c_out)
+        .into_par_iter()
+        .map(|c| {
+            (0..n)
+                .map(|img| {
+                    let row = &gys[(img * g.c_out + c) * l..][..l];
+                    row.iter().map(|v| f64::from(*v)).sum::<f64>()
+                })
+                .sum::<f64>() as f32
+        })
+        .collect()
 }
 
 /// Image groups of the weight gradient (more groups than cores keeps every core busy).
 const WEIGHT_GRAD_GROUPS: usize = 16;
 
-/// dL/dW: `Σₙ gyₙ [c_out, L] · im2col(xₙ)ᵀ [L, c_in·kh·kw]` → `[c_out, c_in, kh, kw]`.
-/// Parallel over [`WEIGHT_GRAD_GROUPS`] groups of images, each with its own im2col buffer.
-pub(crate) fn weight_backward(
-    x: &Tensor<CpuBackend, 4>,
-    grad: &Tensor<CpuBackend, 4>,
-    w_dims: [usize; 4],
-    options: &ConvOptions<2>,
-) -> Tensor<CpuBackend, 4> {
-    let [n, c_in, h, w] = x.dims();
-    let [c_out, _, kh, kw] = w_dims;
-    let g = Geometry::new(h, w, kh, kw, options);
-    let (l, ck) = (g.ho * g.wo, c_in * kh * kw);
-    let xs = contiguous_f32(x);
-    let gys = contiguous_f32(grad);
-    // Fixed groups of images, summed in group order: the result does not depend on the number
-    // of threads or on scheduling (training stays bit-reproducible on CPU).
+/// dL/dW `[c_out, c_in, kh, kw]`: `Σₙ gyₙ [c_out, L] · im2col(xₙ)ᵀ [L, ck]`, per tile of output
+/// rows. Parallel over [`WEIGHT_GRAD_GROUPS`] fixed groups of images, each with its own im2col
+/// buffer, summed in group order: the result does not depend on the number of threads or on
+/// scheduling (training stays bit-reproducible on CPU).
+fn weight_backward(xs: &[f32], gys: &[f32], n: usize, g: &Geometry, tile: usize) -> Vec<f32> {
+    let (l, ck, hw) = (g.l(), g.ck(), g.h * g.w);
     let per_group = n.div_ceil(WEIGHT_GRAD_GROUPS).max(1);
+    let pointwise = g.pointwise();
     let partials: Vec<Vec<f32>> = (0..n.div_ceil(per_group))
         .into_par_iter()
         .map(|group| {
-            let mut acc = vec![0f32; c_out * ck];
-            let mut cols = vec![0f32; ck * l];
+            let mut acc = vec![0f32; g.c_out * ck];
+            let mut cols = vec![0f32; if pointwise { 0 } else { ck * g.tile_len(tile) }];
             for img in group * per_group..((group + 1) * per_group).min(n) {
-                for c in 0..c_in {
-                    let plane = &xs[(img * c_in + c) * h * w..][..h * w];
-                    g.im2col_plane(plane, &mut cols[c * kh * kw * l..][..kh * kw * l]);
+                let image = &xs[img * g.c_in * hw..][..g.c_in * hw];
+                let gy = &gys[img * g.c_out * l..][..g.c_out * l];
+                if pointwise {
+                    gemm_f32(&mut acc, (ck, 1), true, (g.c_out, ck, l), gy, (l, 1), image, (1, l));
+                    continue;
                 }
-                let gy = &gys[img * c_out * l..][..c_out * l];
-                // acc [c_out, ck] += gy [c_out, L] · colsᵀ [L, ck]
-                gemm_f32(&mut acc, true, (c_out, ck, l), gy, (l, 1), &cols, (1, l));
+                for rows in g.row_tiles(tile) {
+                    let t = rows.len() * g.wo;
+                    g.im2col(image, &rows, &mut cols);
+                    let gy = &gy[rows.start * g.wo..];
+                    // acc [c_out, ck] += gy[:, tile] [c_out, t] · colsᵀ [t, ck]
+                    gemm_f32(&mut acc, (ck, 1), true, (g.c_out, ck, t), gy, (l, 1), &cols, (1, t));
+                }
             }
             acc
         })
         .collect();
-    let mut dw = vec![0f32; c_out * ck];
+    let mut dw = vec![0f32; g.c_out * ck];
     for p in &partials {
         dw.iter_mut().zip(p).for_each(|(x, y)| *x += y);
     }
-    Tensor::from_data(TensorData::new(dw, w_dims), &x.device())
+    dw
+}
+
+/// The probe's entry points: the kernels on flat NCHW data for a SAME 3×3 layer.
+#[cfg(test)]
+pub(crate) mod probe {
+    use super::*;
+
+    fn same3x3(c_in: usize, c_out: usize, h: usize, w: usize) -> Geometry {
+        Geometry::new(c_in, c_out, [h, w], [3, 3], [1, 1], ((1, 1), (1, 1)), [1, 1])
+    }
+
+    /// `(forward, x gradient, weight gradient)` wall times in ms for one call each, with im2col
+    /// tiles of `tile` floats.
+    pub(crate) fn time_kernels(
+        xs: &[f32],
+        ws: &[f32],
+        [n, c_in, c_out, h, w]: [usize; 5],
+        tile: usize,
+    ) -> (f64, f64, f64) {
+        let g = same3x3(c_in, c_out, h, w);
+        let t = std::time::Instant::now();
+        let y = forward(xs, ws, None, n, &g, tile);
+        let f = t.elapsed().as_secs_f64() * 1e3;
+        let t = std::time::Instant::now();
+        let _ = x_backward(&y, ws, n, &g, tile);
+        let bx = t.elapsed().as_secs_f64() * 1e3;
+        let t = std::time::Instant::now();
+        let _ = weight_backward(xs, &y, n, &g, tile);
+        let bw = t.elapsed().as_secs_f64() * 1e3;
+        (f, bx, bw)
+    }
 }
 
 #[cfg(test)]
@@ -469,25 +776,129 @@ mod tests {
 
     #[test]
     fn weight_gradient_is_bit_identical_across_thread_counts() {
-        let device = Default::default();
-        let x = Tensor::<CpuBackend, 4>::random(
-            [37, 3, 9, 11],
-            Distribution::Normal(0.0, 1.0),
-            &device,
-        );
-        let gy = Tensor::<CpuBackend, 4>::random(
-            [37, 4, 9, 11],
-            Distribution::Normal(0.0, 1.0),
-            &device,
-        );
-        let opts = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+        let g = Geometry::new(3, 4, [9, 11], [3, 3], [1, 1], ((1, 1), (1, 1)), [1, 1]);
+        let n = 37;
+        let xs: Vec<f32> = (0..n * 3 * 9 * 11).map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0).collect();
+        let gys: Vec<f32> = (0..n * 4 * 9 * 11).map(|i| ((i * 104_729) % 97) as f32 / 48.0 - 1.0).collect();
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
                 .unwrap();
-            pool.install(|| weight_backward(&x, &gy, [4, 3, 3, 3], &opts).into_data())
+            pool.install(|| weight_backward(&xs, &gys, n, &g, 300))
         };
         assert_eq!(run(1), run(3));
+    }
+
+    #[test]
+    fn row_tiles_give_the_untiled_results() {
+        // Stride 2 with asymmetric padding, 7 output rows: one row per tile vs one tile.
+        let g = Geometry::new(3, 4, [13, 11], [3, 3], [2, 2], ((1, 1), (0, 1)), [1, 1]);
+        let n = 3;
+        let xs: Vec<f32> = (0..n * 3 * 13 * 11)
+            .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        let ws: Vec<f32> = (0..4 * 27).map(|i| ((i * 31) % 17) as f32 / 8.0 - 1.0).collect();
+        let bias = [0.5, -0.25, 0.0, 1.0];
+        assert_eq!(g.rows_per_tile(1), 1);
+        assert_eq!(g.row_tiles(1).count(), g.ho);
+        let close = |a: &[f32], b: &[f32]| {
+            assert_eq!(a.len(), b.len());
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{x} vs {y}");
+            }
+        };
+        let y1 = forward(&xs, &ws, Some(&bias), n, &g, 1);
+        close(&y1, &forward(&xs, &ws, Some(&bias), n, &g, usize::MAX));
+        close(
+            &x_backward(&y1, &ws, n, &g, 1),
+            &x_backward(&y1, &ws, n, &g, usize::MAX),
+        );
+        close(
+            &weight_backward(&xs, &y1, n, &g, 1),
+            &weight_backward(&xs, &y1, n, &g, usize::MAX),
+        );
+    }
+
+    #[test]
+    fn inference_forward_matches_burn() {
+        let device = Default::default();
+        CpuBackend::seed(&device, 11);
+        for (cfg, dims) in [
+            (
+                Conv2dConfig::new([3, 5], [3, 3]).with_padding(PaddingConfig2d::Same),
+                [2, 3, 7, 9],
+            ),
+            (
+                Conv2dConfig::new([2, 4], [3, 3])
+                    .with_stride([2, 2])
+                    .with_padding(PaddingConfig2d::Same),
+                [3, 2, 9, 12],
+            ),
+            (Conv2dConfig::new([4, 2], [1, 1]), [2, 4, 5, 6]),
+        ] {
+            let conv = cfg.init::<CpuBackend>(&device);
+            let x = Tensor::<CpuBackend, 4>::random(dims, Distribution::Normal(0.0, 1.0), &device);
+            let tol = burn::tensor::Tolerance::<f32>::rel_abs(1e-4, 1e-4);
+            conv2d(&conv, x.clone())
+                .into_data()
+                .assert_approx_eq::<f32>(&conv.forward(x).into_data(), tol);
+        }
+    }
+}
+
+#[cfg(test)]
+mod gemm_probe {
+    use super::gemm_f32;
+
+    fn time(label: &str, flops: f64, mut f: impl FnMut()) {
+        f();
+        let t = std::time::Instant::now();
+        let reps = 20;
+        for _ in 0..reps {
+            f();
+        }
+        let s = t.elapsed().as_secs_f64() / reps as f64;
+        eprintln!("{label}: {:.2} ms {:.1} GFLOP/s", s * 1e3, flops / s / 1e9);
+    }
+
+    /// `cargo test --lib nn::conv::gemm_probe -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn gemm_probe() {
+        let (co, ck, l) = (64, 576, 1925);
+        let flops = 2.0 * (co * ck * l) as f64;
+        let w: Vec<f32> = (0..co * ck).map(|i| (i % 13) as f32 * 0.1).collect();
+        let cols: Vec<f32> = (0..ck * l).map(|i| (i % 7) as f32 * 0.1).collect();
+        let mut y = vec![0f32; co * l];
+        for _ in 0..2 {
+            time("fwd A  y[co,L] = W[co,ck] cols[ck,L]", flops, || {
+                gemm_f32(&mut y, (l, 1), false, (co, l, ck), &w, (ck, 1), &cols, (l, 1))
+            });
+            time("fwd B  yT[L,co] = colsT W^T", flops, || {
+                gemm_f32(&mut y, (1, l), false, (l, co, ck), &cols, (1, l), &w, (1, ck))
+            });
+            // cols stored transposed: [L, ck]
+            time("fwd C  yT[L,co] = colsT(row-major) W^T", flops, || {
+                gemm_f32(&mut y, (1, l), false, (l, co, ck), &cols, (ck, 1), &w, (1, ck))
+            });
+            time("fwd D  y = W colsT(row-major)^T", flops, || {
+                gemm_f32(&mut y, (l, 1), false, (co, l, ck), &w, (ck, 1), &cols, (1, ck))
+            });
+            let mut dcols = vec![0f32; ck * l];
+            time("xgrad A dcols[ck,L] = W^T gy", flops, || {
+                gemm_f32(&mut dcols, (l, 1), false, (ck, l, co), &w, (1, ck), &y, (l, 1))
+            });
+            time("xgrad B dcolsT[L,ck] = gyT W", flops, || {
+                gemm_f32(&mut dcols, (1, l), false, (l, ck, co), &y, (1, l), &w, (ck, 1))
+            });
+            let mut acc = vec![0f32; co * ck];
+            time("wgrad A acc[co,ck] += gy colsT", flops, || {
+                gemm_f32(&mut acc, (ck, 1), true, (co, ck, l), &y, (l, 1), &cols, (1, l))
+            });
+            time("wgrad B accT[ck,co] += cols gyT", flops, || {
+                gemm_f32(&mut acc, (1, ck), true, (ck, co, l), &cols, (l, 1), &y, (1, l))
+            });
+        }
     }
 }
