@@ -321,6 +321,47 @@ impl Geometry {
         }
     }
 
+    /// For stride 1 and dilation 1, the input gradient is itself a convolution: of the output
+    /// gradient `[c_out, ho, wo]` with the kernel flipped in space and transposed in channels
+    /// (`W'[ci, co, a, b] = W[co, ci, kh−1−a, kw−1−b]`) and the padding `k − 1 − p` on each
+    /// side. Returns that kernel and geometry (whose output is `[c_in, h, w]`); `None` for other
+    /// strides, dilations, or padding wider than the kernel.
+    fn transposed(&self, ws: &[f32]) -> Option<(Vec<f32>, Geometry)> {
+        let (top, left) = (self.pad[0], self.pad[1]);
+        // Padding after, recovered from the output size: ho = h + top + bottom − kh + 1.
+        let bottom = (self.ho + self.kh).checked_sub(1 + self.h + top)?;
+        let right = (self.wo + self.kw).checked_sub(1 + self.w + left)?;
+        if self.stride != [1, 1]
+            || self.dilation != [1, 1]
+            || top.max(bottom) >= self.kh
+            || left.max(right) >= self.kw
+        {
+            return None;
+        }
+        let (kh, kw) = (self.kh, self.kw);
+        let mut flipped = vec![0f32; ws.len()];
+        for co in 0..self.c_out {
+            for ci in 0..self.c_in {
+                for a in 0..kh {
+                    for b in 0..kw {
+                        flipped[((ci * self.c_out + co) * kh + a) * kw + b] =
+                            ws[((co * self.c_in + ci) * kh + (kh - 1 - a)) * kw + (kw - 1 - b)];
+                    }
+                }
+            }
+        }
+        let g = Geometry::new(
+            self.c_out,
+            self.c_in,
+            [self.ho, self.wo],
+            [kh, kw],
+            [1, 1],
+            ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right)),
+            [1, 1],
+        );
+        (g.ho == self.h && g.wo == self.w).then_some((flipped, g))
+    }
+
     /// Rows of the im2col matrix: `C_in·kh·kw`.
     fn ck(&self) -> usize {
         self.c_in * self.kh * self.kw
@@ -386,22 +427,36 @@ impl Geometry {
     /// Output rows `rows` of one input plane `[h, w]` → its im2col block
     /// `[kh·kw, rows.len()·wo]`.
     fn im2col_plane(&self, plane: &[f32], rows: &Range<usize>, block: &mut [f32]) {
-        let l = rows.len() * self.wo;
-        let s1 = self.stride[1];
+        let (wo, s0, s1) = (self.wo, self.stride[0], self.stride[1]);
+        let l = rows.len() * wo;
         for ki in 0..self.kh {
+            let (r_lo, r_hi) = Self::valid(self.h, self.ho, ki, s0, self.pad[0], self.dilation[0]);
             for kj in 0..self.kw {
+                let (c_lo, c_hi) =
+                    Self::valid(self.w, wo, kj, s1, self.pad[1], self.dilation[1]);
                 let row = &mut block[(ki * self.kw + kj) * l..][..l];
-                row.fill(0.0);
-                self.for_each_row(ki, kj, rows, |src, dst, c_lo, c_hi, c0| {
-                    let dst = &mut row[dst + c_lo..dst + c_hi];
+                // Each output row once: zeros where the tap falls in the padding, a copy of the
+                // input row elsewhere (no full zero-fill first: this loop is the im2col's cost).
+                for oh in rows.clone() {
+                    let out = &mut row[(oh - rows.start) * wo..][..wo];
+                    if oh < r_lo || oh >= r_hi || c_lo >= c_hi {
+                        out.fill(0.0);
+                        continue;
+                    }
+                    out[..c_lo].fill(0.0);
+                    out[c_hi..].fill(0.0);
+                    let r = oh * s0 + ki * self.dilation[0] - self.pad[0];
+                    let c0 = c_lo * s1 + kj * self.dilation[1] - self.pad[1];
+                    let src = &plane[r * self.w..][..self.w];
+                    let dst = &mut out[c_lo..c_hi];
                     if s1 == 1 {
-                        dst.copy_from_slice(&plane[src + c0..][..dst.len()]);
+                        dst.copy_from_slice(&src[c0..][..dst.len()]);
                     } else {
                         for (i, d) in dst.iter_mut().enumerate() {
-                            *d = plane[src + c0 + i * s1];
+                            *d = src[c0 + i * s1];
                         }
                     }
-                });
+                }
             }
         }
     }
@@ -572,6 +627,9 @@ fn forward(
 /// dL/dx `[n, c_in, h, w]`: per image and tile of output rows, `dcols [ck, t] = Wᵀ [ck, c_out] ·
 /// gy[:, tile]`, then col2im. Images in parallel (each writes only its own gradient).
 fn x_backward(gys: &[f32], ws: &[f32], n: usize, g: &Geometry, tile: usize) -> Vec<f32> {
+    if let Some((flipped, g_t)) = g.transposed(ws) {
+        return forward(gys, &flipped, None, n, &g_t, tile);
+    }
     let (l, ck, hw) = (g.l(), g.ck(), g.h * g.w);
     let mut dx = vec![0f32; n * g.c_in * hw];
     if l == 0 {
