@@ -63,6 +63,9 @@ pub const ENTRY_REFINER: &str = "refiner.safetensors";
 pub const ENTRY_DISCRIMINATOR: &str = "discriminator.safetensors";
 /// Entry: the gaze net as a bare-model safetensors.
 pub const ENTRY_GAZE_NET: &str = "gaze_net.safetensors";
+/// Entry: the moving average of the refiner's weights (when `ema_decay > 0`), as a bare-model
+/// safetensors.
+pub const ENTRY_REFINER_EMA: &str = "refiner_ema.safetensors";
 /// Entry: the refiner's Adam state.
 pub const ENTRY_OPTIM_REFINER: &str = "optim_refiner.mpk";
 /// Entry: the discriminator's Adam state.
@@ -475,6 +478,12 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
             ENTRY_DISCRIMINATOR.to_string(),
             save_discriminator(&self.discriminator, &self.config.discriminator)?,
         );
+        if let Some(ema) = &self.ema {
+            entries.insert(
+                ENTRY_REFINER_EMA.to_string(),
+                save_refiner(ema, &self.config.refiner)?,
+            );
+        }
         entries.insert(
             ENTRY_OPTIM_REFINER.to_string(),
             save_optim(&self.optim_r, "refiner")?,
@@ -558,9 +567,16 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
                 .collect();
             history.restore(flat)?;
         }
+        // A checkpoint written before the average existed restarts it from the refiner.
+        let ema = match (config.ema_decay > 0.0, ckpt.entries.get(ENTRY_REFINER_EMA)) {
+            (false, _) => None,
+            (true, Some(bytes)) => Some(load_refiner::<B::InnerBackend>(bytes, device)?.0),
+            (true, None) => Some(burn::module::AutodiffModule::valid(&refiner)),
+        };
         B::seed(device, config.seed ^ state.step);
         Ok(Self {
             config,
+            ema,
             refiner,
             discriminator,
             optim_r,
@@ -662,7 +678,8 @@ mod tests {
         let device = Default::default();
         let cfg = tiny_config()
             .with_pretrain_r_steps(3)
-            .with_pretrain_d_steps(2);
+            .with_pretrain_d_steps(2)
+            .with_ema_decay(0.5);
         let mut t = RefinerTrainer::<AB>::new(cfg.clone(), &device).unwrap();
         let mut src = ToySource {
             h: 16,
@@ -683,7 +700,12 @@ mod tests {
         assert_eq!(
             bits(t.refine(x.clone())),
             bits(u.refine(x.clone())),
-            "refiner outputs bit-identical"
+            "refiner (weight average) outputs bit-identical"
+        );
+        assert_eq!(
+            bits(t.refiner().valid().forward(x.clone())),
+            bits(u.refiner().valid().forward(x.clone())),
+            "trained refiner outputs bit-identical"
         );
 
         // The optimiser state came back too: one more identical R step gives identical weights.
@@ -713,7 +735,13 @@ mod tests {
         let y: Tensor<CpuBackend, 4> =
             BatchSource::<CpuBackend>::synthetic(&mut src, 2, &device).unwrap();
         let reloaded = RefinerTrainer::<AB>::load_checkpoint(&bytes, &device).unwrap();
-        assert_eq!(bits(bare.forward(y.clone())), bits(reloaded.refine(y)));
+        assert_eq!(
+            bits(bare.forward(y.clone())),
+            bits(reloaded.refiner().valid().forward(y.clone()))
+        );
+        let (ema, _) =
+            load_refiner::<CpuBackend>(ckpt.entry(ENTRY_REFINER_EMA).unwrap(), &device).unwrap();
+        assert_eq!(bits(ema.forward(y.clone())), bits(reloaded.refine(y)));
 
         // Without history: empty buffer on resume.
         let nohist =

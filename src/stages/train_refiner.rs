@@ -153,6 +153,15 @@ const PARAMS: &[ParamSpec] = &[
         "History buffer of refined images (carpedm20: 25,600)",
     ),
     ParamSpec::new(
+        "ema_decay",
+        ParamType::Float {
+            min: 0.0,
+            max: 0.999_999,
+        },
+        "0",
+        "Moving average of the refiner's weights over its adversarial steps; the average is the output refiner (0 = off, the paper)",
+    ),
+    ParamSpec::new(
         "seed",
         ParamType::Int {
             min: 0,
@@ -195,6 +204,7 @@ fn train_config(ctx: &StageCtx) -> Result<TrainConfig> {
         .with_k_g(p.int("k_g")? as u64)
         .with_k_d(p.int("k_d")? as u64)
         .with_history_capacity(p.usize("history_size")?)
+        .with_ema_decay(p.float("ema_decay")?)
         .with_seed(p.int("seed")? as u64);
     cfg.validate()
         .map_err(|e| ctx.err(format!("training params: {e}")))?;
@@ -342,7 +352,8 @@ impl TrainJob<'_> {
             }
         }
         grids.push(self.grid(&trainer, total)?);
-        let refiner = nn::save_refiner(trainer.refiner(), &self.cfg.refiner).map_err(err)?;
+        let refiner =
+            nn::save_refiner(&trainer.output_refiner(), &self.cfg.refiner).map_err(err)?;
         let discriminator =
             nn::save_discriminator(trainer.discriminator(), &self.cfg.discriminator)
                 .map_err(err)?;
