@@ -10,7 +10,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, Float32Array, Float64Array, Int64Array, StringArray};
 use arrow::record_batch::RecordBatch;
 
-use super::score::{ESTIMATOR_ROLES, Summary};
+use super::score::{ESTIMATOR_ROLES, MEAN_GAZE, Summary};
 use super::{InputKind, InputSpec, StageCtx, StageKind, UnitOutput, UnitSpec, common};
 use crate::error::{Error, Result};
 use crate::params::ParamSpec;
@@ -347,6 +347,42 @@ fn summary_batch(summary: &[Summary]) -> Result<RecordBatch> {
 }
 
 /// The HTML page.
+/// An estimator whose mean error is above this fraction of the constant predictor's has not
+/// learned from the images.
+const LEARNED_FRACTION: f64 = 0.9;
+
+/// What a reader should know before trusting the numbers: estimators that did not beat the
+/// constant mean-gaze predictor, and a refined-trained estimator no better than the synthetic
+/// one. Empty when all is well.
+pub fn checks(summary: &[Summary]) -> Vec<String> {
+    let test = |role: &str| {
+        summary
+            .iter()
+            .find(|s| s.estimator == role && s.eval_set == "real-test")
+    };
+    let mut out = Vec::new();
+    if let Some(base) = test(MEAN_GAZE) {
+        for role in ESTIMATOR_ROLES {
+            if let Some(s) = test(role).filter(|s| s.mean_deg >= LEARNED_FRACTION * base.mean_deg)
+            {
+                out.push(format!(
+                    "The {role}-trained estimator ({:.2}°) is hardly better than predicting the mean gaze for every image ({:.2}°): it did not learn, and comparisons with it mean little.",
+                    s.mean_deg, base.mean_deg
+                ));
+            }
+        }
+    }
+    if let (Some(s), Some(r)) = (test("synthetic"), test("refined"))
+        && r.mean_deg >= s.mean_deg
+    {
+        out.push(format!(
+            "The refined-trained estimator ({:.2}°) is not better than the synthetic-trained one ({:.2}°): refinement did not help on this run (see the sample grid and the discriminator's accuracy).",
+            r.mean_deg, s.mean_deg
+        ));
+    }
+    out
+}
+
 fn html(summary: &[Summary], has_grid: bool, has_curves: bool, ctx: &StageCtx) -> String {
     let test: Vec<&Summary> = ESTIMATOR_ROLES
         .iter()
@@ -357,7 +393,7 @@ fn html(summary: &[Summary], has_grid: bool, has_curves: bool, ctx: &StageCtx) -
         })
         .collect();
     let mut h = String::new();
-    h.push_str("<!doctype html><html><head><meta charset=\"utf-8\"><title>simgan report</title><style>body{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}th{background:#f4f4f4}td:first-child{text-align:left}img{max-width:100%;border:1px solid #ddd}.gain{font-size:1.3em}</style></head><body>");
+    h.push_str("<!doctype html><html><head><meta charset=\"utf-8\"><title>simgan report</title><style>body{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}th{background:#f4f4f4}td:first-child{text-align:left}img{max-width:100%;border:1px solid #ddd}.gain{font-size:1.3em}.warn{background:#fff4e5;border:1px solid #f0a040;padding:4px 12px}</style></head><body>");
     let _ = write!(
         h,
         "<h1>SimGAN report</h1><p>Run root <code>{}</code>, stage <code>{}</code>.</p>",
@@ -372,6 +408,16 @@ fn html(summary: &[Summary], has_grid: bool, has_curves: bool, ctx: &StageCtx) -
             "<p class=\"gain\" id=\"gain\">Refined-trained estimator: <b>{:.2}°</b> mean error on real test eyes vs <b>{:.2}°</b> for the synthetic-trained one — <b id=\"gain-pct\">{gain:.1}%</b> lower (paper, Table 3: 11.2° → 7.8°, 30% lower).</p>",
             r.mean_deg, s.mean_deg
         );
+    }
+    let warnings = checks(summary);
+    if warnings.is_empty() {
+        h.push_str("<p id=\"checks\">Checks passed: every estimator beats the constant mean-gaze predictor and refinement lowered the error.</p>");
+    } else {
+        h.push_str("<div id=\"checks\" class=\"warn\"><b>Read the numbers below with care:</b><ul>");
+        for w in &warnings {
+            let _ = write!(h, "<li>{}</li>", esc(w));
+        }
+        h.push_str("</ul></div>");
     }
     if has_grid {
         h.push_str("<h2>Samples</h2><p>Rows: synthetic | the same images refined | real.</p><img id=\"samples\" src=\"samples.png\" alt=\"sample grid\">");
@@ -437,7 +483,7 @@ impl StageKind for Report {
         "Write the HTML report: samples, losses, errors vs the paper, label drift"
     }
     fn code_version(&self) -> &'static str {
-        "1"
+        "2"
     }
     fn params(&self) -> &'static [ParamSpec] {
         &[]
@@ -506,11 +552,55 @@ impl StageKind for Report {
         if let Some(png) = &grid {
             out.artifact("samples.png", png.clone())?;
         }
+        for w in checks(&summary) {
+            tracing::warn!(stage = ctx.stage, "{w}");
+        }
         out.artifact(
             "report.html",
             html(&summary, grid.is_some(), curves.is_some(), ctx),
         )?;
         out.write(&summary_batch(&summary)?)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(estimator: &str, mean_deg: f64) -> Summary {
+        Summary {
+            estimator: estimator.into(),
+            eval_set: "real-test".into(),
+            n: 10,
+            mean_deg,
+            median_deg: mean_deg,
+            std_deg: 1.0,
+            within: vec![0.0; 21],
+        }
+    }
+
+    #[test]
+    fn checks_flag_unlearned_estimators_and_a_refinement_that_did_not_help() {
+        let good = [
+            row("synthetic", 10.0),
+            row("refined", 8.0),
+            row("real", 5.0),
+            row(MEAN_GAZE, 20.0),
+        ];
+        assert!(checks(&good).is_empty());
+
+        let bad = [
+            row("synthetic", 10.0),
+            row("refined", 12.0),
+            row("real", 19.0),
+            row(MEAN_GAZE, 20.0),
+        ];
+        let w = checks(&bad);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("real-trained") && w[0].contains("19.00°"));
+        assert!(w[1].contains("not better") && w[1].contains("12.00°"));
+        // Without the baseline (an older score stage) only the comparison is checked.
+        assert_eq!(checks(&bad[..3]).len(), 1);
     }
 }

@@ -1,6 +1,9 @@
 //! `score`: every gaze estimator on the real test split — angular error per sample as Parquet,
 //! aggregated with polars into mean / median error and % within d° for d = 0…20 (`summary.json`).
 //!
+//! Beside the estimators, the constant predictor `mean-gaze` (the test set's mean gaze direction
+//! for every image) is scored on the same rows: an estimator close to it learned nothing.
+//!
 //! Label preservation: with `synthetic_data` and `refined_data` inputs (the same ids before and
 //! after refinement), the oracle (the `real` estimator) is run on both versions of each sample;
 //! the angle between its two predictions is the gaze drift the refiner introduced (rows with
@@ -28,6 +31,9 @@ pub struct Score;
 
 /// Estimator roles, in report order.
 pub const ESTIMATOR_ROLES: [&str; 3] = ["synthetic", "refined", "real"];
+
+/// The baseline scored beside the estimators: every test image gets the test set's mean gaze.
+pub const MEAN_GAZE: &str = "mean-gaze";
 
 const INPUTS: &[InputSpec] = &[
     InputSpec {
@@ -84,7 +90,7 @@ const PARAMS: &[ParamSpec] = &[
 /// Aggregate errors of one estimator on one evaluation set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
-    /// Estimator role (synthetic | refined | real).
+    /// Estimator role (synthetic | refined | real), or `mean-gaze` for the constant baseline.
     pub estimator: String,
     /// real-test | synthetic | refined | drift.
     pub eval_set: String,
@@ -252,7 +258,7 @@ impl StageKind for Score {
         "Score gaze estimators on the real test split (angular error, % within d°, label drift)"
     }
     fn code_version(&self) -> &'static str {
-        "1"
+        "2"
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
@@ -371,6 +377,20 @@ impl StageKind for Score {
             return Err(
                 ctx.err("no estimator inputs: set at least one of synthetic, refined, real")
             );
+        }
+        // The constant predictor: the test set's mean gaze direction for every image. An
+        // estimator near its error has not learned anything from the images.
+        let mean = test_rows.iter().fold([0f32; 3], |acc, r| {
+            [acc[0] + r.gaze[0], acc[1] + r.gaze[1], acc[2] + r.gaze[2]]
+        });
+        for row in &test_rows {
+            rows.push(Row {
+                estimator: MEAN_GAZE.into(),
+                trained_on: "constant: the test set's mean gaze direction".into(),
+                eval_set: "real-test",
+                id: row.id.clone(),
+                error: angular_error_deg(mean, row.gaze),
+            });
         }
         let b = batch(&rows)?;
         out.write(&b)?;

@@ -114,6 +114,12 @@ const PARAMS: &[ParamSpec] = &[
         "Discriminator Adam learning rate",
     ),
     ParamSpec::new(
+        "beta1",
+        ParamType::Float { min: 0.0, max: 0.999 },
+        "0.9",
+        "Adam β₁ of both optimisers (GAN practice: 0.5)",
+    ),
+    ParamSpec::new(
         "pretrain_r_steps",
         INT,
         "200",
@@ -198,6 +204,7 @@ fn train_config(ctx: &StageCtx) -> Result<TrainConfig> {
         .with_lambda(p.float("lambda")?)
         .with_lr_r(p.float("lr_r")?)
         .with_lr_d(p.float("lr_d")?)
+        .with_beta1(p.float("beta1")? as f32)
         .with_pretrain_r_steps(p.int("pretrain_r_steps")? as u64)
         .with_pretrain_d_steps(p.int("pretrain_d_steps")? as u64)
         .with_steps(p.int("steps")? as u64)
