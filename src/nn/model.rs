@@ -54,10 +54,10 @@ pub struct RefinerConfig {
     /// End in `tanh` (keeps outputs in `[-1, 1]`); off gives a linear output.
     #[config(default = true)]
     pub tanh_output: bool,
-    /// Residual output: `R(x) = clamp(x + conv_out(h), −1, 1)` with `conv_out` initialised to
-    /// zero, so R starts as the identity and learns only the change (replaces `tanh`). Not in
-    /// the paper; it lets a narrow refiner trained for a few hundred CPU steps keep the pupil
-    /// and iris intact (see the eye-gaze demo's note).
+    /// Residual output: `R(x) = x + conv_out(h)`, leaky-clamped to [−1, 1] (slope 1/100
+    /// outside), with `conv_out` initialised to zero, so R starts as the identity and learns
+    /// only the change (replaces `tanh`). Not in the paper; it lets a narrow refiner trained for
+    /// a few hundred CPU steps keep the pupil and iris intact (see the eye-gaze demo's note).
     #[config(default = false)]
     pub residual: bool,
     /// Extra input channels of standard-normal noise concatenated to the image (0 = the paper's
@@ -163,7 +163,7 @@ pub struct Refiner<B: Backend> {
     /// Whether the output goes through tanh.
     #[module(skip)]
     pub tanh_output: bool,
-    /// Whether the output is `clamp(x + Δ)` (see [`RefinerConfig::residual`]).
+    /// Whether the output is the leaky-clamped `x + Δ` (see [`RefinerConfig::residual`]).
     #[module(skip)]
     pub residual: bool,
     /// Noise channels drawn and concatenated to the input (see [`RefinerConfig::noise_channels`]).
@@ -192,7 +192,13 @@ impl<B: Backend> Refiner<B> {
         }
         let out = conv2d(&self.conv_out, h); // [batch, 1, 35, 55]
         if self.residual {
-            (x + out).clamp(-1.0, 1.0) // [batch, 1, 35, 55]
+            // A leaky clamp: identity inside [−1, 1], slope 1/100 outside. A hard clamp has no
+            // gradient once saturated: a refiner that overshot to black (real-like eyes are
+            // darker) stayed black for the rest of the run, with neither D nor the
+            // self-regularisation able to pull it back. Outputs are clamped when stored.
+            let v = x + out; // [batch, 1, 35, 55]
+            let inside = v.clone().clamp(-1.0, 1.0);
+            inside.clone() + (v - inside).mul_scalar(LEAK) // [batch, 1, 35, 55]
         } else if self.tanh_output {
             tanh(out) // [batch, 1, 35, 55]
         } else {
@@ -200,6 +206,9 @@ impl<B: Backend> Refiner<B> {
         }
     }
 }
+
+/// Slope of the residual refiner's output beyond [−1, 1] (see [`Refiner::forward`]).
+const LEAK: f64 = 0.01;
 
 // ---------------------------------------------------------------------------------------------
 // Discriminator
@@ -536,6 +545,28 @@ mod tests {
     use crate::nn::backend::{CpuBackend, init_seeded};
 
     type B = CpuBackend;
+
+    /// A residual refiner pushed past −1 (an eye refined to black) still gets a gradient: the
+    /// leaky clamp lets it come back, where a hard clamp left it stuck.
+    #[test]
+    fn saturated_residual_refiner_still_learns() {
+        type Ad = crate::nn::backend::CpuAutodiffBackend;
+        let device = Default::default();
+        let cfg = RefinerConfig::narrow(4)
+            .with_blocks(1)
+            .with_residual(true)
+            .with_noise_channels(0);
+        let r = init_seeded::<Ad, _>(&device, 3, || cfg.init::<Ad>(&device));
+        let x = Tensor::<Ad, 4>::full([2, 1, 6, 8], -3.0, &device);
+        let y = r.forward(x);
+        let values = y.clone().inner().into_data().to_vec::<f32>().unwrap();
+        assert!(values.iter().all(|v| (*v + 1.02).abs() < 1e-5), "{values:?}");
+        let grads = y.sum().backward();
+        let bias = r.conv_out.bias.as_ref().unwrap().grad(&grads).unwrap();
+        let g = bias.into_data().to_vec::<f32>().unwrap();
+        // d(Σ y)/d(bias) = 0.01 per output pixel (2 × 6 × 8 = 96 of them).
+        assert!((g[0] - 0.96).abs() < 1e-4, "{g:?}");
+    }
 
     #[test]
     fn refiner_keeps_shape_and_range() {

@@ -399,7 +399,7 @@ impl StageKind for TrainRefiner {
         "Train the SimGAN refiner against a local patch discriminator (S+U learning)"
     }
     fn code_version(&self) -> &'static str {
-        "1"
+        "2"
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
