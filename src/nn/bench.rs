@@ -179,18 +179,21 @@ mod conv_probe {
             .with_padding(PaddingConfig2d::Same)
             .with_bias(false)
             .init::<CpuAutodiffBackend>(&device);
-        fwd_bwd("ours without bias", &|x| crate::nn::conv::conv2d(&conv_nb, x));
+        fwd_bwd("ours without bias", &|x| {
+            crate::nn::conv::conv2d(&conv_nb, x)
+        });
         {
             let xs: Vec<f32> = x_in.clone().into_data().into_vec().unwrap_or_default();
-            let ws: Vec<f32> = inner.weight.val().into_data().into_vec().unwrap_or_default();
+            let ws: Vec<f32> = inner
+                .weight
+                .val()
+                .into_data()
+                .into_vec()
+                .unwrap_or_default();
             for tile in [usize::MAX, crate::nn::conv::TILE_FLOATS] {
                 for _ in 0..2 {
-                    let (f, bx, bw) = crate::nn::conv::probe::time_kernels(
-                        &xs,
-                        &ws,
-                        [n, c, c, h, w],
-                        tile,
-                    );
+                    let (f, bx, bw) =
+                        crate::nn::conv::probe::time_kernels(&xs, &ws, [n, c, c, h, w], tile);
                     eprintln!(
                         "ours, tile {tile}: forward {f:.1} ms ({:.1} GFLOP/s)  x grad {bx:.1} ms  \
                          w grad {bw:.1} ms",

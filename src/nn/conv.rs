@@ -356,7 +356,10 @@ impl Geometry {
             [self.ho, self.wo],
             [kh, kw],
             [1, 1],
-            ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right)),
+            (
+                (kh - 1 - top, kh - 1 - bottom),
+                (kw - 1 - left, kw - 1 - right),
+            ),
             [1, 1],
         );
         (g.ho == self.h && g.wo == self.w).then_some((flipped, g))
@@ -374,7 +377,10 @@ impl Geometry {
 
     /// A 1×1, stride-1, unpadded convolution: im2col is the input itself.
     fn pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.pad == [0, 0]
+        self.kh == 1
+            && self.kw == 1
+            && self.stride == [1, 1]
+            && self.pad == [0, 0]
             && self.ho == self.h
             && self.wo == self.w
     }
@@ -432,8 +438,7 @@ impl Geometry {
         for ki in 0..self.kh {
             let (r_lo, r_hi) = Self::valid(self.h, self.ho, ki, s0, self.pad[0], self.dilation[0]);
             for kj in 0..self.kw {
-                let (c_lo, c_hi) =
-                    Self::valid(self.w, wo, kj, s1, self.pad[1], self.dilation[1]);
+                let (c_lo, c_hi) = Self::valid(self.w, wo, kj, s1, self.pad[1], self.dilation[1]);
                 let row = &mut block[(ki * self.kw + kj) * l..][..l];
                 // Each output row once: zeros where the tap falls in the padding, a copy of the
                 // input row elsewhere (no full zero-fill first: this loop is the im2col's cost).
@@ -609,7 +614,16 @@ fn forward(
             }
             let image = &xs[img * g.c_in * hw..][..g.c_in * hw];
             if pointwise {
-                gemm_f32(y_img, (l, 1), true, (g.c_out, l, ck), ws, (ck, 1), image, (l, 1));
+                gemm_f32(
+                    y_img,
+                    (l, 1),
+                    true,
+                    (g.c_out, l, ck),
+                    ws,
+                    (ck, 1),
+                    image,
+                    (l, 1),
+                );
                 return;
             }
             for rows in g.row_tiles(tile) {
@@ -617,7 +631,16 @@ fn forward(
                 g.im2col(image, &rows, cols);
                 // y[:, tile] [c_out, t] = W [c_out, ck] · cols [ck, t]
                 let dst = &mut y_img[rows.start * g.wo..];
-                gemm_f32(dst, (l, 1), true, (g.c_out, t, ck), ws, (ck, 1), cols, (t, 1));
+                gemm_f32(
+                    dst,
+                    (l, 1),
+                    true,
+                    (g.c_out, t, ck),
+                    ws,
+                    (ck, 1),
+                    cols,
+                    (t, 1),
+                );
             }
         },
     );
@@ -641,13 +664,31 @@ fn x_backward(gys: &[f32], ws: &[f32], n: usize, g: &Geometry, tile: usize) -> V
         |dcols, (img, dx_img)| {
             let gy = &gys[img * g.c_out * l..][..g.c_out * l];
             if pointwise {
-                gemm_f32(dx_img, (l, 1), false, (ck, l, g.c_out), ws, (1, ck), gy, (l, 1));
+                gemm_f32(
+                    dx_img,
+                    (l, 1),
+                    false,
+                    (ck, l, g.c_out),
+                    ws,
+                    (1, ck),
+                    gy,
+                    (l, 1),
+                );
                 return;
             }
             for rows in g.row_tiles(tile) {
                 let t = rows.len() * g.wo;
                 let gy = &gy[rows.start * g.wo..];
-                gemm_f32(dcols, (t, 1), false, (ck, t, g.c_out), ws, (1, ck), gy, (l, 1));
+                gemm_f32(
+                    dcols,
+                    (t, 1),
+                    false,
+                    (ck, t, g.c_out),
+                    ws,
+                    (1, ck),
+                    gy,
+                    (l, 1),
+                );
                 g.col2im(dcols, &rows, dx_img);
             }
         },
@@ -692,7 +733,16 @@ fn weight_backward(xs: &[f32], gys: &[f32], n: usize, g: &Geometry, tile: usize)
                 let image = &xs[img * g.c_in * hw..][..g.c_in * hw];
                 let gy = &gys[img * g.c_out * l..][..g.c_out * l];
                 if pointwise {
-                    gemm_f32(&mut acc, (ck, 1), true, (g.c_out, ck, l), gy, (l, 1), image, (1, l));
+                    gemm_f32(
+                        &mut acc,
+                        (ck, 1),
+                        true,
+                        (g.c_out, ck, l),
+                        gy,
+                        (l, 1),
+                        image,
+                        (1, l),
+                    );
                     continue;
                 }
                 for rows in g.row_tiles(tile) {
@@ -700,7 +750,16 @@ fn weight_backward(xs: &[f32], gys: &[f32], n: usize, g: &Geometry, tile: usize)
                     g.im2col(image, &rows, &mut cols);
                     let gy = &gy[rows.start * g.wo..];
                     // acc [c_out, ck] += gy[:, tile] [c_out, t] · colsᵀ [t, ck]
-                    gemm_f32(&mut acc, (ck, 1), true, (g.c_out, ck, t), gy, (l, 1), &cols, (1, t));
+                    gemm_f32(
+                        &mut acc,
+                        (ck, 1),
+                        true,
+                        (g.c_out, ck, t),
+                        gy,
+                        (l, 1),
+                        &cols,
+                        (1, t),
+                    );
                 }
             }
             acc
@@ -719,7 +778,15 @@ pub(crate) mod probe {
     use super::*;
 
     fn same3x3(c_in: usize, c_out: usize, h: usize, w: usize) -> Geometry {
-        Geometry::new(c_in, c_out, [h, w], [3, 3], [1, 1], ((1, 1), (1, 1)), [1, 1])
+        Geometry::new(
+            c_in,
+            c_out,
+            [h, w],
+            [3, 3],
+            [1, 1],
+            ((1, 1), (1, 1)),
+            [1, 1],
+        )
     }
 
     /// `(forward, x gradient, weight gradient)` wall times in ms for one call each, with im2col
@@ -836,8 +903,12 @@ mod tests {
     fn weight_gradient_is_bit_identical_across_thread_counts() {
         let g = Geometry::new(3, 4, [9, 11], [3, 3], [1, 1], ((1, 1), (1, 1)), [1, 1]);
         let n = 37;
-        let xs: Vec<f32> = (0..n * 3 * 9 * 11).map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0).collect();
-        let gys: Vec<f32> = (0..n * 4 * 9 * 11).map(|i| ((i * 104_729) % 97) as f32 / 48.0 - 1.0).collect();
+        let xs: Vec<f32> = (0..n * 3 * 9 * 11)
+            .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        let gys: Vec<f32> = (0..n * 4 * 9 * 11)
+            .map(|i| ((i * 104_729) % 97) as f32 / 48.0 - 1.0)
+            .collect();
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
@@ -856,7 +927,9 @@ mod tests {
         let xs: Vec<f32> = (0..n * 3 * 13 * 11)
             .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
             .collect();
-        let ws: Vec<f32> = (0..4 * 27).map(|i| ((i * 31) % 17) as f32 / 8.0 - 1.0).collect();
+        let ws: Vec<f32> = (0..4 * 27)
+            .map(|i| ((i * 31) % 17) as f32 / 8.0 - 1.0)
+            .collect();
         let bias = [0.5, -0.25, 0.0, 1.0];
         assert_eq!(g.rows_per_tile(1), 1);
         assert_eq!(g.row_tiles(1).count(), g.ho);
@@ -931,31 +1004,103 @@ mod gemm_probe {
         let mut y = vec![0f32; co * l];
         for _ in 0..2 {
             time("fwd A  y[co,L] = W[co,ck] cols[ck,L]", flops, || {
-                gemm_f32(&mut y, (l, 1), false, (co, l, ck), &w, (ck, 1), &cols, (l, 1))
+                gemm_f32(
+                    &mut y,
+                    (l, 1),
+                    false,
+                    (co, l, ck),
+                    &w,
+                    (ck, 1),
+                    &cols,
+                    (l, 1),
+                )
             });
             time("fwd B  yT[L,co] = colsT W^T", flops, || {
-                gemm_f32(&mut y, (1, l), false, (l, co, ck), &cols, (1, l), &w, (1, ck))
+                gemm_f32(
+                    &mut y,
+                    (1, l),
+                    false,
+                    (l, co, ck),
+                    &cols,
+                    (1, l),
+                    &w,
+                    (1, ck),
+                )
             });
             // cols stored transposed: [L, ck]
             time("fwd C  yT[L,co] = colsT(row-major) W^T", flops, || {
-                gemm_f32(&mut y, (1, l), false, (l, co, ck), &cols, (ck, 1), &w, (1, ck))
+                gemm_f32(
+                    &mut y,
+                    (1, l),
+                    false,
+                    (l, co, ck),
+                    &cols,
+                    (ck, 1),
+                    &w,
+                    (1, ck),
+                )
             });
             time("fwd D  y = W colsT(row-major)^T", flops, || {
-                gemm_f32(&mut y, (l, 1), false, (co, l, ck), &w, (ck, 1), &cols, (1, ck))
+                gemm_f32(
+                    &mut y,
+                    (l, 1),
+                    false,
+                    (co, l, ck),
+                    &w,
+                    (ck, 1),
+                    &cols,
+                    (1, ck),
+                )
             });
             let mut dcols = vec![0f32; ck * l];
             time("xgrad A dcols[ck,L] = W^T gy", flops, || {
-                gemm_f32(&mut dcols, (l, 1), false, (ck, l, co), &w, (1, ck), &y, (l, 1))
+                gemm_f32(
+                    &mut dcols,
+                    (l, 1),
+                    false,
+                    (ck, l, co),
+                    &w,
+                    (1, ck),
+                    &y,
+                    (l, 1),
+                )
             });
             time("xgrad B dcolsT[L,ck] = gyT W", flops, || {
-                gemm_f32(&mut dcols, (1, l), false, (l, ck, co), &y, (1, l), &w, (ck, 1))
+                gemm_f32(
+                    &mut dcols,
+                    (1, l),
+                    false,
+                    (l, ck, co),
+                    &y,
+                    (1, l),
+                    &w,
+                    (ck, 1),
+                )
             });
             let mut acc = vec![0f32; co * ck];
             time("wgrad A acc[co,ck] += gy colsT", flops, || {
-                gemm_f32(&mut acc, (ck, 1), true, (co, ck, l), &y, (l, 1), &cols, (1, l))
+                gemm_f32(
+                    &mut acc,
+                    (ck, 1),
+                    true,
+                    (co, ck, l),
+                    &y,
+                    (l, 1),
+                    &cols,
+                    (1, l),
+                )
             });
             time("wgrad B accT[ck,co] += cols gyT", flops, || {
-                gemm_f32(&mut acc, (1, ck), true, (ck, co, l), &cols, (l, 1), &y, (1, l))
+                gemm_f32(
+                    &mut acc,
+                    (1, ck),
+                    true,
+                    (ck, co, l),
+                    &cols,
+                    (l, 1),
+                    &y,
+                    (1, l),
+                )
             });
         }
     }

@@ -560,7 +560,10 @@ mod tests {
         let x = Tensor::<Ad, 4>::full([2, 1, 6, 8], -3.0, &device);
         let y = r.forward(x);
         let values = y.clone().inner().into_data().to_vec::<f32>().unwrap();
-        assert!(values.iter().all(|v| (*v + 1.02).abs() < 1e-5), "{values:?}");
+        assert!(
+            values.iter().all(|v| (*v + 1.02).abs() < 1e-5),
+            "{values:?}"
+        );
         let grads = y.sum().backward();
         let bias = r.conv_out.bias.as_ref().unwrap().grad(&grads).unwrap();
         let g = bias.into_data().to_vec::<f32>().unwrap();

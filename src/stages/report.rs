@@ -363,8 +363,7 @@ pub fn checks(summary: &[Summary]) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(base) = test(MEAN_GAZE) {
         for role in ESTIMATOR_ROLES {
-            if let Some(s) = test(role).filter(|s| s.mean_deg >= LEARNED_FRACTION * base.mean_deg)
-            {
+            if let Some(s) = test(role).filter(|s| s.mean_deg >= LEARNED_FRACTION * base.mean_deg) {
                 out.push(format!(
                     "The {role}-trained estimator ({:.2}°) is within 10% of predicting the mean gaze for every image ({:.2}°): what it learned does not carry over to these test eyes (for the real-trained oracle: it failed to train, and the label-drift figure means little).",
                     s.mean_deg, base.mean_deg
@@ -413,7 +412,9 @@ fn html(summary: &[Summary], has_grid: bool, has_curves: bool, ctx: &StageCtx) -
     if warnings.is_empty() {
         h.push_str("<p id=\"checks\">Checks passed: every estimator beats the constant mean-gaze predictor and refinement lowered the error.</p>");
     } else {
-        h.push_str("<div id=\"checks\" class=\"warn\"><b>Read the numbers below with care:</b><ul>");
+        h.push_str(
+            "<div id=\"checks\" class=\"warn\"><b>Read the numbers below with care:</b><ul>",
+        );
         for w in &warnings {
             let _ = write!(h, "<li>{}</li>", esc(w));
         }

@@ -115,7 +115,10 @@ const PARAMS: &[ParamSpec] = &[
     ),
     ParamSpec::new(
         "beta1",
-        ParamType::Float { min: 0.0, max: 0.999 },
+        ParamType::Float {
+            min: 0.0,
+            max: 0.999,
+        },
         "0.9",
         "Adam β₁ of both optimisers (GAN practice: 0.5)",
     ),
