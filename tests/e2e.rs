@@ -94,7 +94,9 @@ fn tiny_pipeline_end_to_end_with_a_report_that_loads() {
         "SELECT estimator, eval_set, mean_deg, within_7 FROM data WHERE eval_set = 'real-test' ORDER BY estimator",
     );
     let rows = rows.as_array().unwrap();
-    assert_eq!(rows.len(), 3, "{rows:?}");
+    // The three estimators and the constant mean-gaze predictor they are checked against.
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert_eq!(rows[0]["estimator"], "mean-gaze");
     for r in rows {
         let mean = r["mean_deg"].as_f64().unwrap();
         let within = r["within_7"].as_f64().unwrap();
@@ -119,8 +121,20 @@ fn tiny_pipeline_end_to_end_with_a_report_that_loads() {
         "src=\"losses.svg\"",
         "id=\"drift\"",
         "11.2",
+        "id=\"checks\"",
     ] {
         assert!(html.contains(needle), "report lacks {needle}");
+    }
+    // A few dozen training steps do not beat predicting the mean gaze: the report says so.
+    let base = rows[0]["mean_deg"].as_f64().unwrap();
+    if rows[1..]
+        .iter()
+        .any(|r| r["mean_deg"].as_f64().unwrap() >= 0.9 * base)
+    {
+        assert!(
+            html.contains("class=\"warn\"") && html.contains("predicting the mean gaze"),
+            "an estimator no better than the mean gaze is not flagged"
+        );
     }
     let chromium = std::env::var("SIMGAN_CHROMIUM")
         .expect("SIMGAN_CHROMIUM (set by ci/test.sh, which installs Debian's chromium)");
