@@ -135,6 +135,7 @@ pub fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    crate::nn::tune_allocator();
     let cli = Cli::parse();
     init_logging(&cli);
     match dispatch(cli) {

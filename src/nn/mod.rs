@@ -29,7 +29,7 @@ pub mod train;
 
 pub use backend::{
     BackendJob, CpuAutodiffBackend, CpuBackend, CpuDevice, DeviceSpec, DeviceSpecError,
-    init_seeded, run_on, seed,
+    init_seeded, run_on, seed, tune_allocator,
 };
 pub use bench::{BenchReport, bench_cpu};
 pub use checkpoint::{
