@@ -1,23 +1,27 @@
-//! Convolution for the models: im2col + GEMM forward and backward on the CPU backend.
+//! Convolution for the models: im2col + GEMM forward and backward on the CPU backends.
 //!
 //! burn-flex's own convolution converts the whole batch to NHWC on one thread, runs GEMMs on
-//! 512-column tiles and scatters the results back, and its backward pass falls back to burn's
-//! generic formulas (the weight gradient alone costs ~3× the forward). On the CPU backends
-//! ([`CpuBackend`] for inference, [`CpuAutodiffBackend`] for training) [`conv2d`] instead runs,
-//! per image and in parallel over the batch (rayon), one GEMM on NCHW data:
+//! 512-column tiles and scatters the results back; its backward pass is burn's generic formulas
+//! (the weight gradient alone costs ~3× the forward), and a bias is a separate broadcast add
+//! whose backward costs as much as the forward. On the CPU backends ([`CpuBackend`] for
+//! inference, [`CpuAutodiffBackend`] for training) [`conv2d`] instead runs, per image and in
+//! parallel over the batch (rayon), GEMMs on NCHW data over tiles of output rows whose im2col
+//! block fits in L2 ([`TILE_FLOATS`]):
 //!
-//! - forward: `yₙ [C_out, L] = W [C_out, C_in·k·k] · im2col(xₙ) [C_in·k·k, L]` (`L = H_out·W_out`;
-//!   a pointwise 1×1 convolution skips the im2col);
-//! - input gradient: `dcolsₙ = Wᵀ · gyₙ`, scattered back with col2im;
+//! - forward: `yₙ[:, tile] = W [C_out, C_in·k·k] · im2col(xₙ, tile)`, onto the bias (fused);
+//!   a pointwise 1×1 convolution skips the im2col;
+//! - input gradient: for stride 1 and dilation 1, itself a forward convolution of the output
+//!   gradient with the flipped, channel-transposed kernel ([`Geometry::transposed`]); otherwise
+//!   `dcols = Wᵀ · gyₙ[:, tile]` scattered back with col2im;
 //! - weight gradient: `dW = Σₙ gyₙ · colsₙᵀ`, over [`WEIGHT_GRAD_GROUPS`] fixed groups of images
-//!   summed in order, so it is bit-identical whatever the thread count.
+//!   summed in order, so it is bit-identical whatever the thread count; bias gradient in f64.
 //!
 //! Asymmetric SAME padding (strided layers on odd sizes) is handled inside im2col/col2im, with no
 //! padded copy of the input. The training op is a custom autodiff operation (burn's
 //! backend-extension mechanism). Every other backend (CUDA) and any non-f32 tensor calls burn's
 //! own `Conv2d::forward`. The routing is a type check, so models stay generic over
 //! `B: Backend`. Results match burn's reference outputs and gradients (tests below); speed is
-//! measured by `cargo test --release --lib nn::bench::conv_probe -- --ignored --nocapture`.
+//! measured by `cargo test --lib nn::bench::conv_probe -- --ignored --nocapture`.
 
 use std::any::{Any, TypeId};
 use std::ops::Range;
@@ -125,7 +129,8 @@ fn float<const D: usize>(t: FlexTensor) -> Tensor<CpuBackend, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
 }
 
-/// The f32 values of a tensor in row-major order; `None` for another dtype.
+/// The tensor made contiguous (a copy only when it was not), so that `as_slice::<f32>()` gives
+/// its values in row-major order; `None` when it does not hold f32.
 fn f32_values(t: &FlexTensor) -> Option<FlexTensor> {
     let t = t.to_contiguous();
     t.as_slice::<f32>()?;
@@ -243,33 +248,24 @@ fn conv2d_autodiff(
         bias.as_ref().map(|b| &b.primitive),
         &g,
     )?;
+    // The same recording for 2 parents (x, weight) and 3 (with the bias): only N differs.
+    macro_rules! record {
+        ($n:literal, $parents:expr) => {
+            match Backward::<CpuBackend, $n>::prepare::<NoCheckpointing>(Conv2dBackward, $parents)
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(mut prep) => {
+                    let state = (prep.checkpoint(&x), prep.checkpoint(&weight), g);
+                    prep.finish(state, y)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            }
+        };
+    }
     let out = match bias {
-        Some(bias) => {
-            let parents = [x.node.clone(), weight.node.clone(), bias.node.clone()];
-            match Backward::<CpuBackend, 3>::prepare::<NoCheckpointing>(Conv2dBackward, parents)
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(mut prep) => {
-                    let state = (prep.checkpoint(&x), prep.checkpoint(&weight), g);
-                    prep.finish(state, y)
-                }
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            }
-        }
-        None => {
-            let parents = [x.node.clone(), weight.node.clone()];
-            match Backward::<CpuBackend, 2>::prepare::<NoCheckpointing>(Conv2dBackward, parents)
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(mut prep) => {
-                    let state = (prep.checkpoint(&x), prep.checkpoint(&weight), g);
-                    prep.finish(state, y)
-                }
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            }
-        }
+        Some(b) => record!(3, [x.node.clone(), weight.node.clone(), b.node.clone()]),
+        None => record!(2, [x.node.clone(), weight.node.clone()]),
     };
     Some(Tensor::from_primitive(TensorPrimitive::Float(out)))
 }
