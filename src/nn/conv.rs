@@ -643,9 +643,11 @@ fn forward(
     y
 }
 
-/// dL/dx `[n, c_in, h, w]`: per image and tile of output rows, `dcols [ck, t] = Wᵀ [ck, c_out] ·
-/// gy[:, tile]`, then col2im. Images in parallel (each writes only its own gradient).
+/// dL/dx `[n, c_in, h, w]`. Stride 1: [`Geometry::transposed`]'s forward convolution. Otherwise,
+/// per image and tile of output rows, `dcols [ck, t] = Wᵀ [ck, c_out] · gy[:, tile]`, then
+/// col2im; images in parallel (each writes only its own gradient).
 fn x_backward(gys: &[f32], ws: &[f32], n: usize, g: &Geometry, tile: usize) -> Vec<f32> {
+    // Stride 1 (1×1 layers included): a forward convolution, no col2im.
     if let Some((flipped, g_t)) = g.transposed(ws) {
         return forward(gys, &flipped, None, n, &g_t, tile);
     }
@@ -654,37 +656,16 @@ fn x_backward(gys: &[f32], ws: &[f32], n: usize, g: &Geometry, tile: usize) -> V
     if l == 0 {
         return dx;
     }
-    let pointwise = g.pointwise();
     dx.par_chunks_mut(g.c_in * hw).enumerate().for_each_init(
-        || vec![0f32; if pointwise { 0 } else { ck * g.tile_len(tile) }],
+        || vec![0f32; ck * g.tile_len(tile)],
         |dcols, (img, dx_img)| {
             let gy = &gys[img * g.c_out * l..][..g.c_out * l];
-            if pointwise {
-                gemm_f32(
-                    dx_img,
-                    (l, 1),
-                    false,
-                    (ck, l, g.c_out),
-                    ws,
-                    (1, ck),
-                    gy,
-                    (l, 1),
-                );
-                return;
-            }
             for rows in g.row_tiles(tile) {
                 let t = rows.len() * g.wo;
                 let gy = &gy[rows.start * g.wo..];
-                gemm_f32(
-                    dcols,
-                    (t, 1),
-                    false,
-                    (ck, t, g.c_out),
-                    ws,
-                    (1, ck),
-                    gy,
-                    (l, 1),
-                );
+                // dcols [ck, t] = Wᵀ [ck, c_out] · gy[:, tile] [c_out, t]
+                let (w_t, gy_v) = ((1, ck), (l, 1));
+                gemm_f32(dcols, (t, 1), false, (ck, t, g.c_out), ws, w_t, gy, gy_v);
                 g.col2im(dcols, &rows, dx_img);
             }
         },
