@@ -32,7 +32,7 @@ params = { divisor = 16, steps = 4, batch_size = 8 }
 [stages.est-refined]
 kind = "train-estimator"
 inputs = { data = "refined" }
-params = { divisor = 16, steps = 4, batch_size = 8 }
+params = { divisor = 16, steps = 4, batch_size = 8, ensemble = 2 }
 [stages.est-real]
 kind = "train-estimator"
 inputs = { data = "real" }
@@ -72,6 +72,19 @@ fn tiny_pipeline_end_to_end_with_a_report_that_loads() {
         let m = show(d, &format!("runs/tiny/{stage}"));
         assert_eq!(m["version"], 1, "{stage}");
     }
+    // An ensemble of two: both members' weights, and one metrics row per step of each.
+    let est = show(d, "runs/tiny/est-refined");
+    let names: Vec<&str> = est["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["path"].as_str().unwrap().rsplit('/').next().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"gaze_net.safetensors") && names.contains(&"gaze_net-1.safetensors"),
+        "{names:?}"
+    );
+    assert_eq!(est["rows"], 8, "{est}");
     // The refined set has the synthetic rows one to one, same ids and labels, other pixels.
     let q = |url: &str, sql: &str| -> Value {
         serde_json::from_str(&ok(simgan(d).args(["query", url, sql, "--format", "json"]))).unwrap()

@@ -1,6 +1,9 @@
 //! `score`: every gaze estimator on the real test split — angular error per sample as Parquet,
 //! aggregated with polars into mean / median error and % within d° for d = 0…20 (`summary.json`).
 //!
+//! An estimator trained as an ensemble (`train-estimator` `ensemble = k`) predicts the
+//! renormalised mean of its members' gaze vectors.
+//!
 //! Beside the estimators, the constant predictor `mean-gaze` (the test set's mean gaze direction
 //! for every image) is scored on the same rows: an estimator close to it learned nothing.
 //!
@@ -20,6 +23,7 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::common::{self, DEVICE_PARAM};
+use super::train_estimator::member_artifact;
 use super::{InputKind, InputSpec, StageCtx, StageKind, UnitOutput, UnitSpec};
 use crate::error::{Error, Result};
 use crate::eyes::angular_error_deg;
@@ -106,9 +110,11 @@ pub struct Summary {
     pub within: Vec<f64>,
 }
 
+/// Predictions of an estimator — the mean of its ensemble members' unit gaze vectors, renormalised
+/// — on each image set.
 struct PredictJob<'a> {
     stage: &'a str,
-    weights: &'a [u8],
+    members: &'a [bytes::Bytes],
     sets: Vec<Vec<GrayImage>>,
 }
 
@@ -116,15 +122,28 @@ impl BackendJob for PredictJob<'_> {
     type Output = Result<Vec<Vec<[f32; 3]>>>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let err = |e: NnError| Error::stage(self.stage, e.to_string());
-        let (net, _cfg) =
-            nn::load_gaze_net::<B::InnerBackend>(self.weights, &device).map_err(err)?;
+        let nets = self
+            .members
+            .iter()
+            .map(|w| nn::load_gaze_net::<B::InnerBackend>(w, &device).map(|(net, _)| net))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(err)?;
         self.sets
             .iter()
             .map(|images| {
                 let mut out = Vec::with_capacity(images.len());
                 for chunk in images.chunks(256) {
                     let x = gray_to_tensor::<B::InnerBackend>(chunk, &device).map_err(err)?; // [n, 1, 35, 55]
-                    out.extend(nn::train::predict_gaze(&net, x).map_err(err)?);
+                    let mut sum = vec![[0f32; 3]; chunk.len()];
+                    for net in &nets {
+                        let p = nn::train::predict_gaze(net, x.clone()).map_err(err)?;
+                        for (acc, p) in sum.iter_mut().zip(p) {
+                            for (a, v) in acc.iter_mut().zip(p) {
+                                *a += v;
+                            }
+                        }
+                    }
+                    out.extend(sum.into_iter().map(unit));
                 }
                 Ok(out)
             })
@@ -222,7 +241,18 @@ fn batch(rows: &[Row]) -> Result<RecordBatch> {
     })
 }
 
-fn estimator_weights(ctx: &StageCtx, role: &str) -> Result<Option<(bytes::Bytes, String)>> {
+/// `v / |v|` (the mean of unit vectors is shorter than 1); a zero vector stays zero.
+fn unit(v: [f32; 3]) -> [f32; 3] {
+    let n = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
+    if n > 0.0 {
+        [v[0] / n, v[1] / n, v[2] / n]
+    } else {
+        v
+    }
+}
+
+/// An estimator input's member weights (ensemble order) and what it was trained on.
+fn estimator_weights(ctx: &StageCtx, role: &str) -> Result<Option<(Vec<bytes::Bytes>, String)>> {
     if !ctx.inputs.contains_key(role) {
         return Ok(None);
     }
@@ -233,8 +263,16 @@ fn estimator_weights(ctx: &StageCtx, role: &str) -> Result<Option<(bytes::Bytes,
             .iter()
             .find(|a| a.path.ends_with(suffix))
     };
-    let w = find("/gaze_net.safetensors")
-        .ok_or_else(|| ctx.err(format!("input `{role}` has no gaze_net.safetensors")))?;
+    let mut members = Vec::new();
+    for j in 0.. {
+        match find(&format!("/{}", member_artifact(j))) {
+            Some(w) => members.push(ctx.root.get_required(&w.path)?),
+            None => break,
+        }
+    }
+    if members.is_empty() {
+        return Err(ctx.err(format!("input `{role}` has no gaze_net.safetensors")));
+    }
     let trained_on = match find("/estimator.json") {
         Some(m) => {
             let b = ctx.root.get_required(&m.path)?;
@@ -247,7 +285,7 @@ fn estimator_weights(ctx: &StageCtx, role: &str) -> Result<Option<(bytes::Bytes,
         }
         None => role.to_string(),
     };
-    Ok(Some((ctx.root.get_required(&w.path)?, trained_on)))
+    Ok(Some((members, trained_on)))
 }
 
 impl StageKind for Score {
@@ -258,7 +296,7 @@ impl StageKind for Score {
         "Score gaze estimators on the real test split (angular error, % within d°, label drift)"
     }
     fn code_version(&self) -> &'static str {
-        "2"
+        "3"
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
@@ -333,7 +371,7 @@ impl StageKind for Score {
                 &device,
                 PredictJob {
                     stage: ctx.stage,
-                    weights: &weights,
+                    members: &weights,
                     sets,
                 },
             )??;
@@ -426,6 +464,56 @@ impl StageKind for Score {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::{CpuBackend, DeviceSpec, GazeNetConfig};
+
+    #[test]
+    fn an_ensemble_predicts_the_normalised_mean_of_its_members() {
+        let device = Default::default();
+        let cfg = GazeNetConfig::narrow(16);
+        let net = |seed| {
+            let g = nn::init_seeded::<CpuBackend, _>(&device, seed, || {
+                cfg.init::<CpuBackend>(&device).ok()
+            })
+            .unwrap();
+            bytes::Bytes::from(nn::save_gaze_net(&g, &cfg).unwrap())
+        };
+        let (a, b) = (net(1), net(2));
+        let images: Vec<GrayImage> = (0..5u8)
+            .map(|k| {
+                GrayImage::from_fn(55, 35, |x, y| {
+                    image::Luma([(x * 3 + y * 5) as u8 ^ (k * 40)])
+                })
+            })
+            .collect();
+        let predict = |members: &[bytes::Bytes]| {
+            let job = PredictJob {
+                stage: "t",
+                members,
+                sets: vec![images.clone()],
+            };
+            nn::run_on(&DeviceSpec::Cpu, job)
+                .unwrap()
+                .unwrap()
+                .remove(0)
+        };
+        let (pa, pb) = (predict(&[a.clone()]), predict(&[b.clone()]));
+        assert_ne!(pa, pb, "two seeds, two networks");
+        // An ensemble of one network twice is that network.
+        for (x, y) in predict(&[a.clone(), a.clone()]).iter().zip(&pa) {
+            for k in 0..3 {
+                assert!((x[k] - y[k]).abs() < 1e-6, "{x:?} vs {y:?}");
+            }
+        }
+        // Two networks: the mean of their unit vectors, made unit again.
+        for ((e, x), y) in predict(&[a, b]).iter().zip(&pa).zip(&pb) {
+            let m = unit([x[0] + y[0], x[1] + y[1], x[2] + y[2]]);
+            let norm = (e[0] * e[0] + e[1] * e[1] + e[2] * e[2]).sqrt();
+            assert!((norm - 1.0).abs() < 1e-5, "unit length, got {norm}");
+            for k in 0..3 {
+                assert!((e[k] - m[k]).abs() < 1e-5, "{e:?} vs {m:?}");
+            }
+        }
+    }
 
     #[test]
     fn summary_matches_hand_computed_values() {
