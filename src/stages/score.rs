@@ -358,7 +358,7 @@ impl StageKind for Score {
         };
         let mut rows = Vec::new();
         for role in ESTIMATOR_ROLES {
-            let Some((weights, trained_on)) = estimator_weights(ctx, role)? else {
+            let Some((members, trained_on)) = estimator_weights(ctx, role)? else {
                 continue;
             };
             let mut sets = vec![test_images.clone()];
@@ -371,7 +371,7 @@ impl StageKind for Score {
                 &device,
                 PredictJob {
                     stage: ctx.stage,
-                    members: &weights,
+                    members: &members,
                     sets,
                 },
             )??;
@@ -496,7 +496,10 @@ mod tests {
                 .unwrap()
                 .remove(0)
         };
-        let (pa, pb) = (predict(&[a.clone()]), predict(&[b.clone()]));
+        let (pa, pb) = (
+            predict(std::slice::from_ref(&a)),
+            predict(std::slice::from_ref(&b)),
+        );
         assert_ne!(pa, pb, "two seeds, two networks");
         // An ensemble of one network twice is that network.
         for (x, y) in predict(&[a.clone(), a.clone()]).iter().zip(&pa) {
