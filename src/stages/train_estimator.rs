@@ -117,8 +117,8 @@ struct Trained {
 struct EstimatorJob<'a> {
     stage: &'a str,
     cfg: GazeTrainConfig,
-    images: Vec<GrayImage>,
-    gaze: Vec<[f32; 3]>,
+    images: &'a [GrayImage],
+    gaze: &'a [[f32; 3]],
     steps: u64,
 }
 
@@ -222,8 +222,8 @@ impl StageKind for TrainEstimator {
                 EstimatorJob {
                     stage: ctx.stage,
                     cfg: cfg.clone().with_seed(cfg.seed + j as u64),
-                    images: images.clone(),
-                    gaze: gaze.clone(),
+                    images: &images,
+                    gaze: &gaze,
                     steps,
                 },
             )??;
