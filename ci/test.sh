@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The test command (README.md "Tests"). Installs what the tests need that is not Rust — a Python
-# venv with moto (the S3 server the tests start on 127.0.0.1) and pyarrow (the second Parquet
-# reader), Debian's Slurm and munge (single-node cluster) and chromium (report check) — then runs
+# venv with moto (the S3 server the tests start on 127.0.0.1), pyarrow (the second Parquet
+# reader) and Hugging Face `datasets` (the third), Debian's Slurm and munge (single-node cluster) and chromium (report check) — then runs
 # the whole test suite. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${SIMGAN_VENV:-$PWD/.venv}"
-if ! "$venv/bin/python" -c 'import moto, pyarrow, PIL, yaml' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import moto, pyarrow, PIL, yaml, datasets' 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]' pyarrow pillow pyyaml
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]' pyarrow pillow pyyaml datasets
 fi
 # Debian packages: Slurm for the distributed tests (the tests start it), chromium for the report.
 pkgs=()

@@ -7,25 +7,37 @@
 //! - [`manifest`], [`shards`], [`schema`]: the on-storage format of a stage version.
 //! - [`lease`]: one run per root at a time.
 //! - [`runner`]: staleness, execution, resume, commit.
-//! - [`stages`]: the stage kinds (one module each) and their registry.
-//! - [`eyes`]: eye-gaze domain (generator, UnityEyes, MPIIGaze); [`nn`]: the burn models and loops.
+//! - [`stages`]: the stage-kind interface and the S+U drivers (refiner, refine, estimators,
+//!   score, report), which work on any domain's dataset; [`registry`]: the built-in kinds.
+//! - [`sample`]: the sample layout every image dataset shares; [`task`]: estimator tasks
+//!   (gaze, classification, regression).
+//! - [`domains`]: one folder per domain — [`domains::eyes`] (generator, UnityEyes, MPIIGaze, the
+//!   gaze task), [`domains::images`] (image folders, procedural shapes).
+//! - [`nn`]: the burn models and loops; [`charts`]: SVG charts for the report.
+//!
+//! The crate error ([`error`]) sits at the bottom: it depends on no stage, pipeline or registry.
 
 pub mod bench;
+pub mod charts;
 pub mod cli;
 pub mod dataset;
+pub mod domains;
 pub mod error;
-pub mod eyes;
+pub mod imagestats;
 pub mod lease;
 pub mod manifest;
 pub mod nn;
 pub mod params;
 pub mod pipeline;
 pub mod query;
+pub mod registry;
 pub mod runner;
+pub mod sample;
 pub mod schema;
 pub mod shards;
 pub mod stages;
 pub mod storage;
 pub mod submit;
+pub mod task;
 
 pub use error::{Error, Result};

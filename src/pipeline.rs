@@ -23,74 +23,7 @@ use crate::params::{ParamProblem, Params};
 use crate::stages::{InputKind, Registry, StageKind};
 use crate::storage::is_location;
 
-/// Why a pipeline definition is invalid.
-#[derive(Debug, thiserror::Error)]
-pub enum PipelineError {
-    /// The file could not be read.
-    #[error("cannot read pipeline `{file}`: {reason}")]
-    Read { file: String, reason: String },
-    /// The TOML is malformed or has unknown top-level keys.
-    #[error("pipeline `{file}`: {reason}")]
-    Parse { file: String, reason: String },
-    /// A stage uses a kind that does not exist.
-    #[error("stage `{stage}`: unknown kind `{kind}` (known: {known})")]
-    UnknownKind {
-        stage: String,
-        kind: String,
-        known: String,
-    },
-    /// A `--set` override is malformed or names no stage.
-    #[error("override `{text}`: {reason}")]
-    BadOverride { text: String, reason: String },
-    /// A stage sets a param its kind does not declare.
-    #[error("stage `{stage}`: unknown param `{key}` (known: {known})")]
-    UnknownParam {
-        stage: String,
-        key: String,
-        known: String,
-    },
-    /// A param has the wrong type or is out of range.
-    #[error("stage `{stage}`: param `{key}`: {reason}")]
-    BadParam {
-        stage: String,
-        key: String,
-        reason: String,
-    },
-    /// A required param is absent.
-    #[error("stage `{stage}`: missing required param `{key}`")]
-    MissingParam { stage: String, key: String },
-    /// A stage sets an input role its kind does not declare.
-    #[error("stage `{stage}`: unknown input `{role}` (known: {known})")]
-    UnknownInput {
-        stage: String,
-        role: String,
-        known: String,
-    },
-    /// A required input is absent.
-    #[error("stage `{stage}`: missing required input `{role}`")]
-    MissingInput { stage: String, role: String },
-    /// An input names a stage that is not in the pipeline.
-    #[error("stage `{stage}`: input `{role}` refers to unknown stage `{target}`")]
-    UnknownStage {
-        stage: String,
-        role: String,
-        target: String,
-    },
-    /// An input is a location where a stage is expected, or the reverse.
-    #[error("stage `{stage}`: input `{role}` must be {expected}, got `{value}`")]
-    InputType {
-        stage: String,
-        role: String,
-        expected: &'static str,
-        value: String,
-    },
-    /// The stages' inputs form a cycle.
-    #[error("cycle between stages: {0}")]
-    Cycle(String),
-    /// `--stage`/`--from` named a stage that is not in the pipeline.
-    #[error("no stage `{0}` in this pipeline")]
-    NoSuchStage(String),
-}
+pub use crate::error::PipelineError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,5 +1,5 @@
-//! Reading datasets back with polars: SQL over a stage's shards (local or on object storage) and
-//! export of eye rows to PNG + CSV.
+//! Reading datasets back: SQL over a stage's shards with polars (local or on object storage) and
+//! export of any sample dataset's rows to PNG + CSV.
 //!
 //! Local shards are scanned by path, so polars prunes columns and row groups (statistics) as it
 //! reads the files. Remote shards are fetched through our own object_store (one client, the
@@ -12,7 +12,6 @@ use polars::prelude::*;
 
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
-use crate::eyes::rows;
 
 /// A lazy frame over every shard of a dataset.
 pub fn scan(ds: &Dataset) -> Result<LazyFrame> {
@@ -63,74 +62,117 @@ pub fn sql(ds: &Dataset, query: &str) -> Result<DataFrame> {
     Ok(ctx.execute(query)?.collect()?)
 }
 
-/// Export the first `limit` eye rows as `<id>.png` files plus `labels.csv` into `out`.
-/// Returns the number of rows written.
-pub fn export_eyes(ds: &Dataset, limit: usize, out: &Path) -> Result<usize> {
+/// Export the first `limit` rows of a sample dataset (any domain) as `<id>.png` files plus
+/// `labels.csv`: `id`, `file`, then every other column but `image` (fixed-size lists as
+/// `name_0, name_1, …`; variable lists as `;`-joined values). Returns the rows written.
+pub fn export_samples(ds: &Dataset, limit: usize, out: &Path) -> Result<usize> {
     std::fs::create_dir_all(out).map_err(|source| Error::Io {
         op: "create export folder",
         path: out.to_path_buf(),
         source,
     })?;
-    let declared = crate::schema::get("eye_sample")?;
-    let mut labels: Vec<rows::EyeRow> = Vec::new();
+    let mut header: Option<Vec<String>> = None;
+    let mut lines: Vec<String> = Vec::new();
     'shards: for shard in &ds.shards {
-        for batch in crate::shards::read(&ds.root, shard, Some(declared))? {
-            for row in rows::from_batch(&batch)? {
-                if labels.len() >= limit {
+        let url = ds.root.url_of(shard);
+        for batch in crate::shards::read(&ds.root, shard, None)? {
+            crate::sample::check_common(&batch.schema(), &url)?;
+            let ids = crate::sample::strings(&batch, "id", &url)?;
+            let bytes = crate::sample::image_bytes(&batch, &url)?;
+            let schema = batch.schema();
+            let others: Vec<usize> = (0..schema.fields().len())
+                .filter(|&i| schema.field(i).name() != "id" && schema.field(i).name() != "image")
+                .collect();
+            if header.is_none() {
+                let mut h = vec!["id".to_string(), "file".to_string()];
+                for &c in &others {
+                    let f = schema.field(c);
+                    match f.data_type() {
+                        arrow::datatypes::DataType::FixedSizeList(_, n) => {
+                            h.extend((0..*n).map(|k| format!("{}_{k}", f.name())))
+                        }
+                        _ => h.push(f.name().clone()),
+                    }
+                }
+                header = Some(h);
+            }
+            for i in 0..batch.num_rows() {
+                if lines.len() >= limit {
                     break 'shards;
                 }
-                let file = out.join(format!("{}.png", sanitize(&row.id)));
-                std::fs::write(&file, &row.png).map_err(|source| Error::Io {
+                let id = ids.value(i);
+                let file_name = format!("{}.png", sanitize(id));
+                let file = out.join(&file_name);
+                std::fs::write(&file, bytes.value(i)).map_err(|source| Error::Io {
                     op: "write",
                     path: file.clone(),
                     source,
                 })?;
-                labels.push(row);
+                let mut cells = vec![csv_cell(id), csv_cell(&file_name)];
+                for &c in &others {
+                    cells.extend(
+                        cell_values(batch.column(c).as_ref(), i)
+                            .iter()
+                            .map(|v| csv_cell(v)),
+                    );
+                }
+                lines.push(cells.join(","));
             }
         }
     }
-    let col = |name: &str, f: &dyn Fn(&rows::EyeRow) -> f32| {
-        Column::new(name.into(), labels.iter().map(f).collect::<Vec<f32>>())
-    };
-    let mut df = DataFrame::new_infer_height(vec![
-        Column::new(
-            "id".into(),
-            labels.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "file".into(),
-            labels
-                .iter()
-                .map(|r| format!("{}.png", sanitize(&r.id)))
-                .collect::<Vec<_>>(),
-        ),
-        col("gaze_x", &|r| r.gaze[0]),
-        col("gaze_y", &|r| r.gaze[1]),
-        col("gaze_z", &|r| r.gaze[2]),
-        col("pitch", &|r| crate::eyes::pitch_yaw(r.gaze).0),
-        col("yaw", &|r| crate::eyes::pitch_yaw(r.gaze).1),
-        col("head_pitch", &|r| r.head_pose[0]),
-        col("head_yaw", &|r| r.head_pose[1]),
-        col("head_roll", &|r| r.head_pose[2]),
-        Column::new(
-            "domain".into(),
-            labels.iter().map(|r| r.domain.clone()).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "split".into(),
-            labels.iter().map(|r| r.split.clone()).collect::<Vec<_>>(),
-        ),
-    ])?;
     let csv = out.join("labels.csv");
-    let mut f = std::fs::File::create(&csv).map_err(|source| Error::Io {
-        op: "create",
+    let mut text = header.unwrap_or_default().join(",");
+    text.push('\n');
+    for l in &lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    std::fs::write(&csv, text).map_err(|source| Error::Io {
+        op: "write",
         path: csv.clone(),
         source,
     })?;
-    CsvWriter::new(&mut f)
-        .include_header(true)
-        .finish(&mut df)?;
-    Ok(labels.len())
+    Ok(lines.len())
+}
+
+/// The text of one cell (a fixed-size list gives one value per element).
+fn cell_values(col: &dyn arrow::array::Array, row: usize) -> Vec<String> {
+    use arrow::array::{Array, FixedSizeListArray, ListArray};
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let fmt = |a: &dyn Array, i: usize| -> String {
+        if !a.is_valid(i) {
+            return String::new();
+        }
+        ArrayFormatter::try_new(a, &FormatOptions::default())
+            .map(|f| f.value(i).to_string())
+            .unwrap_or_default()
+    };
+    if let Some(l) = col.as_any().downcast_ref::<FixedSizeListArray>() {
+        let v = l.value(row);
+        return (0..v.len()).map(|k| fmt(v.as_ref(), k)).collect();
+    }
+    if let Some(l) = col.as_any().downcast_ref::<ListArray>() {
+        if !l.is_valid(row) {
+            return vec![String::new()];
+        }
+        let v = l.value(row);
+        return vec![
+            (0..v.len())
+                .map(|k| fmt(v.as_ref(), k))
+                .collect::<Vec<_>>()
+                .join(";"),
+        ];
+    }
+    vec![fmt(col, row)]
+}
+
+/// A CSV field, quoted when it needs to be.
+fn csv_cell(v: &str) -> String {
+    if v.contains([',', '"', '\n']) {
+        format!("\"{}\"", v.replace('"', "\"\""))
+    } else {
+        v.to_string()
+    }
 }
 
 /// A file-name-safe version of an id.

@@ -424,7 +424,7 @@ struct Prepared<'a> {
     refs: BTreeMap<String, InputRef>,
     params: serde_json::Value,
     fingerprint: String,
-    declared: &'static crate::schema::DeclaredSchema,
+    declared: crate::schema::DeclaredSchema,
     latest: Option<Committed>,
     version: u64,
     prefix: String,
@@ -448,10 +448,22 @@ impl<'a> Prepared<'a> {
             inputs: &refs,
         }
         .fingerprint();
-        let declared = crate::schema::get(kind.schema())?;
         let latest = manifest::latest(root, &stage.name)?;
         let version = latest.as_ref().map(|c| c.manifest.version).unwrap_or(0) + 1;
         let prefix = manifest::data_prefix(&stage.name, version);
+        // The plan, then the output schema (which may depend on it).
+        let (units, declared) = {
+            let ctx = StageCtx {
+                stage: &stage.name,
+                params: &stage.params,
+                inputs: &inputs,
+                root,
+                out_prefix: &prefix,
+            };
+            let units = kind.plan(&ctx)?;
+            let declared = kind.output_schema(&ctx, &units)?;
+            (units, declared)
+        };
         let mut p = Prepared {
             stage,
             root,
@@ -463,7 +475,7 @@ impl<'a> Prepared<'a> {
             latest,
             version,
             prefix,
-            units: vec![],
+            units,
             attempt: Attempt {
                 fingerprint: String::new(),
                 plan_digest: String::new(),
@@ -472,7 +484,6 @@ impl<'a> Prepared<'a> {
             started,
             started_at,
         };
-        p.units = kind.plan(&p.ctx())?;
         let plan_bytes = serde_json::to_vec(&p.units).map_err(|source| Error::Json {
             path: stage.name.clone(),
             source,
@@ -518,7 +529,7 @@ impl<'a> Prepared<'a> {
         work: impl FnOnce(&StageCtx, &mut UnitOutput) -> Result<()>,
     ) -> Result<UnitRecord> {
         let ctx = self.ctx();
-        let mut out = UnitOutput::new(self.root, &self.prefix, unit.index, self.declared);
+        let mut out = UnitOutput::new(self.root, &self.prefix, unit.index, &self.declared);
         work(&ctx, &mut out)?;
         let (shard, artifacts, skipped) = out.finish()?;
         let rec = UnitRecord {

@@ -19,6 +19,12 @@ use crate::error::{Error, Result};
 /// The schema files shipped with the binary, by name.
 const FILES: &[(&str, &str)] = &[
     ("eye_sample", include_str!("../schemas/eye_sample.json")),
+    ("image_sample", include_str!("../schemas/image_sample.json")),
+    ("class_scores", include_str!("../schemas/class_scores.json")),
+    (
+        "regression_scores",
+        include_str!("../schemas/regression_scores.json"),
+    ),
     (
         "train_metrics",
         include_str!("../schemas/train_metrics.json"),
@@ -42,8 +48,6 @@ struct FieldDef {
     name: String,
     #[serde(rename = "type")]
     ty: String,
-    #[serde(default)]
-    nullable: bool,
 }
 
 /// A declared output schema.
@@ -102,20 +106,120 @@ fn parse_type(ty: &str) -> Option<(DataType, Value)> {
 
 fn build(text: &str) -> std::result::Result<DeclaredSchema, String> {
     let def: FileDef = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    let mut fields = Vec::with_capacity(def.fields.len());
+    let fields: Vec<(&str, &str)> = def
+        .fields
+        .iter()
+        .map(|f| (f.name.as_str(), f.ty.as_str()))
+        .collect();
+    assemble(def.name, def.version, &fields, HashMap::new())
+}
+
+/// Arrow fields and `huggingface` features for `(name, type)` pairs. Every top-level field is
+/// declared nullable: `datasets` rebuilds the Arrow schema from the features it finds in the
+/// metadata (whose fields are always nullable) and keeps that metadata only when the two match
+/// exactly — with non-null fields it silently fell back to plain structs and lost the Image type.
+fn assemble(
+    name: String,
+    version: u32,
+    fields: &[(&str, &str)],
+    mut metadata: HashMap<String, String>,
+) -> std::result::Result<DeclaredSchema, String> {
+    let mut arrow_fields = Vec::with_capacity(fields.len());
     let mut features = serde_json::Map::new();
-    for f in &def.fields {
-        let (dt, hf) = parse_type(&f.ty)
-            .ok_or_else(|| format!("field `{}`: unknown type `{}`", f.name, f.ty))?;
-        fields.push(Field::new(&f.name, dt, f.nullable));
-        features.insert(f.name.clone(), hf);
+    for (field, ty) in fields {
+        let (dt, hf) =
+            parse_type(ty).ok_or_else(|| format!("field `{field}`: unknown type `{ty}`"))?;
+        arrow_fields.push(Field::new(*field, dt, true));
+        features.insert(field.to_string(), hf);
     }
     let hf = json!({"info": {"features": features}});
-    let metadata = HashMap::from([("huggingface".to_string(), hf.to_string())]);
+    metadata.insert("huggingface".to_string(), hf.to_string());
     Ok(DeclaredSchema {
-        name: def.name,
-        version: def.version,
-        arrow: Arc::new(Schema::new_with_metadata(fields, metadata)),
+        name,
+        version,
+        arrow: Arc::new(Schema::new_with_metadata(arrow_fields, metadata)),
+    })
+}
+
+impl DeclaredSchema {
+    /// This schema's fields followed by `extra` `(name, type)` fields (types as in the schema
+    /// files: `string`, `int64`, `float32[3]`, …), under a new name, with extra schema metadata
+    /// (kept in every shard's footer). Used for datasets whose label columns come from the data,
+    /// such as an image folder's.
+    pub fn extended(
+        &self,
+        name: &str,
+        extra: &[(&str, &str)],
+        metadata: &[(&str, String)],
+    ) -> Result<DeclaredSchema> {
+        let mut fields: Vec<(String, String)> = Vec::new();
+        let hf: Value = self
+            .arrow
+            .metadata()
+            .get("huggingface")
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or(Value::Null);
+        for f in self.arrow.fields() {
+            let ty =
+                type_name(f.data_type(), &hf["info"]["features"][f.name()]).ok_or_else(|| {
+                    Error::Schema {
+                        path: format!("schemas/{}.json", self.name),
+                        detail: format!("field `{}` has no schema-file type", f.name()),
+                    }
+                })?;
+            fields.push((f.name().clone(), ty));
+        }
+        for (n, t) in extra {
+            if fields.iter().any(|(f, _)| f == n) {
+                return Err(Error::Schema {
+                    path: name.to_string(),
+                    detail: format!("column `{n}` is declared twice"),
+                });
+            }
+            fields.push((n.to_string(), t.to_string()));
+        }
+        let pairs: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let meta = metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        assemble(name.to_string(), self.version, &pairs, meta).map_err(|detail| Error::Schema {
+            path: name.to_string(),
+            detail,
+        })
+    }
+
+    /// A schema found in data (e.g. an input shard's footer), declared as is.
+    pub fn found(name: &str, version: u32, arrow: SchemaRef) -> DeclaredSchema {
+        DeclaredSchema {
+            name: name.to_string(),
+            version,
+            arrow,
+        }
+    }
+}
+
+/// The schema-file type of an Arrow type (inverse of [`parse_type`]).
+fn type_name(dt: &DataType, hf: &Value) -> Option<String> {
+    let scalar = |dt: &DataType| -> Option<&'static str> {
+        Some(match dt {
+            DataType::Utf8 => "string",
+            DataType::Int32 => "int32",
+            DataType::Int64 => "int64",
+            DataType::Float32 => "float32",
+            DataType::Float64 => "float64",
+            DataType::Boolean => "bool",
+            _ => return None,
+        })
+    };
+    Some(match dt {
+        DataType::Struct(_) if hf["_type"] == "Image" => "image".to_string(),
+        DataType::List(item) => format!("{}[]", scalar(item.data_type())?),
+        DataType::FixedSizeList(item, n) => format!("{}[{n}]", scalar(item.data_type())?),
+        other => scalar(other)?.to_string(),
     })
 }
 

@@ -78,23 +78,27 @@ impl AsyncFileWriter for HashingUpload {
 pub struct ShardWriter {
     root: Root,
     rel: String,
-    declared: &'static DeclaredSchema,
+    declared: DeclaredSchema,
     writer: AsyncArrowWriter<HashingUpload>,
     rows: u64,
 }
 
 impl ShardWriter {
     /// Start a shard at `rel` (relative to `root`) with a declared schema.
-    pub fn create(
-        root: &Root,
-        rel: &str,
-        declared: &'static DeclaredSchema,
-    ) -> Result<ShardWriter> {
-        let hf = declared.arrow.metadata().get("huggingface").cloned();
+    pub fn create(root: &Root, rel: &str, declared: &DeclaredSchema) -> Result<ShardWriter> {
+        // Schema metadata (`huggingface` features, the `simgan` task) as footer key-values, where
+        // pyarrow, polars and `datasets` look for them.
+        let mut kv: Vec<KeyValue> = declared
+            .arrow
+            .metadata()
+            .iter()
+            .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+            .collect();
+        kv.sort_by(|a, b| a.key.cmp(&b.key));
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .set_key_value_metadata(hf.map(|v| vec![KeyValue::new("huggingface".to_string(), v)]))
+            .set_key_value_metadata(Some(kv))
             .set_created_by(format!("simgan {}", env!("CARGO_PKG_VERSION")))
             .build();
         let upload = HashingUpload {
@@ -110,7 +114,7 @@ impl ShardWriter {
         Ok(ShardWriter {
             root: root.clone(),
             rel: rel.to_string(),
-            declared,
+            declared: declared.clone(),
             writer,
             rows: 0,
         })
@@ -118,7 +122,11 @@ impl ShardWriter {
 
     /// Append a batch; its schema must match the declared one.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        schema::check(self.declared, &batch.schema(), &self.root.url_of(&self.rel))?;
+        schema::check(
+            &self.declared,
+            &batch.schema(),
+            &self.root.url_of(&self.rel),
+        )?;
         let batch = batch
             .clone()
             .with_schema(self.declared.arrow.clone())
@@ -180,13 +188,27 @@ pub fn read_bytes(
     if let Some(d) = declared {
         schema::check(d, builder.schema(), name)?;
     }
+    // The footer's schema carries the schema metadata (`huggingface`, the `simgan` task); the
+    // decoded batches do not, so they get it back here.
+    let schema = builder.schema().clone();
     let reader = builder.with_batch_size(4096).build().map_err(perr)?;
+    let arrow_err = |source| Error::Arrow {
+        what: name.to_string(),
+        source,
+    };
     reader
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|source| Error::Arrow {
-            what: name.to_string(),
-            source,
+        .map(|b| {
+            let b = b.map_err(arrow_err)?;
+            if b.schema().metadata() == schema.metadata() {
+                return Ok(b);
+            }
+            let with_meta = std::sync::Arc::new(arrow::datatypes::Schema::new_with_metadata(
+                b.schema().fields().clone(),
+                schema.metadata().clone(),
+            ));
+            b.with_schema(with_meta).map_err(arrow_err)
         })
+        .collect()
 }
 
 /// Verify that the object at `info.path` still has the recorded size and checksum.

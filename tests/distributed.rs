@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use simgan::eyes::rows::EyeRow;
+use simgan::domains::eyes::rows::EyeRow;
 
 use crate::util::{self, ok, output, simgan};
 
@@ -27,7 +27,7 @@ fn rows_of(root: &str, stage: &str) -> Vec<EyeRow> {
     let mut rows = Vec::new();
     for s in &ds.shards {
         for b in simgan::shards::read(&ds.root, s, None).unwrap() {
-            rows.extend(simgan::eyes::rows::from_batch(&b).unwrap());
+            rows.extend(simgan::domains::eyes::rows::from_batch(&b).unwrap());
         }
     }
     rows.sort_by(|a, b| a.id.cmp(&b.id));

@@ -102,15 +102,30 @@ fn tiny_pipeline_end_to_end_with_a_report_that_loads() {
 
     // Report: every estimator's numbers parse; the HTML names them and its images load.
     let report = show(d, "runs/tiny/report");
-    let rows = q(
-        "runs/tiny/report",
-        "SELECT estimator, eval_set, mean_deg, within_7 FROM data WHERE eval_set = 'real-test' ORDER BY estimator",
-    );
-    let rows = rows.as_array().unwrap();
+    // One row per estimator, evaluation set and metric.
+    let metric = |m: &str| {
+        q(
+            "runs/tiny/report",
+            &format!(
+                "SELECT estimator, value AS {m} FROM data WHERE eval_set = 'real-test' AND metric = '{m}' ORDER BY estimator"
+            ),
+        )
+    };
+    let (means, withins) = (metric("mean_deg"), metric("within_7"));
+    let rows: Vec<Value> = means
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(withins.as_array().unwrap())
+        .map(|(m, w)| {
+            assert_eq!(m["estimator"], w["estimator"]);
+            serde_json::json!({"estimator": m["estimator"], "mean_deg": m["mean_deg"], "within_7": w["within_7"]})
+        })
+        .collect();
     // The three estimators and the constant mean-gaze predictor they are checked against.
     assert_eq!(rows.len(), 4, "{rows:?}");
     assert_eq!(rows[0]["estimator"], "mean-gaze");
-    for r in rows {
+    for r in &rows {
         let mean = r["mean_deg"].as_f64().unwrap();
         let within = r["within_7"].as_f64().unwrap();
         assert!(

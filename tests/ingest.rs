@@ -4,13 +4,12 @@
 
 use std::path::Path;
 
-use simgan::eyes::mat::{MatValue, NumericData, write_mat};
-use simgan::eyes::mpiigaze::{fixture_day_mat, fixture_day_vars, fixture_eye};
-use simgan::eyes::unityeyes::{fixture_image, fixture_json, fixture_label};
+use simgan::domains::eyes::mat::{MatValue, NumericData, write_mat};
+use simgan::domains::eyes::mpiigaze::{fixture_day_mat, fixture_day_vars, fixture_eye};
+use simgan::domains::eyes::unityeyes::{fixture_image, fixture_json, fixture_label};
 use simgan::manifest;
 use simgan::pipeline::Pipeline;
 use simgan::runner::{self, RunOptions};
-use simgan::stages::Registry;
 use simgan::storage::Root;
 
 use crate::util;
@@ -28,7 +27,7 @@ fn ue_good(dir: &Path, stem: &str, k: usize) {
     let label = fixture_label(
         [300.0 + 10.0 * f, 240.0],
         90.0,
-        simgan::eyes::from_pitch_yaw(0.1 - 0.05 * f, 0.2 - 0.1 * f),
+        simgan::domains::eyes::from_pitch_yaw(0.1 - 0.05 * f, 0.2 - 0.1 * f),
         [0.0, 0.0, 0.0],
     );
     let img = fixture_image(&label, 640, 480);
@@ -76,7 +75,7 @@ fn ingest_pipeline(kind: &str, source: &Path, on_error: &str) -> Pipeline {
         "name = \"ingest\"\n[stages.eyes]\nkind = \"{kind}\"\ninputs = {{ source = \"{}\" }}\nparams = {{ on_error = \"{on_error}\" }}\n",
         source.display()
     );
-    Pipeline::parse(&text, "ingest.toml", &Registry::builtin()).unwrap()
+    Pipeline::parse(&text, "ingest.toml", &simgan::registry::builtin()).unwrap()
 }
 
 fn root_of(dir: &Path) -> Root {
@@ -165,7 +164,7 @@ fn unityeyes_skip_lists_every_bad_input_in_the_manifest() {
     for shard in &c.manifest.shards {
         for b in simgan::shards::read(&root, &shard.path, None).unwrap() {
             ids.extend(
-                simgan::eyes::rows::from_batch(&b)
+                simgan::domains::eyes::rows::from_batch(&b)
                     .unwrap()
                     .into_iter()
                     .map(|r| r.id),

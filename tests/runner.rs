@@ -297,7 +297,7 @@ impl StageKind for Pipelined {
 }
 
 fn registry() -> Registry {
-    Registry::builtin()
+    simgan::registry::builtin()
         .with(Arc::new(Numbers))
         .with(Arc::new(Sum))
 }
@@ -495,7 +495,7 @@ fn pipelined_units_run_on_lanes_with_bounded_read_ahead_and_resume_exactly() {
         ahead: std::sync::Mutex::new((0, 0)),
         running: std::sync::Mutex::new((0, 0)),
     });
-    let registry = Registry::builtin().with(kind.clone());
+    let registry = simgan::registry::builtin().with(kind.clone());
     let text = "name = \"t\"\n[stages.p]\nkind = \"pipelined\"\nparams = { n = 60, per = 2, lanes = 3, read_ahead = 2 }\n";
     let p = Pipeline::parse(text, "t.toml", &registry).unwrap();
     let stage = p.stage("p").unwrap();
@@ -665,7 +665,7 @@ fn validation_errors_name_the_stage_and_key() {
 fn shipped_pipelines_validate() {
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines")).unwrap() {
         let path = entry.unwrap().path();
-        let p = Pipeline::load(&path, &Registry::builtin())
+        let p = Pipeline::load(&path, &simgan::registry::builtin())
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(p.stages.len() >= 2, "{}", path.display());
     }

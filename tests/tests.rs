@@ -5,6 +5,8 @@ mod util;
 mod cli;
 mod distributed;
 mod e2e;
+mod e2e_images;
 mod ingest;
+mod ingest_images;
 mod runner;
 mod storage;

@@ -20,7 +20,7 @@ pub struct ExportArgs {
 
 pub fn export(a: ExportArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     let ds = dataset::open(&a.url, rt.handle().clone())?;
-    let n = query::export_eyes(&ds, a.limit, &a.out)?;
+    let n = query::export_samples(&ds, a.limit, &a.out)?;
     println!("exported {n} images and labels.csv to {}", a.out.display());
     Ok(())
 }

@@ -4,7 +4,7 @@ use clap::Args;
 
 use crate::dataset;
 use crate::manifest;
-use crate::stages::{InputKind, Registry};
+use crate::stages::InputKind;
 use crate::storage::Root;
 
 #[derive(Debug, Args)]
@@ -137,7 +137,7 @@ pub fn ls(a: LsArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
 }
 
 pub fn kinds() {
-    for k in Registry::builtin().all() {
+    for k in crate::registry::builtin().all() {
         println!(
             "{} (code v{}, schema {}): {}",
             k.name(),

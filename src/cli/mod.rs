@@ -10,7 +10,6 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::Error;
 use crate::pipeline::Pipeline;
-use crate::stages::Registry;
 use crate::storage::Root;
 
 mod bench;
@@ -78,7 +77,8 @@ struct PipelineArgs {
 
 impl PipelineArgs {
     fn load(&self, rt: &tokio::runtime::Runtime) -> anyhow::Result<(Pipeline, Root)> {
-        let pipeline = Pipeline::load_with(&self.pipeline, &Registry::builtin(), &self.overrides)?;
+        let pipeline =
+            Pipeline::load_with(&self.pipeline, &crate::registry::builtin(), &self.overrides)?;
         let location = self
             .root
             .clone()

@@ -41,8 +41,9 @@ pub use model::{
     Discriminator, DiscriminatorConfig, GazeNet, GazeNetConfig, Refiner, RefinerConfig,
 };
 pub use train::{
-    BatchSource, GazeOptimizer, GazeTrainConfig, GazeTrainer, Phase, RefinerTrainer, StepMetrics,
-    TrainConfig, gray_to_tensor, predict_gaze, refine, refine_images, tensor_to_gray,
+    BatchSource, GazeOptimizer, GazeTrainConfig, GazeTrainer, HeadLoss, Phase, RefinerTrainer,
+    StepMetrics, TrainConfig, gray_to_tensor, predict_gaze, predict_raw, refine, refine_images,
+    tensor_to_gray,
 };
 
 /// Errors of the nn module. Structured so callers can match on them; the sources of burn's own

@@ -19,7 +19,7 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::Tensor;
 use burn::tensor::activation::{leaky_relu, relu, tanh};
@@ -427,6 +427,17 @@ pub struct GazeNetConfig {
     /// Hidden fully-connected size (paper: 1000).
     #[config(default = 1000)]
     pub hidden: usize,
+    /// Outputs of the last layer: 3 for a gaze vector, the class count for a classifier, the
+    /// label length for a regressor.
+    #[config(default = 3)]
+    pub outputs: usize,
+    /// SAME instead of VALID padding in the five convolutions (inputs smaller than 19×19).
+    #[config(default = false)]
+    pub same_padding: bool,
+    /// Average-pool the last feature maps to this `[rows, cols]` grid before the FC layers
+    /// (large inputs: keeps the first FC layer small); `None` flattens them as they are.
+    #[config(default = "None")]
+    pub pool_grid: Option<[usize; 2]>,
 }
 
 impl GazeNetConfig {
@@ -444,17 +455,54 @@ impl GazeNetConfig {
             .with_hidden((1000 / d).max(8))
     }
 
-    /// Spatial size after the convolution stack, `(rows, cols)`, or `None` when the input is
-    /// too small for the valid convolutions and pools.
-    pub fn feature_grid(&self) -> Option<(usize, usize)> {
+    /// The paper's net for `channels × height × width` inputs with `outputs` outputs, channels
+    /// and hidden size ÷ `divisor`: VALID convolutions from 19×19 up (SAME below, down to 8×8),
+    /// and the last feature maps average-pooled to at most 8×8 cells (≤ 64) when larger — on
+    /// 35×55 eyes (5×10 cells) this is exactly [`Self::narrow`].
+    pub fn for_input(
+        channels: usize,
+        height: usize,
+        width: usize,
+        outputs: usize,
+        divisor: usize,
+    ) -> Self {
+        let mut cfg = Self::narrow(divisor)
+            .with_channels(channels)
+            .with_height(height)
+            .with_width(width)
+            .with_outputs(outputs);
+        if height.min(width) < 19 {
+            cfg = cfg.with_same_padding(true);
+        }
+        if let Some((h, w)) = cfg.conv_grid()
+            && h * w > 64
+        {
+            cfg = cfg.with_pool_grid(Some([h.min(8), w.min(8)]));
+        }
+        cfg
+    }
+
+    /// Spatial size after the convolutions and pools, before any `pool_grid`.
+    fn conv_grid(&self) -> Option<(usize, usize)> {
+        let shrink = if self.same_padding { 0 } else { 1 };
         let f = |n: usize| -> Option<usize> {
-            let n = n.checked_sub(6)?; // three valid 3×3 convs
+            let n = n.checked_sub(6 * shrink)?; // three 3×3 convs
             let n = n.checked_sub(3)? / 2 + 1; // maxpool 3×3 s2
-            let n = n.checked_sub(4)?; // two valid 3×3 convs
+            let n = n.checked_sub(4 * shrink)?; // two 3×3 convs
             let n = n.checked_sub(2)? / 2 + 1; // maxpool 2×2 s2
             (n > 0).then_some(n)
         };
         Some((f(self.height)?, f(self.width)?))
+    }
+
+    /// Spatial size of the features feeding the first FC layer, `(rows, cols)`, or `None` when
+    /// the input is too small for the convolutions and pools.
+    pub fn feature_grid(&self) -> Option<(usize, usize)> {
+        let (h, w) = self.conv_grid()?;
+        match self.pool_grid {
+            Some([ph, pw]) if ph > 0 && pw > 0 => Some((ph.min(h), pw.min(w))),
+            _ => Some((h, w)),
+        }
     }
 
     /// Length of the flattened features feeding the first FC layer (9600 for the paper's net).
@@ -465,14 +513,18 @@ impl GazeNetConfig {
 
     /// Check the sizes (positive, input large enough).
     pub fn validate(&self) -> Result<(), NnError> {
-        if self.channels == 0 || self.hidden == 0 || self.conv_channels.contains(&0) {
+        if self.channels == 0
+            || self.hidden == 0
+            || self.outputs == 0
+            || self.conv_channels.contains(&0)
+        {
             return Err(NnError::InvalidConfig(format!(
                 "gaze net: sizes must be > 0, got {self:?}"
             )));
         }
         if self.feature_grid().is_none() {
             return Err(NnError::InvalidConfig(format!(
-                "gaze net: input {}×{} is too small for its valid convolutions (min 19×19)",
+                "gaze net: input {}×{} is too small for its convolutions and pools (min 19×19, or 8×8 with SAME padding)",
                 self.height, self.width
             )));
         }
@@ -484,7 +536,20 @@ impl GazeNetConfig {
         self.validate()?;
         let flatten = self.flatten_size().unwrap_or(1);
         let [c1, c2, c3, c4, c5] = self.conv_channels;
-        let conv = |cin: usize, cout: usize| Conv2dConfig::new([cin, cout], [3, 3]).init(device);
+        let padding = if self.same_padding {
+            PaddingConfig2d::Same
+        } else {
+            PaddingConfig2d::Valid
+        };
+        let conv = |cin: usize, cout: usize| {
+            Conv2dConfig::new([cin, cout], [3, 3])
+                .with_padding(padding.clone())
+                .init(device)
+        };
+        let pool_grid = match (self.pool_grid, self.feature_grid()) {
+            (Some(_), Some((h, w))) => Some(AdaptiveAvgPool2dConfig::new([h, w]).init()),
+            _ => None,
+        };
         Ok(GazeNet {
             conv1: conv(self.channels, c1),
             conv2: conv(c1, c2),
@@ -493,8 +558,9 @@ impl GazeNetConfig {
             conv4: conv(c3, c4),
             conv5: conv(c4, c5),
             pool2: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+            pool_grid,
             fc1: LinearConfig::new(flatten, self.hidden).init(device),
-            fc2: LinearConfig::new(self.hidden, 3).init(device),
+            fc2: LinearConfig::new(self.hidden, self.outputs).init(device),
         })
     }
 }
@@ -516,6 +582,8 @@ pub struct GazeNet<B: Backend> {
     pub conv5: Conv2d<B>,
     /// maxpool 2×2 s2.
     pub pool2: MaxPool2d,
+    /// Adaptive average pool to `GazeNetConfig::pool_grid` (large inputs only).
+    pub pool_grid: Option<AdaptiveAvgPool2d>,
     /// FC 9600 → 1000.
     pub fc1: Linear<B>,
     /// FC 1000 → 3.
@@ -533,9 +601,13 @@ impl<B: Backend> GazeNet<B> {
         let h = relu(conv2d(&self.conv4, h)); // [batch, 80, 12, 22]
         let h = relu(conv2d(&self.conv5, h)); // [batch, 192, 10, 20]
         let h = self.pool2.forward(h); // [batch, 192, 5, 10]
+        let h = match &self.pool_grid {
+            Some(p) => p.forward(h), // [batch, 192, ≤8, ≤8] (large inputs only)
+            None => h,
+        };
         let h: Tensor<B, 2> = h.flatten(1, 3); // [batch, 9600]
         let h = relu(self.fc1.forward(h)); // [batch, 1000]
-        self.fc2.forward(h) // [batch, 3]
+        self.fc2.forward(h) // [batch, outputs]: 3 for gaze
     }
 }
 

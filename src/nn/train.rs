@@ -676,12 +676,26 @@ pub enum GazeOptimizer {
     Sgd,
 }
 
-/// Gaze estimator training run.
+/// The loss on the estimator's outputs (set by the task it is trained for).
+#[derive(Config, Debug, PartialEq, Eq, Copy)]
+pub enum HeadLoss {
+    /// `‖ŷ − y/‖y‖‖²` summed over the outputs (the paper's loss on the unit gaze vector).
+    UnitVector,
+    /// Softmax cross-entropy against one-hot (or soft) targets.
+    CrossEntropy,
+    /// Squared error, mean over the outputs.
+    Mse,
+}
+
+/// Estimator training run (the gaze CNN family, any head).
 #[derive(Config, Debug, PartialEq)]
 pub struct GazeTrainConfig {
     /// Network sizes.
     #[config(default = "GazeNetConfig::new()")]
     pub net: GazeNetConfig,
+    /// Loss on the outputs.
+    #[config(default = "HeadLoss::UnitVector")]
+    pub loss: HeadLoss,
     /// Optimiser.
     #[config(default = "GazeOptimizer::Adam")]
     pub optimizer: GazeOptimizer,
@@ -794,26 +808,38 @@ impl<B: AutodiffBackend> GazeTrainer<B> {
         &self.device
     }
 
-    /// One optimisation step on images `[batch, 1, h, w]` and gaze `[batch, 3]`; returns the loss
-    /// before the update.
-    pub fn step(&mut self, images: Tensor<B, 4>, gaze: Tensor<B, 2>) -> Result<f32, NnError> {
+    /// One optimisation step on images `[batch, c, h, w]` and targets `[batch, outputs]` (gaze
+    /// vectors, one-hot classes or regression labels, per [`GazeTrainConfig::loss`]); returns
+    /// the loss before the update.
+    pub fn step(&mut self, images: Tensor<B, 4>, targets: Tensor<B, 2>) -> Result<f32, NnError> {
         let [b, c, h, w] = images.dims();
         let net = &self.config.net;
-        if b == 0 || [c, h, w] != [net.channels, net.height, net.width] || gaze.dims() != [b, 3] {
+        let k = net.outputs;
+        if b == 0 || [c, h, w] != [net.channels, net.height, net.width] || targets.dims() != [b, k]
+        {
             return Err(NnError::Shape {
                 context: "GazeTrainer::step",
                 message: format!(
-                    "images [{b}, {c}, {h}, {w}] and gaze {:?}; expected [b, {}, {}, {}] and [b, 3]",
-                    gaze.dims(),
+                    "images [{b}, {c}, {h}, {w}] and targets {:?}; expected [b, {}, {}, {}] and [b, {k}]",
+                    targets.dims(),
                     net.channels,
                     net.height,
                     net.width
                 ),
             });
         }
-        let pred = self.model.forward(images); // [b, 3]
-        let target = unit_rows(gaze); // [b, 3]
-        let loss: Tensor<B, 1> = (pred - target).powf_scalar(2.0).sum_dim(1).mean(); // [1]
+        let pred = self.model.forward(images); // [b, outputs]
+        let loss: Tensor<B, 1> = match self.config.loss {
+            HeadLoss::UnitVector => (pred - unit_rows(targets))
+                .powf_scalar(2.0)
+                .sum_dim(1)
+                .mean(), // [1]
+            HeadLoss::CrossEntropy => {
+                let logp = burn::tensor::activation::log_softmax(pred, 1); // [b, outputs]
+                (logp * targets).sum_dim(1).mean().neg() // [1]
+            }
+            HeadLoss::Mse => (pred - targets).powf_scalar(2.0).mean(), // [1]
+        };
         let grads = GradientsParams::from_grads(loss.backward(), &self.model);
         let lr = self.config.lr_at(self.step);
         self.model = match &mut self.optim {
@@ -828,6 +854,19 @@ impl<B: AutodiffBackend> GazeTrainer<B> {
     pub fn predict(&self, images: Tensor<B, 4>) -> Result<Vec<[f32; 3]>, NnError> {
         predict_gaze(&self.model.valid(), images.inner())
     }
+}
+
+/// The raw outputs of `net` for `[batch, c, h, w]` images, row-major `[batch, outputs]`
+/// (inference backend).
+pub fn predict_raw<B: Backend>(
+    net: &GazeNet<B>,
+    images: Tensor<B, 4>,
+) -> Result<Vec<f32>, NnError> {
+    Ok(net
+        .forward(images)
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()?)
 }
 
 /// Unit gaze vectors predicted by `net` for `[batch, 1, h, w]` images (inference backend).

@@ -1,19 +1,16 @@
-//! Helpers shared by the eye stages: reading eye rows from a stage input, decoding images on
-//! rayon, the device param, training-metrics rows and sample grids.
+//! Helpers shared by the S+U stages: the device param, training-metrics rows and sample grids.
 
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float32Array, Float64Array, Int64Array, StringArray};
 use arrow::record_batch::RecordBatch;
-use image::GrayImage;
-use rayon::prelude::*;
+use image::RgbImage;
 
 use super::StageCtx;
 use crate::error::{Error, Result};
-use crate::eyes::rows::{EyeRow, decode_png, from_batch};
-use crate::manifest::Committed;
 use crate::nn::{DeviceSpec, StepMetrics};
 use crate::params::{ParamSpec, ParamType};
+use crate::sample::SampleImage;
 
 /// The `device` param every compute stage declares.
 pub const DEVICE_PARAM: ParamSpec = ParamSpec::new(
@@ -40,37 +37,6 @@ pub fn parse_device(ctx: &StageCtx, param: &str, s: &str) -> Result<DeviceSpec> 
         )));
     }
     Ok(spec)
-}
-
-/// Every eye row of a committed stage version, optionally only one split.
-pub fn read_eye_rows(
-    ctx: &StageCtx,
-    committed: &Committed,
-    split: Option<&str>,
-) -> Result<Vec<EyeRow>> {
-    let declared = crate::schema::get("eye_sample")?;
-    let per_shard: Vec<Vec<EyeRow>> = committed
-        .manifest
-        .shards
-        .par_iter()
-        .map(|s| -> Result<Vec<EyeRow>> {
-            let mut rows = Vec::new();
-            for b in crate::shards::read(ctx.root, &s.path, Some(declared))? {
-                rows.extend(
-                    from_batch(&b)?
-                        .into_iter()
-                        .filter(|r| split.is_none_or(|sp| r.split == sp)),
-                );
-            }
-            Ok(rows)
-        })
-        .collect::<Result<_>>()?;
-    Ok(per_shard.into_iter().flatten().collect())
-}
-
-/// Decode every row's PNG on rayon.
-pub fn decode_all(rows: &[EyeRow]) -> Result<Vec<GrayImage>> {
-    rows.par_iter().map(|r| decode_png(&r.png, &r.id)).collect()
 }
 
 /// Rows of the `train_metrics` schema (`phase` overrides the phase column, e.g. "estimator").
@@ -121,26 +87,28 @@ fn phase_name(m: &StepMetrics) -> &'static str {
     }
 }
 
-/// A PNG grid: one row per image list (e.g. synthetic | refined | real), scaled ×`scale`.
-pub fn grid_png(rows: &[&[GrayImage]], scale: u32, what: &str) -> Result<Vec<u8>> {
+/// A PNG grid: one row per image list (e.g. synthetic | refined | real), scaled ×`scale`, in
+/// RGB (grey images replicated; 16-bit scaled to 8).
+pub fn grid_png(rows: &[&[SampleImage]], scale: u32, what: &str) -> Result<Vec<u8>> {
     let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0) as u32;
     let (w, h) = rows
         .iter()
         .flat_map(|r| r.first())
-        .map(|i| (i.width(), i.height()))
+        .map(|i| (i.width, i.height))
         .next()
         .unwrap_or((1, 1));
     let gap = 2;
-    let mut out = GrayImage::from_pixel(
+    let mut out = RgbImage::from_pixel(
         cols * (w * scale + gap) + gap,
         rows.len() as u32 * (h * scale + gap) + gap,
-        image::Luma([255]),
+        image::Rgb([255, 255, 255]),
     );
     for (ri, row) in rows.iter().enumerate() {
         for (ci, img) in row.iter().enumerate() {
+            let rgb = img.to_rgb8();
             let x0 = gap + ci as u32 * (w * scale + gap);
             let y0 = gap + ri as u32 * (h * scale + gap);
-            for (x, y, p) in img.enumerate_pixels().filter(|(x, y, _)| *x < w && *y < h) {
+            for (x, y, p) in rgb.enumerate_pixels().filter(|(x, y, _)| *x < w && *y < h) {
                 for dy in 0..scale {
                     for dx in 0..scale {
                         out.put_pixel(x0 + x * scale + dx, y0 + y * scale + dy, *p);
@@ -149,5 +117,5 @@ pub fn grid_png(rows: &[&[GrayImage]], scale: u32, what: &str) -> Result<Vec<u8>
             }
         }
     }
-    crate::eyes::rows::encode_png(&out, what)
+    SampleImage::from_rgb(out).encode_png(what)
 }

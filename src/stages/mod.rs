@@ -1,4 +1,7 @@
-//! The stage-kind interface and the registry of built-in kinds (one module per kind).
+//! The stage-kind interface, the [`Registry`] type, and the S+U driver kinds (one module each:
+//! `train-refiner`, `refine`, `train-estimator`, `score`, `report`), which work on any domain's
+//! image dataset. Domain kinds (generators, ingesters) live in [`crate::domains`]; the list of
+//! built-in kinds is [`crate::registry`].
 //!
 //! A kind declares its params, its inputs, its output schema and a code version (part of the
 //! fingerprint: bump it when the kind's output changes for the same params). The runner asks it
@@ -19,13 +22,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::manifest::{Committed, Skipped};
 use crate::params::{ParamSpec, Params};
-use crate::schema::DeclaredSchema;
+use crate::schema::{self, DeclaredSchema};
 use crate::shards::{ShardInfo, ShardWriter};
 use crate::storage::Root;
 
 pub mod common;
-pub mod generate;
-pub mod ingest;
 pub mod refine;
 pub mod report;
 pub mod score;
@@ -136,7 +137,7 @@ pub struct UnitOutput<'a> {
     root: &'a Root,
     prefix: &'a str,
     index: usize,
-    declared: &'static DeclaredSchema,
+    declared: &'a DeclaredSchema,
     writer: Option<ShardWriter>,
     pub(crate) artifacts: Vec<ShardInfo>,
     pub(crate) skipped: Vec<Skipped>,
@@ -147,7 +148,7 @@ impl<'a> UnitOutput<'a> {
         root: &'a Root,
         prefix: &'a str,
         index: usize,
-        declared: &'static DeclaredSchema,
+        declared: &'a DeclaredSchema,
     ) -> Self {
         UnitOutput {
             root,
@@ -226,8 +227,15 @@ pub trait StageKind: Send + Sync {
     fn params(&self) -> &'static [ParamSpec];
     /// Declared inputs.
     fn inputs(&self) -> &'static [InputSpec];
-    /// Name of the output schema in `schemas/`.
+    /// Name of the output schema in `schemas/` (for kinds whose schema depends on their input
+    /// or data, what [`StageKind::output_schema`] builds on, described in its docs).
     fn schema(&self) -> &'static str;
+    /// The schema this stage's shards are written with, once its plan is known. Default: the
+    /// file named by [`StageKind::schema`]. Kinds whose columns come from the data (an image
+    /// folder's labels, `refine` carrying its input's columns) build it here.
+    fn output_schema(&self, _ctx: &StageCtx, _units: &[UnitSpec]) -> Result<DeclaredSchema> {
+        schema::get(self.schema()).cloned()
+    }
     /// Split the work into units; must be deterministic for the same params and inputs.
     fn plan(&self, ctx: &StageCtx) -> Result<Vec<UnitSpec>>;
     /// Run one unit.
@@ -274,20 +282,9 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The built-in kinds. Register new kinds here.
-    pub fn builtin() -> Registry {
-        Registry {
-            kinds: vec![
-                Arc::new(generate::GenerateEyes),
-                Arc::new(train_refiner::TrainRefiner),
-                Arc::new(ingest::IngestUnityEyes),
-                Arc::new(ingest::IngestMpiiGaze),
-                Arc::new(refine::Refine::default()),
-                Arc::new(train_estimator::TrainEstimator),
-                Arc::new(score::Score),
-                Arc::new(report::Report),
-            ],
-        }
+    /// A registry of exactly these kinds (the built-in set is [`crate::registry::builtin`]).
+    pub fn new(kinds: Vec<Arc<dyn StageKind>>) -> Registry {
+        Registry { kinds }
     }
 
     /// Add a kind (tests register their own).

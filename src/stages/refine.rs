@@ -1,5 +1,7 @@
-//! `refine`: every row of an eye stage through a trained refiner, into new shards with the same
-//! schema (ids and labels carried over, the refined image in `image`, `domain = "refined"`).
+//! `refine`: every row of a sample stage (any domain) through a trained refiner, into new shards
+//! with the input's schema: the refined image in `image` (same size, channels and bit depth),
+//! `domain = "refined"`, and every other column — ids, labels, whatever the domain has — carried
+//! unchanged.
 //!
 //! One work unit per input shard, so a killed refine redoes only unfinished shards and workers can
 //! split the shards between them. The units form a pipeline (the runner's read-ahead, see
@@ -12,17 +14,18 @@
 //! reader. The source image is referenced, not copied: same `id`, and the manifest names the input
 //! stage version and the refiner version (lineage).
 
+use arrow::record_batch::RecordBatch;
 use burn::tensor::backend::AutodiffBackend;
-use image::GrayImage;
 use rayon::prelude::*;
 use serde_json::json;
 
 use super::common::{self, DEVICE_PARAM};
 use super::{InputKind, InputSpec, PreparedInput, StageCtx, StageKind, UnitOutput, UnitSpec};
 use crate::error::{Error, Result};
-use crate::eyes::rows::{EyeRow, encode_png, from_batch, to_batch};
-use crate::nn::{self, BackendJob, NnError, gray_to_tensor, tensor_to_gray};
+use crate::nn::{self, BackendJob, NnError};
 use crate::params::{ParamSpec, ParamType};
+use crate::sample::{self, SampleImage};
+use crate::schema::DeclaredSchema;
 
 /// The `refine` kind.
 #[derive(Default)]
@@ -56,7 +59,7 @@ const INPUTS: &[InputSpec] = &[
         role: "data",
         kind: InputKind::Stage,
         required: true,
-        doc: "Eye stage to refine (every row)",
+        doc: "Sample stage to refine (every row, any domain)",
     },
     InputSpec {
         role: "refiner",
@@ -102,17 +105,17 @@ fn lane_devices(ctx: &StageCtx) -> Result<Vec<nn::DeviceSpec>> {
         .collect()
 }
 
-/// One input shard, fetched and decoded: its rows and their images.
+/// One input shard, fetched and decoded: its rows (every column) and their images.
 struct ShardInput {
-    rows: Vec<EyeRow>,
-    images: Vec<GrayImage>,
+    rows: Vec<RecordBatch>,
+    images: Vec<SampleImage>,
 }
 
 /// Refine decoded images in batches on one backend.
 struct RefineJob<'a> {
     stage: &'a str,
     weights: &'a [u8],
-    images: Vec<GrayImage>,
+    images: Vec<SampleImage>,
     batch_size: usize,
     /// Seed of this unit's noise (from the input shard's checksum).
     seed: u64,
@@ -125,7 +128,8 @@ impl BackendJob for RefineJob<'_> {
         let (refiner, _cfg) =
             nn::load_refiner::<B::InnerBackend>(self.weights, &device).map_err(err)?;
         let mut pngs: Vec<Vec<u8>> = Vec::with_capacity(self.images.len());
-        let mut pending: Option<Vec<GrayImage>> = None;
+        let mut pending: Option<Vec<SampleImage>> = None;
+        let bits = self.images.first().map(|i| i.format().bits).unwrap_or(8);
         for (k, chunk) in self.images.chunks(self.batch_size).enumerate() {
             // A refiner with noise inputs draws them from the backend's generator: seed it per
             // batch from the unit's seed, so a shard refines the same way every time (and after
@@ -134,18 +138,18 @@ impl BackendJob for RefineJob<'_> {
                 &device,
                 self.seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             );
-            let x = gray_to_tensor::<B::InnerBackend>(chunk, &device).map_err(err)?;
-            let y = nn::refine(&refiner, x); // [batch, 1, 35, 55], computed lazily by the device
+            let x = sample::to_tensor::<B::InnerBackend>(chunk, &device).map_err(err)?;
+            let y = nn::refine(&refiner, x); // [batch, c, h, w], computed lazily by the device
             // Encode the previous batch on rayon while this one computes.
             let (encoded, refined) = rayon::join(
                 || {
                     pending.take().map(|imgs| {
                         imgs.par_iter()
-                            .map(|i| encode_png(i, "refined image"))
+                            .map(|i| i.encode_png("refined image"))
                             .collect::<Result<Vec<_>>>()
                     })
                 },
-                || tensor_to_gray(y).map_err(err),
+                || sample::from_tensor(y, bits).map_err(err),
             );
             if let Some(e) = encoded {
                 pngs.extend(e?);
@@ -155,7 +159,7 @@ impl BackendJob for RefineJob<'_> {
         if let Some(imgs) = pending {
             pngs.extend(
                 imgs.par_iter()
-                    .map(|i| encode_png(i, "refined image"))
+                    .map(|i| i.encode_png("refined image"))
                     .collect::<Result<Vec<_>>>()?,
             );
         }
@@ -168,7 +172,7 @@ impl StageKind for Refine {
         "refine"
     }
     fn about(&self) -> &'static str {
-        "Refine every image of an eye stage with a trained refiner"
+        "Refine every image of a sample stage with a trained refiner (other columns carried)"
     }
     fn code_version(&self) -> &'static str {
         "2"
@@ -179,8 +183,31 @@ impl StageKind for Refine {
     fn inputs(&self) -> &'static [InputSpec] {
         INPUTS
     }
+    /// The input's own schema (read from its first shard), whatever the domain.
     fn schema(&self) -> &'static str {
-        "eye_sample"
+        "the `data` input's"
+    }
+
+    fn output_schema(&self, ctx: &StageCtx, _units: &[UnitSpec]) -> Result<DeclaredSchema> {
+        let data = ctx.stage_input("data")?;
+        let first = data
+            .manifest
+            .shards
+            .first()
+            .ok_or_else(|| ctx.err("input `data` has no shards"))?;
+        let batches = crate::shards::read(ctx.root, &first.path, None)?;
+        let schema = batches
+            .first()
+            .map(|b| b.schema())
+            .ok_or_else(|| ctx.err(format!("input shard `{}` has no rows", first.path)))?;
+        sample::check_common(&schema, &ctx.root.url_of(&first.path))?;
+        let (name, version) = data
+            .manifest
+            .schema
+            .split_once('@')
+            .map(|(n, v)| (n.to_string(), v.parse().unwrap_or(1)))
+            .unwrap_or_else(|| (data.manifest.schema.clone(), 1));
+        Ok(DeclaredSchema::found(&name, version, schema))
     }
 
     fn splittable(&self) -> bool {
@@ -199,12 +226,25 @@ impl StageKind for Refine {
         let shard = unit.spec["shard"]
             .as_str()
             .ok_or_else(|| ctx.err("unit spec lacks `shard`"))?;
-        let declared = crate::schema::get("eye_sample")?;
-        let mut rows = Vec::new();
-        for batch in crate::shards::read(ctx.root, shard, Some(declared))? {
-            rows.extend(from_batch(&batch)?);
+        let url = ctx.root.url_of(shard);
+        let rows = crate::shards::read(ctx.root, shard, None)?;
+        let mut images = Vec::new();
+        for batch in &rows {
+            sample::check_common(&batch.schema(), &url)?;
+            let ids = sample::strings(batch, "id", &url)?;
+            let bytes = sample::image_bytes(batch, &url)?;
+            images.par_extend(
+                (0..batch.num_rows())
+                    .into_par_iter()
+                    .map(|i| {
+                        SampleImage::decode(
+                            bytes.value(i),
+                            &format!("{url} row `{}`", ids.value(i)),
+                        )
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            );
         }
-        let images = common::decode_all(&rows)?;
         Ok(Box::new(ShardInput { rows, images }))
     }
 
@@ -246,19 +286,14 @@ impl StageKind for Refine {
             seed,
         };
         let pngs = nn::run_on(device, job)??;
-        let mut refined: Vec<EyeRow> = rows
-            .into_iter()
-            .zip(pngs)
-            .map(|(r, png)| EyeRow {
-                png,
-                domain: "refined".into(),
-                ..r
-            })
-            .collect();
-        while !refined.is_empty() {
-            let rest = refined.split_off(refined.len().min(crate::shards::ROW_GROUP_ROWS));
-            out.write(&to_batch(&refined)?)?;
-            refined = rest;
+        let mut at = 0;
+        for batch in &rows {
+            let n = batch.num_rows();
+            let mine = pngs
+                .get(at..at + n)
+                .ok_or_else(|| ctx.err("the refiner returned fewer images than it was given"))?;
+            out.write(&sample::with_images(batch, mine, "refined")?)?;
+            at += n;
         }
         Ok(())
     }

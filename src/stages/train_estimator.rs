@@ -1,9 +1,13 @@
-//! `train-estimator`: the paper's gaze CNN trained on one eye stage (synthetic, refined, or the
-//! real-like train split as an oracle), Euclidean loss on the unit gaze vector.
+//! `train-estimator`: the paper's gaze-CNN family trained on one labelled sample stage
+//! (synthetic, refined, or the real train split as an oracle) for the dataset's task
+//! ([`crate::task`]): the input size and channels come from the data, the head and loss from the
+//! task (`gaze`: 3 outputs, Euclidean loss on the unit vector; `classification`: one logit per
+//! class, cross-entropy; `regression`: one output per label value, MSE on standardised labels).
 //!
 //! One work unit; same data rules as `train-refiner` (decode once on rayon, seeded sampling).
 //! Output: per-step metrics as the shard, `gaze_net.safetensors` (config in its metadata) and
-//! `estimator.json` (what it was trained on) as artifacts.
+//! `estimator.json` (what it was trained on, and the task binding: label column, classes,
+//! label normalisation) as artifacts.
 //!
 //! `ensemble = k` trains k networks on the same data with seeds `seed, seed + 1, …` (member j's
 //! weights are `gaze_net-j.safetensors` for j ≥ 1; member 0 stays `gaze_net.safetensors`, so
@@ -16,7 +20,6 @@ use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
-use image::GrayImage;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -25,18 +28,45 @@ use super::{InputKind, InputSpec, StageCtx, StageKind, UnitOutput, UnitSpec};
 use crate::error::{Error, Result};
 use crate::nn::{
     self, BackendJob, GazeNetConfig, GazeOptimizer, GazeTrainConfig, GazeTrainer, NnError, Phase,
-    StepMetrics, gray_to_tensor,
+    StepMetrics,
 };
 use crate::params::{ParamSpec, ParamType};
+use crate::sample::{self, SampleImage};
+use crate::task::{TaskSpec, Tasks};
 
 /// The `train-estimator` kind.
-pub struct TrainEstimator;
+pub struct TrainEstimator {
+    tasks: Tasks,
+}
+
+impl TrainEstimator {
+    /// The kind, resolving tasks among `tasks`.
+    pub fn new(tasks: Tasks) -> TrainEstimator {
+        TrainEstimator { tasks }
+    }
+}
+
+/// What `estimator.json` holds.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct EstimatorMeta {
+    /// The training set's `domain` (synthetic | refined | real).
+    pub trained_on: String,
+    /// Ensemble members.
+    pub members: usize,
+    /// The training stage and its version.
+    pub data_stage: String,
+    /// Its committed version.
+    pub data_version: u64,
+    /// The task binding (absent in estimators written before tasks: gaze).
+    #[serde(default)]
+    pub task: Option<TaskSpec>,
+}
 
 const INPUTS: &[InputSpec] = &[InputSpec {
     role: "data",
     kind: InputKind::Stage,
     required: true,
-    doc: "Labelled eye stage (split=train rows)",
+    doc: "Labelled sample stage (split=train rows)",
 }];
 
 const PARAMS: &[ParamSpec] = &[
@@ -46,6 +76,18 @@ const PARAMS: &[ParamSpec] = &[
         ParamType::Int { min: 1, max: 64 },
         "4",
         "Gaze CNN channels and hidden size ÷ this (1 = paper: 32,32,64,80,192 / 1000)",
+    ),
+    ParamSpec::new(
+        "task",
+        ParamType::Str,
+        "\"auto\"",
+        "gaze | classification | regression; auto: the dataset's (its `simgan` metadata, else the first task whose label column it has)",
+    ),
+    ParamSpec::new(
+        "label",
+        ParamType::Str,
+        "\"\"",
+        "Label column; empty: the dataset's, else the task's default (gaze, label, target)",
     ),
     ParamSpec::new(
         "optimizer",
@@ -117,8 +159,9 @@ struct Trained {
 struct EstimatorJob<'a> {
     stage: &'a str,
     cfg: GazeTrainConfig,
-    images: &'a [GrayImage],
-    gaze: &'a [[f32; 3]],
+    images: &'a [SampleImage],
+    /// Row-major `[rows, outputs]` training targets.
+    targets: &'a [f32],
     steps: u64,
 }
 
@@ -136,10 +179,14 @@ impl BackendJob for EstimatorJob<'_> {
             let idx: Vec<usize> = (0..b)
                 .map(|_| rng.random_range(0..self.images.len()))
                 .collect();
-            let imgs: Vec<GrayImage> = idx.iter().map(|&i| self.images[i].clone()).collect();
-            let x = gray_to_tensor::<B>(&imgs, &device).map_err(err)?; // [b, 1, 35, 55]
-            let g: Vec<f32> = idx.iter().flat_map(|&i| self.gaze[i]).collect();
-            let y = Tensor::<B, 2>::from_data(TensorData::new(g, [b, 3]), &device); // [b, 3]
+            let imgs: Vec<SampleImage> = idx.iter().map(|&i| self.images[i].clone()).collect();
+            let x = sample::to_tensor::<B>(&imgs, &device).map_err(err)?; // [b, c, h, w]
+            let k = self.cfg.net.outputs;
+            let targets: Vec<f32> = idx
+                .iter()
+                .flat_map(|&i| self.targets[i * k..(i + 1) * k].iter().copied())
+                .collect();
+            let y = Tensor::<B, 2>::from_data(TensorData::new(targets, [b, k]), &device); // [b, outputs]
             let loss = trainer.step(x, y).map_err(err)?;
             let m = StepMetrics {
                 step,
@@ -165,10 +212,10 @@ impl StageKind for TrainEstimator {
         "train-estimator"
     }
     fn about(&self) -> &'static str {
-        "Train the paper's gaze CNN on an eye stage (synthetic, refined or real)"
+        "Train the paper's gaze-CNN family on a labelled sample stage for its task (gaze, classification, regression)"
     }
     fn code_version(&self) -> &'static str {
-        "1"
+        "2"
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
@@ -190,19 +237,37 @@ impl StageKind for TrainEstimator {
     fn run_unit(&self, ctx: &StageCtx, _unit: &UnitSpec, out: &mut UnitOutput) -> Result<()> {
         let device = common::device(ctx)?;
         let data = ctx.stage_input("data")?;
-        let rows = common::read_eye_rows(ctx, data, Some("train"))?;
-        if rows.is_empty() {
+        let what = format!("stage `{}`", data.manifest.stage);
+        let loaded = sample::load(ctx.root, data, Some("train"))?;
+        if loaded.images.is_empty() {
             return Err(ctx.err("input `data` has no split=train rows"));
         }
-        let trained_on = rows[0].domain.clone();
-        let images = common::decode_all(&rows)?;
-        let gaze: Vec<[f32; 3]> = rows.iter().map(|r| r.gaze).collect();
+        let (task, label) = self.tasks.resolve(
+            &loaded.batch.schema(),
+            ctx.params.str("task")?,
+            ctx.params.str("label")?,
+            &what,
+        )?;
+        let spec = task.bind(&loaded.batch, &label, &what)?;
+        let targets = task.targets(&spec, &loaded.batch, &what)?;
+        let domains = sample::strings(&loaded.batch, "domain", &what)?;
+        let trained_on = domains.value(0).to_string();
+        let images = loaded.images;
+        let (c, h, w) = (
+            images[0].channels as usize,
+            images[0].height as usize,
+            images[0].width as usize,
+        );
         let optimizer = match ctx.params.str("optimizer")? {
             "sgd" => GazeOptimizer::Sgd,
             _ => GazeOptimizer::Adam,
         };
+        let net = GazeNetConfig::for_input(c, h, w, spec.outputs, ctx.params.usize("divisor")?);
+        net.validate()
+            .map_err(|e| ctx.err(format!("estimator for {w}×{h} images: {e}")))?;
         let cfg = GazeTrainConfig::new()
-            .with_net(GazeNetConfig::narrow(ctx.params.usize("divisor")?))
+            .with_net(net)
+            .with_loss(task.loss())
             .with_optimizer(optimizer)
             .with_lr(ctx.params.float("lr")?)
             .with_batch_size(ctx.params.usize("batch_size")?)
@@ -216,14 +281,14 @@ impl StageKind for TrainEstimator {
         let mut metrics = Vec::with_capacity(members * steps as usize);
         let mut weights = Vec::with_capacity(members);
         for j in 0..members {
-            tracing::info!(stage = ctx.stage, rows = images.len(), trained_on = %trained_on, steps, member = j, members, "training gaze estimator");
+            tracing::info!(stage = ctx.stage, rows = images.len(), task = task.name(), trained_on = %trained_on, steps, member = j, members, "training estimator");
             let trained = nn::run_on(
                 &device,
                 EstimatorJob {
                     stage: ctx.stage,
                     cfg: cfg.clone().with_seed(cfg.seed + j as u64),
                     images: &images,
-                    gaze: &gaze,
+                    targets: &targets,
                     steps,
                 },
             )??;
@@ -238,8 +303,18 @@ impl StageKind for TrainEstimator {
         for (j, w) in weights.into_iter().enumerate() {
             out.artifact(&member_artifact(j), w)?;
         }
-        let meta = serde_json::json!({ "trained_on": trained_on, "members": members, "data_stage": data.manifest.stage, "data_version": data.manifest.version });
-        out.artifact("estimator.json", meta.to_string())?;
+        let meta = EstimatorMeta {
+            trained_on,
+            members,
+            data_stage: data.manifest.stage.clone(),
+            data_version: data.manifest.version,
+            task: Some(spec),
+        };
+        let json = serde_json::to_vec_pretty(&meta).map_err(|source| Error::Json {
+            path: "estimator.json".into(),
+            source,
+        })?;
+        out.artifact("estimator.json", json)?;
         Ok(())
     }
 }

@@ -1,19 +1,26 @@
 //! `train-refiner`: the S+U schedule (refiner pretraining, discriminator pretraining, then K_g
-//! refiner steps per K_d discriminator steps) on a synthetic and a real eye stage.
+//! refiner steps per K_d discriminator steps) on a synthetic and a real sample stage of any
+//! domain: the networks' channels and the image size come from the data (both inputs must have
+//! the same size and format; 8- or 16-bit, grey or RGB).
 //!
-//! One work unit. Images are decoded once, in parallel on rayon, and held in memory as 8-bit
-//! (1.9 KB per 55×35 image: 1.2M images ≈ 2.3 GB); batches are drawn by seeded sampling. Every
+//! One work unit. Images are decoded once, in parallel on rayon, and held in memory at their bit
+//! depth (1.9 KB per 55×35 grey eye: 1.2M images ≈ 2.3 GB); batches are drawn by seeded sampling. Every
 //! `checkpoint_every` iterations the whole trainer (R, D, both Adam states, the history buffer,
 //! the step) and the metrics so far go to the version's `_scratch/`; a killed run, rerun with the
 //! same params and inputs, continues from the last checkpoint. Output: per-iteration metrics as
 //! the shard, and artifacts `refiner.safetensors` (with its config in the safetensors metadata),
-//! `discriminator.safetensors`, `train_config.json`, and sample grids (synthetic | refined | real).
+//! `discriminator.safetensors`, `train_config.json`, sample grids (synthetic | refined | real),
+//! and `refiner_check.json`: label-free statistics of the output refiner on a fixed probe of
+//! 256 synthetic and 256 real training images (intensity mean and spread, sharpness, noise,
+//! drift |R(x) − x|; [`crate::imagestats`]), with a collapse warning when refined images leave
+//! the real images' statistics far behind. With `select = "stats"` the refiner at every
+//! adversarial checkpoint is measured too, and the one closest to the real statistics is the
+//! output (the probe images are training images, not a held-out set).
 
 use std::time::Instant;
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
-use image::GrayImage;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -21,11 +28,13 @@ use serde::{Deserialize, Serialize};
 use super::common::{self, DEVICE_PARAM};
 use super::{InputKind, InputSpec, StageCtx, StageKind, UnitOutput, UnitSpec};
 use crate::error::{Error, Result};
+use crate::imagestats::RefinerCheck;
 use crate::nn::{
     self, BackendJob, BatchSource, DiscriminatorConfig, NnError, RefinerConfig, RefinerTrainer,
-    StepMetrics, TrainConfig, gray_to_tensor, tensor_to_gray,
+    StepMetrics, TrainConfig,
 };
 use crate::params::{ParamSpec, ParamType};
+use crate::sample::{self, PixelFormat, SampleImage};
 use crate::storage::Root;
 
 /// The `train-refiner` kind.
@@ -36,13 +45,13 @@ const INPUTS: &[InputSpec] = &[
         role: "synthetic",
         kind: InputKind::Stage,
         required: true,
-        doc: "Synthetic eye stage (split=train rows are used)",
+        doc: "Synthetic sample stage (split=train rows are used)",
     },
     InputSpec {
         role: "real",
         kind: InputKind::Stage,
         required: true,
-        doc: "Unlabelled real eye stage (split=train rows are used)",
+        doc: "Unlabelled real sample stage, same image size and format (split=train rows)",
     },
 ];
 
@@ -180,6 +189,12 @@ const PARAMS: &[ParamSpec] = &[
         "Seed for initialisation, sampling and history",
     ),
     ParamSpec::new(
+        "select",
+        ParamType::Choice(&["last", "stats"]),
+        "\"last\"",
+        "Output refiner: the last one (the paper), or of those at the adversarial checkpoints and the end the one whose refined images' statistics (intensity mean and spread, sharpness, noise) are closest to the real images' (label-free; see refiner_check.json)",
+    ),
+    ParamSpec::new(
         "checkpoint_every",
         INT,
         "100",
@@ -193,16 +208,21 @@ struct MetricRow {
     seconds: f64,
 }
 
-fn train_config(ctx: &StageCtx) -> Result<TrainConfig> {
+/// The training run for images of `shape` = `[channels, height, width]`.
+fn train_config(ctx: &StageCtx, shape: [usize; 3]) -> Result<TrainConfig> {
     let p = ctx.params;
     let cfg = TrainConfig::new()
+        .with_image_shape(shape)
         .with_refiner(
             RefinerConfig::narrow(p.usize("width")?)
+                .with_channels(shape[0])
                 .with_blocks(p.usize("blocks")?)
                 .with_residual(p.bool("residual")?)
                 .with_noise_channels(p.usize("noise_channels")?),
         )
-        .with_discriminator(DiscriminatorConfig::narrow(p.usize("d_divisor")?))
+        .with_discriminator(
+            DiscriminatorConfig::narrow(p.usize("d_divisor")?).with_channels(shape[0]),
+        )
         .with_batch_size(p.usize("batch_size")?)
         .with_lambda(p.float("lambda")?)
         .with_lr_r(p.float("lr_r")?)
@@ -223,13 +243,13 @@ fn train_config(ctx: &StageCtx) -> Result<TrainConfig> {
 
 /// Seeded sampling of in-memory images into batches.
 pub(crate) struct ImageBank {
-    synthetic: Vec<GrayImage>,
-    real: Vec<GrayImage>,
+    synthetic: Vec<SampleImage>,
+    real: Vec<SampleImage>,
     rng: SmallRng,
 }
 
 impl ImageBank {
-    fn draw(images: &[GrayImage], rng: &mut SmallRng, n: usize) -> Vec<GrayImage> {
+    fn draw(images: &[SampleImage], rng: &mut SmallRng, n: usize) -> Vec<SampleImage> {
         (0..n)
             .map(|_| images[rng.random_range(0..images.len())].clone())
             .collect()
@@ -242,7 +262,7 @@ impl<B: burn::tensor::backend::Backend> BatchSource<B> for ImageBank {
         batch_size: usize,
         device: &B::Device,
     ) -> std::result::Result<Tensor<B, 4>, NnError> {
-        gray_to_tensor(
+        sample::to_tensor(
             &Self::draw(&self.synthetic, &mut self.rng, batch_size),
             device,
         )
@@ -252,7 +272,7 @@ impl<B: burn::tensor::backend::Backend> BatchSource<B> for ImageBank {
         batch_size: usize,
         device: &B::Device,
     ) -> std::result::Result<Tensor<B, 4>, NnError> {
-        gray_to_tensor(&Self::draw(&self.real, &mut self.rng, batch_size), device)
+        sample::to_tensor(&Self::draw(&self.real, &mut self.rng, batch_size), device)
     }
 }
 
@@ -260,6 +280,8 @@ impl<B: burn::tensor::backend::Backend> BatchSource<B> for ImageBank {
 struct Trained {
     metrics: Vec<MetricRow>,
     refiner: Vec<u8>,
+    /// The statistics check of every candidate, and which was chosen.
+    check: serde_json::Value,
     discriminator: Vec<u8>,
     grids: Vec<(String, Vec<u8>)>,
     resumed_from: u64,
@@ -271,7 +293,19 @@ struct TrainJob<'a> {
     bank: ImageBank,
     scratch: Root,
     checkpoint_every: u64,
+    /// Pick the output refiner by its statistics check (`select = "stats"`).
+    select_by_stats: bool,
 }
+
+/// A candidate output refiner, measured.
+#[derive(Serialize, Deserialize)]
+struct Candidate {
+    check: RefinerCheck,
+    distance: f64,
+}
+
+/// How many synthetic and real images the statistics check uses.
+const PROBE: usize = 256;
 
 /// Crash injection for tests: abort after this many checkpoints (`SIMGAN_CRASH_AFTER_CHECKPOINTS`).
 fn crash_after_checkpoints() -> Option<u64> {
@@ -288,12 +322,34 @@ impl TrainJob<'_> {
         step: u64,
     ) -> Result<(String, Vec<u8>)> {
         let n = 8.min(self.bank.synthetic.len()).min(self.bank.real.len());
-        let synth: Vec<GrayImage> = self.bank.synthetic[..n].to_vec();
-        let real: Vec<GrayImage> = self.bank.real[..n].to_vec();
-        let x = gray_to_tensor::<B::InnerBackend>(&synth, trainer.device())?;
-        let refined = tensor_to_gray(trainer.refine(x))?;
+        let synth: Vec<SampleImage> = self.bank.synthetic[..n].to_vec();
+        let real: Vec<SampleImage> = self.bank.real[..n].to_vec();
+        let bits = synth.first().map(|i| i.format().bits).unwrap_or(8);
+        let x = sample::to_tensor::<B::InnerBackend>(&synth, trainer.device())?;
+        let refined = sample::from_tensor(trainer.refine(x), bits)?;
         let png = common::grid_png(&[&synth, &refined, &real], 2, "sample grid")?;
         Ok((format!("samples-{step:07}.png"), png))
+    }
+
+    /// The statistics check of the trainer's output refiner on the probe images (the last
+    /// `PROBE` of each bank, the same every time).
+    fn check<B: AutodiffBackend>(
+        &self,
+        trainer: &RefinerTrainer<B>,
+        step: u64,
+    ) -> Result<Candidate> {
+        let tail = |v: &[SampleImage]| v[v.len().saturating_sub(PROBE)..].to_vec();
+        let (synth, real) = (tail(&self.bank.synthetic), tail(&self.bank.real));
+        let bits = synth.first().map(|i| i.format().bits).unwrap_or(8);
+        let refiner = trainer.output_refiner();
+        let mut refined = Vec::with_capacity(synth.len());
+        for chunk in synth.chunks(64) {
+            let x = sample::to_tensor::<B::InnerBackend>(chunk, trainer.device())?;
+            refined.extend(sample::from_tensor(nn::refine(&refiner, x), bits)?);
+        }
+        let check = RefinerCheck::measure(step, &synth, &refined, &real);
+        let distance = check.distance();
+        Ok(Candidate { check, distance })
     }
 
     fn train<B: AutodiffBackend>(mut self, device: B::Device) -> Result<Trained> {
@@ -331,8 +387,19 @@ impl TrainJob<'_> {
             self.cfg.seed ^ resumed_from.wrapping_mul(0xA24B_AED4_963E_E407),
         );
         let total = self.cfg.total_iterations();
+        let adversarial_from = self.cfg.pretrain_r_steps + self.cfg.pretrain_d_steps;
         let mut grids = Vec::new();
         let mut checkpoints = 0u64;
+        // Every candidate's check, and the best candidate's weights (kept in the scratch folder
+        // so a resumed run still knows them).
+        let mut candidates: Vec<Candidate> = match self.scratch.get("candidates.json")? {
+            Some(b) => serde_json::from_slice(&b).map_err(|source| Error::Json {
+                path: self.scratch.url_of("candidates.json"),
+                source,
+            })?,
+            None => Vec::new(),
+        };
+        candidates.retain(|c| c.check.step <= resumed_from);
         for i in resumed_from..total {
             let t = Instant::now();
             let m = trainer.step(i, &mut self.bank).map_err(err)?;
@@ -352,6 +419,24 @@ impl TrainJob<'_> {
                 })?;
                 self.scratch.put("metrics.json", mbytes)?;
                 grids.push(self.grid(&trainer, done)?);
+                if self.select_by_stats && done > adversarial_from {
+                    let c = self.check(&trainer, done)?;
+                    let best = candidates
+                        .iter()
+                        .map(|c| c.distance)
+                        .fold(f64::INFINITY, f64::min);
+                    if c.distance < best {
+                        let w = nn::save_refiner(&trainer.output_refiner(), &self.cfg.refiner)
+                            .map_err(err)?;
+                        self.scratch.put("best_refiner.safetensors", w)?;
+                    }
+                    candidates.push(c);
+                    let cbytes = serde_json::to_vec(&candidates).map_err(|source| Error::Json {
+                        path: self.scratch.url_of("candidates.json"),
+                        source,
+                    })?;
+                    self.scratch.put("candidates.json", cbytes)?;
+                }
                 checkpoints += 1;
                 if crash_after_checkpoints().is_some_and(|n| checkpoints >= n) {
                     eprintln!(
@@ -362,14 +447,39 @@ impl TrainJob<'_> {
             }
         }
         grids.push(self.grid(&trainer, total)?);
-        let refiner =
+        let mut refiner =
             nn::save_refiner(&trainer.output_refiner(), &self.cfg.refiner).map_err(err)?;
+        let last = self.check(&trainer, total)?;
+        let best = candidates
+            .iter()
+            .filter(|c| c.distance < last.distance)
+            .min_by(|a, b| a.distance.total_cmp(&b.distance));
+        let chosen = match (self.select_by_stats, best) {
+            (true, Some(b)) => {
+                refiner = self
+                    .scratch
+                    .get_required("best_refiner.safetensors")?
+                    .to_vec();
+                b.check.clone()
+            }
+            _ => last.check.clone(),
+        };
+        candidates.push(last);
+        let check = serde_json::json!({
+            "select": if self.select_by_stats { "stats" } else { "last" },
+            "chosen_step": chosen.step,
+            "chosen": chosen,
+            "distance": chosen.distance(),
+            "collapse": chosen.collapse(),
+            "candidates": candidates.iter().map(|c| serde_json::json!({"step": c.check.step, "distance": c.distance, "drift": c.check.drift})).collect::<Vec<_>>(),
+        });
         let discriminator =
             nn::save_discriminator(trainer.discriminator(), &self.cfg.discriminator)
                 .map_err(err)?;
         Ok(Trained {
             metrics,
             refiner,
+            check,
             discriminator,
             grids,
             resumed_from,
@@ -384,14 +494,36 @@ impl BackendJob for TrainJob<'_> {
     }
 }
 
-/// Load the train split of an eye input and decode it.
-fn load_images(ctx: &StageCtx, role: &str) -> Result<Vec<GrayImage>> {
+/// Load the train split of a sample input and decode it.
+fn load_images(ctx: &StageCtx, role: &str) -> Result<Vec<SampleImage>> {
     let committed = ctx.stage_input(role)?;
-    let rows = common::read_eye_rows(ctx, committed, Some("train"))?;
-    if rows.is_empty() {
+    let loaded = sample::load(ctx.root, committed, Some("train"))?;
+    if loaded.images.is_empty() {
         return Err(ctx.err(format!("input `{role}` has no split=train rows")));
     }
-    common::decode_all(&rows)
+    Ok(loaded.images)
+}
+
+/// `[channels, height, width]` of both inputs, which must agree.
+fn image_shape(
+    ctx: &StageCtx,
+    synthetic: &[SampleImage],
+    real: &[SampleImage],
+) -> Result<[usize; 3]> {
+    let desc = |i: &SampleImage| (i.width, i.height, i.format());
+    let (s, r) = match (synthetic.first(), real.first()) {
+        (Some(s), Some(r)) => (desc(s), desc(r)),
+        _ => return Err(ctx.err("an input has no images")),
+    };
+    if s != r {
+        let show = |(w, h, f): (u32, u32, PixelFormat)| format!("{w}×{h} {f}");
+        return Err(ctx.err(format!(
+            "inputs `synthetic` ({}) and `real` ({}) must have one image size and format (resize or convert at ingest)",
+            show(s),
+            show(r)
+        )));
+    }
+    Ok([s.2.channels as usize, s.1 as usize, s.0 as usize])
 }
 
 impl StageKind for TrainRefiner {
@@ -402,7 +534,7 @@ impl StageKind for TrainRefiner {
         "Train the SimGAN refiner against a local patch discriminator (S+U learning)"
     }
     fn code_version(&self) -> &'static str {
-        "2"
+        "3"
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
@@ -423,10 +555,12 @@ impl StageKind for TrainRefiner {
 
     fn run_unit(&self, ctx: &StageCtx, _unit: &UnitSpec, out: &mut UnitOutput) -> Result<()> {
         let device = common::device(ctx)?;
-        let cfg = train_config(ctx)?;
+        let synthetic = load_images(ctx, "synthetic")?;
+        let real = load_images(ctx, "real")?;
+        let cfg = train_config(ctx, image_shape(ctx, &synthetic, &real)?)?;
         let bank = ImageBank {
-            synthetic: load_images(ctx, "synthetic")?,
-            real: load_images(ctx, "real")?,
+            synthetic,
+            real,
             rng: SmallRng::seed_from_u64(cfg.seed),
         };
         tracing::info!(stage = ctx.stage, synthetic = bank.synthetic.len(), real = bank.real.len(), iterations = cfg.total_iterations(), %device, "training refiner");
@@ -440,6 +574,7 @@ impl StageKind for TrainRefiner {
             bank,
             scratch: ctx.scratch(),
             checkpoint_every: ctx.params.int("checkpoint_every")? as u64,
+            select_by_stats: ctx.params.str("select")? == "stats",
         };
         let trained = nn::run_on(&device, job)??;
         let rows: Vec<(StepMetrics, f64)> = trained
@@ -451,6 +586,14 @@ impl StageKind for TrainRefiner {
         out.artifact("refiner.safetensors", trained.refiner)?;
         out.artifact("discriminator.safetensors", trained.discriminator)?;
         out.artifact("train_config.json", config_json)?;
+        if let Some(why) = trained.check["collapse"].as_str() {
+            tracing::warn!(stage = ctx.stage, "the refiner looks collapsed: {why}");
+        }
+        let check = serde_json::to_vec_pretty(&trained.check).map_err(|source| Error::Json {
+            path: "refiner_check.json".into(),
+            source,
+        })?;
+        out.artifact("refiner_check.json", check)?;
         for (name, png) in trained.grids {
             out.artifact(&name, png)?;
         }

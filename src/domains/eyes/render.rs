@@ -7,7 +7,7 @@
 //! # Geometry (shared by both domains)
 //!
 //! The eye is a small 3-D model viewed orthographically in the camera frame of the project gaze
-//! convention (see [`crate::eyes`]): an eyeball sphere of radius `R`, and a flat iris disk of
+//! convention (see [`crate::domains::eyes`]): an eyeball sphere of radius `R`, and a flat iris disk of
 //! radius `r_i` (with a concentric pupil) in the plane perpendicular to the gaze `g` at distance
 //! `D = sqrt(R² − r_i²)` from the eyeball centre. A pixel's ray is intersected with that plane,
 //! so the iris and pupil come out as ellipses whose centre (`eyeball centre + D·(g_x, g_y)`) and
@@ -1241,7 +1241,7 @@ fn gaussian_blur(buf: &mut [f32; W * H], sigma: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eyes::pitch_yaw;
+    use crate::domains::eyes::pitch_yaw;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 
@@ -1775,8 +1775,10 @@ mod tests {
                     y += f[i] * w[i][1];
                 }
                 let g = from_pitch_yaw(p as f32, y as f32);
-                e += crate::eyes::angular_error_deg(g, from_pitch_yaw(t[0] as f32, t[1] as f32))
-                    as f64;
+                e += crate::domains::eyes::angular_error_deg(
+                    g,
+                    from_pitch_yaw(t[0] as f32, t[1] as f32),
+                ) as f64;
             }
             e / test.len() as f64
         };

@@ -9,7 +9,7 @@
 //! **Gaze.** `eye_details.look_vec` is `"(x, y, z, 0.0000)"` in Unity's left-handed camera frame
 //! (x right, y up, z forward from the camera), so an eye looking into the camera has `z < 0`
 //! (a real file: `"(-0.0015, 0.4025, -0.9154, 0.0000)"`, iris above the lid centre). The project
-//! frame (see [`crate::eyes`]) is OpenCV's (y down), so the conversion is `(x, −y, z)`,
+//! frame (see [`crate::domains::eyes`]) is OpenCV's (y down), so the conversion is `(x, −y, z)`,
 //! normalised. This is exactly GazeML's tested UnityEyes→(pitch, yaw) conversion: it negates `x`,
 //! takes `pitch = asin(v_y)`, `yaw = atan2(v_x, v_z)` and then reflects yaw (`π − yaw`), which
 //! amounts to `pitch = asin(y)`, `yaw = atan2(−x, −z)` — the project's `pitch = asin(−y′)`,
@@ -520,7 +520,7 @@ pub fn fixture_image(label: &UnityEyesLabel, width: u32, height: u32) -> image::
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eyes::pitch_yaw;
+    use crate::domains::eyes::pitch_yaw;
 
     fn label() -> UnityEyesLabel {
         fixture_label(

@@ -1,4 +1,7 @@
-//! Eye-gaze domain types shared by the generator, the ingesters and the estimators.
+//! The eye-gaze domain (the paper's first experiment): the `eye_sample` schema ([`rows`]), the
+//! procedural eye generator ([`render`], kind `generate-eyes` in [`generate`]), the UnityEyes and
+//! MPIIGaze ingesters ([`unityeyes`], [`mpiigaze`], [`mat`]; kinds in [`ingest`]) and the `gaze`
+//! task ([`task`]).
 //!
 //! **Gaze convention (the one used in every shard):** a unit 3-vector in the OpenCV camera frame of
 //! the eye image — x to the image right, y down, z away from the camera — pointing where the eye
@@ -8,10 +11,13 @@
 //!
 //! Images are 55×35 (W×H) grayscale, as in the paper.
 
+pub mod generate;
+pub mod ingest;
 pub mod mat;
 pub mod mpiigaze;
 pub mod render;
 pub mod rows;
+pub mod task;
 pub mod unityeyes;
 
 /// Eye image width in pixels (the paper's 55×35 eye crops).

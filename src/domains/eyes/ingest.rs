@@ -10,12 +10,12 @@ use std::collections::{BTreeMap, HashSet};
 use rayon::prelude::*;
 use serde_json::json;
 
-use super::{InputKind, InputSpec, StageCtx, StageKind, UnitOutput, UnitSpec};
+use crate::domains::eyes::mpiigaze::{self, MpiiOptions};
+use crate::domains::eyes::rows::{EyeRow, to_batch};
+use crate::domains::eyes::unityeyes::{self, CropMode};
 use crate::error::{Error, Result};
-use crate::eyes::mpiigaze::{self, MpiiOptions};
-use crate::eyes::rows::{EyeRow, to_batch};
-use crate::eyes::unityeyes::{self, CropMode};
 use crate::params::{ParamSpec, ParamType};
+use crate::stages::{InputKind, InputSpec, StageCtx, StageKind, UnitOutput, UnitSpec};
 use crate::storage::Root;
 
 const SOURCE: &[InputSpec] = &[InputSpec {

@@ -473,7 +473,7 @@ pub fn fixture_day_mat(n_left: usize, n_right: usize, seed: u64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eyes::pitch_yaw;
+    use crate::domains::eyes::pitch_yaw;
 
     fn names(n: usize) -> Vec<String> {
         (1..=n).map(|k| format!("{k:04}.jpg")).collect()

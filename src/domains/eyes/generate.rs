@@ -1,4 +1,4 @@
-//! `generate-eyes`: the built-in procedural eye dataset (see [`crate::eyes::render`]), so the
+//! `generate-eyes`: the built-in procedural eye dataset (see [`crate::domains::eyes::render`]), so the
 //! whole pipeline runs with nothing downloaded.
 //!
 //! Row `i` is rendered from its own RNG seeded by `(seed, domain, i)`, so the output is the same
@@ -10,11 +10,11 @@ use rand::rngs::SmallRng;
 use rayon::prelude::*;
 use serde_json::json;
 
-use super::{InputSpec, StageCtx, StageKind, UnitOutput, UnitSpec};
+use crate::domains::eyes::render::{Domain, RenderConfig, render};
+use crate::domains::eyes::rows::{EyeRow, to_batch};
 use crate::error::Result;
-use crate::eyes::render::{Domain, RenderConfig, render};
-use crate::eyes::rows::{EyeRow, to_batch};
 use crate::params::{ParamSpec, ParamType};
+use crate::stages::{InputSpec, StageCtx, StageKind, UnitOutput, UnitSpec};
 
 /// The `generate-eyes` kind.
 pub struct GenerateEyes;

@@ -1,0 +1,596 @@
+//! The one sample layout every image dataset shares, whatever its domain: `id`, `image` (the
+//! Hugging Face Image struct `{bytes: PNG, path}`), `source`, `domain`, `split`, then the task's
+//! label columns (eyes add `gaze`, `pitch`, …; an image folder adds `label`). The S+U stages read
+//! and write only these common columns and carry every other column unchanged.
+//!
+//! Image height, width, channels (1 = grey, 3 = RGB) and bit depth (8 or 16) come from the PNG
+//! bytes, never from constants: [`SampleImage`] holds decoded pixels, [`to_tensor`] /
+//! [`from_tensor`] convert a batch to and from `[batch, channels, height, width]` tensors in
+//! `[-1, 1]` (8-bit `v / 127.5 − 1`, 16-bit `v / 32767.5 − 1`), and [`Loaded`] is a stage input
+//! read into memory: its rows as one Arrow batch (label columns included) beside the decoded
+//! images.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, StringArray, StringBuilder,
+    StructArray,
+};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+use image::{DynamicImage, GrayImage, ImageEncoder, RgbImage};
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::manifest::Committed;
+use crate::nn::NnError;
+use crate::storage::Root;
+
+/// Column names every sample schema starts with, in order.
+pub const COMMON_COLUMNS: [&str; 5] = ["id", "image", "source", "domain", "split"];
+
+/// Channels and bit depth of a sample image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct PixelFormat {
+    /// 1 (grey) or 3 (RGB).
+    pub channels: u8,
+    /// 8 or 16 bits per channel.
+    pub bits: u8,
+}
+
+impl PixelFormat {
+    /// 8-bit grey (eyes).
+    pub const GRAY8: PixelFormat = PixelFormat {
+        channels: 1,
+        bits: 8,
+    };
+    /// 8-bit RGB.
+    pub const RGB8: PixelFormat = PixelFormat {
+        channels: 3,
+        bits: 8,
+    };
+    /// 16-bit grey (depth maps).
+    pub const GRAY16: PixelFormat = PixelFormat {
+        channels: 1,
+        bits: 16,
+    };
+
+    /// Half the largest sample value: pixel `v` maps to `v / half − 1` in the networks.
+    fn half(self) -> f32 {
+        if self.bits == 16 { 32767.5 } else { 127.5 }
+    }
+}
+
+impl std::fmt::Display for PixelFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = if self.channels == 1 { "grey" } else { "RGB" };
+        write!(f, "{}-bit {c}", self.bits)
+    }
+}
+
+/// Pixel values, interleaved (`y, x, channel`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pixels {
+    /// 8-bit samples.
+    U8(Vec<u8>),
+    /// 16-bit samples.
+    U16(Vec<u16>),
+}
+
+/// A decoded sample image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleImage {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// 1 or 3.
+    pub channels: u8,
+    /// The samples, `width × height × channels` of them.
+    pub pixels: Pixels,
+}
+
+fn image_err(what: &str, source: image::ImageError) -> Error {
+    Error::Image {
+        what: what.to_string(),
+        source,
+    }
+}
+
+impl SampleImage {
+    /// Channels and bit depth.
+    pub fn format(&self) -> PixelFormat {
+        PixelFormat {
+            channels: self.channels,
+            bits: match self.pixels {
+                Pixels::U8(_) => 8,
+                Pixels::U16(_) => 16,
+            },
+        }
+    }
+
+    /// An 8-bit grey image.
+    pub fn from_gray(img: GrayImage) -> SampleImage {
+        SampleImage {
+            width: img.width(),
+            height: img.height(),
+            channels: 1,
+            pixels: Pixels::U8(img.into_raw()),
+        }
+    }
+
+    /// An 8-bit RGB image.
+    pub fn from_rgb(img: RgbImage) -> SampleImage {
+        SampleImage {
+            width: img.width(),
+            height: img.height(),
+            channels: 3,
+            pixels: Pixels::U8(img.into_raw()),
+        }
+    }
+
+    /// Keep grey as grey and colour as RGB (alpha dropped), 16-bit as 16-bit.
+    pub fn from_dynamic(img: DynamicImage) -> SampleImage {
+        let (width, height) = (img.width(), img.height());
+        let (channels, pixels) = match img {
+            DynamicImage::ImageLuma8(i) => (1, Pixels::U8(i.into_raw())),
+            DynamicImage::ImageLumaA8(_) => (1, Pixels::U8(img.into_luma8().into_raw())),
+            DynamicImage::ImageLuma16(i) => (1, Pixels::U16(i.into_raw())),
+            DynamicImage::ImageLumaA16(_) => (1, Pixels::U16(img.into_luma16().into_raw())),
+            DynamicImage::ImageRgb16(i) => (3, Pixels::U16(i.into_raw())),
+            DynamicImage::ImageRgba16(_) => (3, Pixels::U16(img.into_rgb16().into_raw())),
+            other => (3, Pixels::U8(other.into_rgb8().into_raw())),
+        };
+        SampleImage {
+            width,
+            height,
+            channels,
+            pixels,
+        }
+    }
+
+    /// Convert to `format` (grey ↔ RGB by luma / replication, 8 ↔ 16 bits by scaling).
+    pub fn convert(self, format: PixelFormat) -> SampleImage {
+        if self.format() == format {
+            return self;
+        }
+        let dynamic = self.to_dynamic();
+        let converted = match (format.channels, format.bits) {
+            (1, 8) => DynamicImage::ImageLuma8(dynamic.into_luma8()),
+            (1, _) => DynamicImage::ImageLuma16(dynamic.into_luma16()),
+            (_, 8) => DynamicImage::ImageRgb8(dynamic.into_rgb8()),
+            _ => DynamicImage::ImageRgb16(dynamic.into_rgb16()),
+        };
+        SampleImage::from_dynamic(converted)
+    }
+
+    /// The same pixels as an `image` crate image.
+    pub fn to_dynamic(&self) -> DynamicImage {
+        let (w, h) = (self.width, self.height);
+        let fallback = || DynamicImage::new_luma8(w, h);
+        match (&self.pixels, self.channels) {
+            (Pixels::U8(p), 1) => GrayImage::from_raw(w, h, p.clone())
+                .map(DynamicImage::ImageLuma8)
+                .unwrap_or_else(fallback),
+            (Pixels::U8(p), _) => RgbImage::from_raw(w, h, p.clone())
+                .map(DynamicImage::ImageRgb8)
+                .unwrap_or_else(fallback),
+            (Pixels::U16(p), 1) => image::ImageBuffer::from_raw(w, h, p.clone())
+                .map(DynamicImage::ImageLuma16)
+                .unwrap_or_else(fallback),
+            (Pixels::U16(p), _) => image::ImageBuffer::from_raw(w, h, p.clone())
+                .map(DynamicImage::ImageRgb16)
+                .unwrap_or_else(fallback),
+        }
+    }
+
+    /// 8-bit grey view (sample grids, statistics): luma of RGB, 16-bit scaled to 8.
+    pub fn to_gray8(&self) -> GrayImage {
+        match (&self.pixels, self.channels) {
+            (Pixels::U8(p), 1) => GrayImage::from_raw(self.width, self.height, p.clone())
+                .unwrap_or_else(|| GrayImage::new(self.width, self.height)),
+            _ => self.to_dynamic().into_luma8(),
+        }
+    }
+
+    /// 8-bit RGB view (sample grids).
+    pub fn to_rgb8(&self) -> RgbImage {
+        self.to_dynamic().into_rgb8()
+    }
+
+    /// Decode PNG (or JPEG) bytes; `what` names the sample in errors.
+    pub fn decode(bytes: &[u8], what: &str) -> Result<SampleImage> {
+        image::load_from_memory(bytes)
+            .map(SampleImage::from_dynamic)
+            .map_err(|e| image_err(what, e))
+    }
+
+    /// Encode as PNG in its own format (fast compression; 16-bit PNGs are big-endian, as the
+    /// format requires).
+    pub fn encode_png(&self, what: &str) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.width as usize * self.height as usize + 128);
+        let encoder =
+            PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Sub);
+        let (w, h) = (self.width, self.height);
+        let result = match (&self.pixels, self.channels) {
+            (Pixels::U8(p), 1) => encoder.write_image(p, w, h, image::ExtendedColorType::L8),
+            (Pixels::U8(p), _) => encoder.write_image(p, w, h, image::ExtendedColorType::Rgb8),
+            (Pixels::U16(p), c) => {
+                let bytes: Vec<u8> = p.iter().flat_map(|v| v.to_ne_bytes()).collect();
+                let ty = if c == 1 {
+                    image::ExtendedColorType::L16
+                } else {
+                    image::ExtendedColorType::Rgb16
+                };
+                encoder.write_image(&bytes, w, h, ty)
+            }
+        };
+        result.map_err(|e| image_err(what, e))?;
+        Ok(out)
+    }
+}
+
+/// Images of one size and format → `[n, channels, height, width]` in `[-1, 1]`.
+pub fn to_tensor<B: Backend>(
+    images: &[SampleImage],
+    device: &B::Device,
+) -> std::result::Result<Tensor<B, 4>, NnError> {
+    let shape_err = |message: String| NnError::Shape {
+        context: "sample::to_tensor",
+        message,
+    };
+    let first = images
+        .first()
+        .ok_or_else(|| shape_err("no images".into()))?;
+    let (w, h, c) = (
+        first.width as usize,
+        first.height as usize,
+        first.channels as usize,
+    );
+    let format = first.format();
+    let half = format.half();
+    let plane = w * h;
+    let mut data = vec![0f32; images.len() * c * plane];
+    for (i, (img, out)) in images
+        .iter()
+        .zip(data.chunks_exact_mut(c * plane))
+        .enumerate()
+    {
+        if (img.width as usize, img.height as usize) != (w, h) || img.format() != format {
+            return Err(shape_err(format!(
+                "image {i} is {}×{} {}, image 0 is {w}×{h} {format}",
+                img.width,
+                img.height,
+                img.format()
+            )));
+        }
+        let put = |k: usize, v: f32, out: &mut [f32]| {
+            // Interleaved index k = pixel * c + channel → planar channel * plane + pixel.
+            out[(k % c) * plane + k / c] = v / half - 1.0;
+        };
+        match &img.pixels {
+            Pixels::U8(p) if c == 1 => {
+                for (o, v) in out.iter_mut().zip(p) {
+                    *o = *v as f32 / half - 1.0;
+                }
+            }
+            Pixels::U8(p) => p
+                .iter()
+                .enumerate()
+                .for_each(|(k, v)| put(k, *v as f32, out)),
+            Pixels::U16(p) => p
+                .iter()
+                .enumerate()
+                .for_each(|(k, v)| put(k, *v as f32, out)),
+        }
+    }
+    Ok(Tensor::from_data(
+        TensorData::new(data, [images.len(), c, h, w]),
+        device,
+    ))
+}
+
+/// `[n, channels, height, width]` in `[-1, 1]` → images of `bits` bits (clamped, rounded).
+pub fn from_tensor<B: Backend>(
+    tensor: Tensor<B, 4>,
+    bits: u8,
+) -> std::result::Result<Vec<SampleImage>, NnError> {
+    let [n, c, h, w] = tensor.dims();
+    if c != 1 && c != 3 {
+        return Err(NnError::Shape {
+            context: "sample::from_tensor",
+            message: format!("expected 1 or 3 channels, got {c}"),
+        });
+    }
+    let values = tensor.into_data().convert::<f32>().to_vec::<f32>()?;
+    let plane = h * w;
+    let format = PixelFormat {
+        channels: c as u8,
+        bits,
+    };
+    let half = format.half();
+    let level = |v: f32| (v.clamp(-1.0, 1.0) + 1.0) * half;
+    Ok(values
+        .chunks_exact(c * plane)
+        .take(n)
+        .map(|chunk| {
+            // Planar → interleaved.
+            let at = |k: usize| chunk[(k % c) * plane + k / c];
+            let pixels = if bits == 16 {
+                Pixels::U16(
+                    (0..c * plane)
+                        .map(|k| level(at(k)).round() as u16)
+                        .collect(),
+                )
+            } else if c == 1 {
+                Pixels::U8(chunk.iter().map(|v| level(*v).round() as u8).collect())
+            } else {
+                Pixels::U8((0..c * plane).map(|k| level(at(k)).round() as u8).collect())
+            };
+            SampleImage {
+                width: w as u32,
+                height: h as u32,
+                channels: c as u8,
+                pixels,
+            }
+        })
+        .collect())
+}
+
+/// The Hugging Face Image struct column `{bytes, path}` for PNGs named `<id>.png`.
+pub fn image_column<'a>(
+    pngs: impl Iterator<Item = &'a [u8]>,
+    ids: impl Iterator<Item = &'a str>,
+) -> ArrayRef {
+    let mut bytes = BinaryBuilder::new();
+    let mut paths = StringBuilder::new();
+    for (png, id) in pngs.zip(ids) {
+        bytes.append_value(png);
+        paths.append_value(format!("{id}.png"));
+    }
+    Arc::new(StructArray::new(
+        vec![
+            Field::new("bytes", DataType::Binary, true),
+            Field::new("path", DataType::Utf8, true),
+        ]
+        .into(),
+        vec![
+            Arc::new(bytes.finish()) as ArrayRef,
+            Arc::new(paths.finish()) as ArrayRef,
+        ],
+        None,
+    ))
+}
+
+fn schema_err(what: &str, detail: String) -> Error {
+    Error::Schema {
+        path: what.to_string(),
+        detail,
+    }
+}
+
+/// A string column of a sample batch.
+pub fn strings<'a>(batch: &'a RecordBatch, name: &str, what: &str) -> Result<&'a StringArray> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        .ok_or_else(|| schema_err(what, format!("column `{name}` missing or not a string")))
+}
+
+/// The PNG bytes of the `image` column.
+pub fn image_bytes<'a>(batch: &'a RecordBatch, what: &str) -> Result<&'a BinaryArray> {
+    batch
+        .column_by_name("image")
+        .and_then(|c| c.as_any().downcast_ref::<StructArray>())
+        .and_then(|s| s.column_by_name("bytes"))
+        .and_then(|c| c.as_any().downcast_ref::<BinaryArray>())
+        .ok_or_else(|| schema_err(what, "column `image` is not a {bytes, path} struct".into()))
+}
+
+/// Check that a schema starts with the common sample columns.
+pub fn check_common(schema: &Schema, what: &str) -> Result<()> {
+    for name in COMMON_COLUMNS {
+        if schema.field_with_name(name).is_err() {
+            return Err(schema_err(
+                what,
+                format!(
+                    "not a sample dataset: column `{name}` is missing (sample datasets have {})",
+                    COMMON_COLUMNS.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Replace the `image` column with new PNGs and set `domain` (every other column unchanged).
+pub fn with_images(batch: &RecordBatch, pngs: &[Vec<u8>], domain: &str) -> Result<RecordBatch> {
+    let ids = strings(batch, "id", "sample rows")?;
+    let image = image_column(
+        pngs.iter().map(|p| p.as_slice()),
+        (0..ids.len()).map(|i| ids.value(i)),
+    );
+    let domain: ArrayRef = Arc::new(StringArray::from(vec![domain; batch.num_rows()]));
+    let schema = batch.schema();
+    let columns: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(f, c)| match f.name().as_str() {
+            "image" => image.clone(),
+            "domain" => domain.clone(),
+            _ => c.clone(),
+        })
+        .collect();
+    RecordBatch::try_new(schema, columns).map_err(|source| Error::Arrow {
+        what: "refined rows".into(),
+        source,
+    })
+}
+
+/// A stage input read into memory: its rows (one batch, every column) and their images.
+pub struct Loaded {
+    /// The rows, in manifest shard order.
+    pub batch: RecordBatch,
+    /// The decoded images, one per row.
+    pub images: Vec<SampleImage>,
+}
+
+impl Loaded {
+    /// Row ids.
+    pub fn ids(&self) -> Result<&StringArray> {
+        strings(&self.batch, "id", "sample rows")
+    }
+
+    /// The pixel format of the images (of the first; [`load`] checks they agree).
+    pub fn format(&self) -> Option<PixelFormat> {
+        self.images.first().map(SampleImage::format)
+    }
+}
+
+/// Read the rows of a committed sample stage (only `split` if given), decode their images on
+/// rayon, and check that every image has the same size and format.
+pub fn load(root: &Root, committed: &Committed, split: Option<&str>) -> Result<Loaded> {
+    let stage = &committed.manifest.stage;
+    let per_shard: Vec<RecordBatch> = committed
+        .manifest
+        .shards
+        .par_iter()
+        .map(|s| -> Result<Option<RecordBatch>> {
+            let batches = crate::shards::read(root, &s.path, None)?;
+            let Some(first) = batches.first() else {
+                return Ok(None);
+            };
+            check_common(&first.schema(), &root.url_of(&s.path))?;
+            let all =
+                arrow::compute::concat_batches(&first.schema(), &batches).map_err(|source| {
+                    Error::Arrow {
+                        what: root.url_of(&s.path),
+                        source,
+                    }
+                })?;
+            let Some(split) = split else {
+                return Ok(Some(all));
+            };
+            let col = strings(&all, "split", &root.url_of(&s.path))?;
+            let mask: BooleanArray = (0..col.len())
+                .map(|i| Some(col.is_valid(i) && col.value(i) == split))
+                .collect();
+            arrow::compute::filter_record_batch(&all, &mask)
+                .map(Some)
+                .map_err(|source| Error::Arrow {
+                    what: root.url_of(&s.path),
+                    source,
+                })
+        })
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    let schema = match per_shard.first() {
+        Some(b) => b.schema(),
+        None => Arc::new(Schema::empty()),
+    };
+    let batch =
+        arrow::compute::concat_batches(&schema, &per_shard).map_err(|source| Error::Arrow {
+            what: format!("stage `{stage}`"),
+            source,
+        })?;
+    if batch.num_rows() == 0 {
+        return Ok(Loaded {
+            batch,
+            images: Vec::new(),
+        });
+    }
+    let ids = strings(&batch, "id", stage)?;
+    let bytes = image_bytes(&batch, stage)?;
+    let images: Vec<SampleImage> = (0..batch.num_rows())
+        .into_par_iter()
+        .map(|i| {
+            SampleImage::decode(
+                bytes.value(i),
+                &format!("stage `{stage}` row `{}`", ids.value(i)),
+            )
+        })
+        .collect::<Result<_>>()?;
+    let (w, h, f) = (images[0].width, images[0].height, images[0].format());
+    if let Some((i, img)) = images
+        .iter()
+        .enumerate()
+        .find(|(_, m)| (m.width, m.height, m.format()) != (w, h, f))
+    {
+        return Err(Error::Input {
+            file: format!("stage `{stage}`"),
+            field: format!("row `{}` image", ids.value(i)),
+            reason: format!(
+                "is {}×{} {}, the first row's is {w}×{h} {f}: every image of a dataset must have one size and format (resize at ingest)",
+                img.width,
+                img.height,
+                img.format()
+            ),
+        });
+    }
+    Ok(Loaded { batch, images })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::CpuBackend;
+
+    fn rgb16() -> SampleImage {
+        SampleImage {
+            width: 3,
+            height: 2,
+            channels: 3,
+            pixels: Pixels::U16((0..18).map(|v| v * 3000 + 7).collect()),
+        }
+    }
+
+    #[test]
+    fn png_round_trip_keeps_size_channels_and_depth() {
+        let gray = SampleImage::from_gray(GrayImage::from_fn(5, 4, |x, y| {
+            image::Luma([(x * 40 + y) as u8])
+        }));
+        for img in [gray, rgb16()] {
+            let png = img.encode_png("t").unwrap_or_default();
+            let back = SampleImage::decode(&png, "t").unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(back, img);
+        }
+    }
+
+    #[test]
+    fn tensor_round_trip_is_exact_and_planar() {
+        let device = Default::default();
+        for img in [rgb16(), rgb16().convert(PixelFormat::RGB8)] {
+            let t = to_tensor::<CpuBackend>(&[img.clone(), img.clone()], &device)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(t.dims(), [2, 3, 2, 3]);
+            // Channel 0 of pixel (0, 0) is the first sample; channel 1 is the second.
+            let v = t.clone().into_data().to_vec::<f32>().unwrap_or_default();
+            let half = img.format().half();
+            let first = |k: usize| match &img.pixels {
+                Pixels::U8(p) => p[k] as f32,
+                Pixels::U16(p) => p[k] as f32,
+            };
+            assert!((v[0] - (first(0) / half - 1.0)).abs() < 1e-6);
+            assert!((v[6] - (first(1) / half - 1.0)).abs() < 1e-6);
+            let back = from_tensor(t, img.format().bits).unwrap_or_default();
+            assert_eq!(back, vec![img.clone(), img]);
+        }
+    }
+
+    #[test]
+    fn mixed_sizes_are_refused() {
+        let a = SampleImage::from_gray(GrayImage::new(4, 4));
+        let b = SampleImage::from_gray(GrayImage::new(5, 4));
+        let err = to_tensor::<CpuBackend>(&[a, b], &Default::default())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("image 1 is 5×4"), "{err}");
+    }
+}

@@ -1,0 +1,342 @@
+//! Estimator tasks: what a dataset's label is and how an estimator trained on it is judged.
+//!
+//! A [`Task`] owns, for one kind of label: reading it from the label column of a sample batch
+//! ([`Task::bind`], [`Task::targets`]), the estimator head's size and loss, turning the heads of
+//! an ensemble into one prediction ([`Task::combine`]), scoring predictions with the task's
+//! metrics and its constant baseline ([`Task::score`], rows in the task's score schema), and the
+//! report section ([`Task::report`]). The S+U stages (`train-estimator`, `score`, `report`) are
+//! drivers over this trait and know no label semantics.
+//!
+//! Built in: `gaze` (eyes; [`crate::domains::eyes::task`]), [`Classification`] (class labels as
+//! strings or integers; softmax cross-entropy; accuracy, per-class accuracy, confusion matrix;
+//! the majority-class baseline) and [`Regression`] (a fixed-length float vector; MSE on
+//! standardised targets; mean absolute error per output and overall; the mean-label baseline).
+//!
+//! Which task a dataset has: the `task` param of `train-estimator` if set, else the dataset's
+//! schema metadata (`simgan` key: `{"task": …, "label": …}`, written by the ingesters and
+//! generators), else the first task whose default label column the data has.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
+use arrow::datatypes::Schema;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::nn::HeadLoss;
+
+mod classification;
+mod regression;
+
+pub use classification::Classification;
+pub use regression::Regression;
+
+/// A task bound to one training set: what `train-estimator` records in `estimator.json` and
+/// `score` reloads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// Task name (`gaze`, `classification`, `regression`).
+    pub task: String,
+    /// The label column.
+    pub label: String,
+    /// Outputs of the estimator head.
+    pub outputs: usize,
+    /// Class names in head order (classification).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<String>,
+    /// Per-output mean of the training labels (regression; targets are standardised).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mean: Vec<f32>,
+    /// Per-output standard deviation of the training labels (regression).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub std: Vec<f32>,
+}
+
+/// One estimator's combined predictions, row-major `[rows, outputs]` in the task's prediction
+/// space (see [`Task::combine`]).
+pub struct Predictions {
+    /// Estimator role: synthetic | refined | real.
+    pub estimator: String,
+    /// What it was trained on (the training set's `domain`).
+    pub trained_on: String,
+    /// Its task binding.
+    pub spec: TaskSpec,
+    /// On the test rows.
+    pub test: Vec<f32>,
+    /// Oracle only: on the synthetic and on the refined version of the drift pairs.
+    pub drift: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+/// What [`Task::score`] scores.
+pub struct ScoreInput<'a> {
+    /// The test rows (their label column is the truth).
+    pub test: &'a RecordBatch,
+    /// Every estimator's predictions.
+    pub estimators: &'a [Predictions],
+    /// The synthetic rows of the drift pairs (labels), in the order of `Predictions::drift`.
+    pub drift_rows: Option<&'a RecordBatch>,
+}
+
+/// The output of [`Task::score`].
+pub struct Scored {
+    /// Per-sample rows in the task's score schema ([`Task::score_schema`]).
+    pub rows: RecordBatch,
+    /// The aggregate (`summary.json`); the report reads it back with [`Task::report`].
+    pub summary: serde_json::Value,
+    /// One line per estimator for the log.
+    pub log: Vec<String>,
+}
+
+/// One figure of the report's machine-readable table (`report_summary` rows).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figure {
+    /// Estimator role or baseline name.
+    pub estimator: String,
+    /// real-test | synthetic | refined | drift.
+    pub eval_set: String,
+    /// Metric name (`mean_deg`, `accuracy`, `mae`, …).
+    pub metric: String,
+    /// Its value.
+    pub value: f64,
+    /// Samples it was measured on.
+    pub n: u64,
+}
+
+/// A task's part of the report.
+#[derive(Debug, Default)]
+pub struct Section {
+    /// The headline (refined vs synthetic), HTML, if both estimators were scored.
+    pub headline: Option<String>,
+    /// One short sentence of the headline for the log and the CLI.
+    pub headline_text: Option<String>,
+    /// Warnings a reader must see before trusting the numbers.
+    pub checks: Vec<String>,
+    /// Tables and charts (HTML referring to `charts` by file name).
+    pub body: String,
+    /// Label-preservation paragraph (HTML), if drift was measured.
+    pub drift: Option<String>,
+    /// SVG files to write beside the page: (file name, document).
+    pub charts: Vec<(String, String)>,
+    /// The machine-readable table.
+    pub figures: Vec<Figure>,
+}
+
+/// An estimator task (see the module docs).
+pub trait Task: Send + Sync {
+    /// Name used in params and metadata.
+    fn name(&self) -> &'static str;
+    /// One line for `simgan kinds`.
+    fn about(&self) -> &'static str;
+    /// The label column used when neither the params nor the data name one.
+    fn default_label(&self) -> &'static str;
+    /// Whether `schema`'s column `label` has a type this task reads.
+    fn accepts(&self, schema: &Schema, label: &str) -> bool;
+    /// Bind to the training rows: classes, output count, normalisation.
+    fn bind(&self, batch: &RecordBatch, label: &str, what: &str) -> Result<TaskSpec>;
+    /// The head's loss.
+    fn loss(&self) -> HeadLoss;
+    /// Training targets of every row, row-major `[rows, outputs]`.
+    fn targets(&self, spec: &TaskSpec, batch: &RecordBatch, what: &str) -> Result<Vec<f32>>;
+    /// The raw heads of an ensemble's members (each `[rows, outputs]`) → one prediction per row
+    /// in the task's prediction space (unit gaze vector, class probabilities, label units).
+    fn combine(&self, spec: &TaskSpec, members: Vec<Vec<f32>>) -> Vec<f32>;
+    /// Name of the per-sample score schema in `schemas/`.
+    fn score_schema(&self) -> &'static str;
+    /// Score every estimator (and the task's constant baseline) on the test rows, and the
+    /// oracle's label drift on the pairs.
+    fn score(&self, input: &ScoreInput) -> Result<Scored>;
+    /// The report section for a `summary.json` written by [`Task::score`].
+    fn report(&self, summary: &serde_json::Value) -> Result<Section>;
+}
+
+/// The tasks a registry knows.
+#[derive(Clone)]
+pub struct Tasks(Arc<Vec<Arc<dyn Task>>>);
+
+impl Tasks {
+    /// These tasks (the built-in set is [`crate::registry::tasks`]).
+    pub fn new(tasks: Vec<Arc<dyn Task>>) -> Tasks {
+        Tasks(Arc::new(tasks))
+    }
+
+    /// A task by name.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Task>> {
+        self.0.iter().find(|t| t.name() == name)
+    }
+
+    /// Task names, for messages and param docs.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.0.iter().map(|t| t.name()).collect()
+    }
+
+    /// Which task and label column a dataset has (see the module docs): `task` / `label` from
+    /// params (`"auto"` / `""` = not set), else the schema's `simgan` metadata, else the first
+    /// task whose default label column the schema has.
+    pub fn resolve(
+        &self,
+        schema: &Schema,
+        task: &str,
+        label: &str,
+        what: &str,
+    ) -> Result<(Arc<dyn Task>, String)> {
+        let meta: serde_json::Value = schema
+            .metadata()
+            .get("simgan")
+            .and_then(|m| serde_json::from_str(m).ok())
+            .unwrap_or(serde_json::Value::Null);
+        let bad = |reason: String| Error::Input {
+            file: what.to_string(),
+            field: "task".into(),
+            reason,
+        };
+        let named = if task != "auto" {
+            Some(task)
+        } else {
+            meta["task"].as_str()
+        };
+        let chosen = match named {
+            Some(t) => Some(
+                self.get(t)
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "unknown task `{t}` (known: {})",
+                            self.names().join(", ")
+                        ))
+                    })?
+                    .clone(),
+            ),
+            None => None,
+        };
+        let label_for = |t: &Arc<dyn Task>| -> String {
+            if !label.is_empty() {
+                label.to_string()
+            } else if meta["task"].as_str() == Some(t.name())
+                && let Some(l) = meta["label"].as_str()
+            {
+                l.to_string()
+            } else {
+                t.default_label().to_string()
+            }
+        };
+        let (t, l) = match chosen {
+            Some(t) => {
+                let l = label_for(&t);
+                (t, l)
+            }
+            None => self
+                .0
+                .iter()
+                .map(|t| (t.clone(), label_for(t)))
+                .find(|(t, l)| t.accepts(schema, l))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "no task given and none found: set `task` ({}) and `label` on the stage, or ingest with labels",
+                        self.names().join(", ")
+                    ))
+                })?,
+        };
+        if !t.accepts(schema, &l) {
+            let found = schema
+                .field_with_name(&l)
+                .map(|f| format!("{:?}", f.data_type()))
+                .unwrap_or_else(|_| "no such column".into());
+            return Err(Error::Input {
+                file: what.to_string(),
+                field: l.clone(),
+                reason: format!("is not a `{}` label ({found})", t.name()),
+            });
+        }
+        Ok((t, l))
+    }
+}
+
+/// A string column of `batch`, named for errors.
+pub(crate) fn string_col<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
+    crate::sample::strings(batch, name, "task rows")
+}
+
+/// The `estimator, trained_on, eval_set, id` columns every score schema starts with.
+pub(crate) struct ScoreKeys {
+    estimator: Vec<String>,
+    trained_on: Vec<String>,
+    eval_set: Vec<String>,
+    id: Vec<String>,
+}
+
+impl ScoreKeys {
+    pub(crate) fn new() -> ScoreKeys {
+        ScoreKeys {
+            estimator: Vec::new(),
+            trained_on: Vec::new(),
+            eval_set: Vec::new(),
+            id: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, estimator: &str, trained_on: &str, eval_set: &str, id: &str) {
+        self.estimator.push(estimator.to_string());
+        self.trained_on.push(trained_on.to_string());
+        self.eval_set.push(eval_set.to_string());
+        self.id.push(id.to_string());
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.id.len()
+    }
+
+    /// The estimator column so far (for aggregating before the batch is built).
+    pub(crate) fn estimator_column(&self) -> Vec<String> {
+        self.estimator.clone()
+    }
+
+    /// The eval_set column so far.
+    pub(crate) fn eval_set_column(&self) -> Vec<String> {
+        self.eval_set.clone()
+    }
+
+    /// The four key columns, then `rest`, as a batch of schema `schema`.
+    pub(crate) fn batch(self, schema: &str, rest: Vec<ArrayRef>) -> Result<RecordBatch> {
+        let declared = crate::schema::get(schema)?;
+        let s = |v: Vec<String>| -> ArrayRef { Arc::new(StringArray::from(v)) };
+        let mut cols = vec![
+            s(self.estimator),
+            s(self.trained_on),
+            s(self.eval_set),
+            s(self.id),
+        ];
+        cols.extend(rest);
+        RecordBatch::try_new(declared.arrow.clone(), cols).map_err(|source| Error::Arrow {
+            what: schema.to_string(),
+            source,
+        })
+    }
+}
+
+/// `row` of a column as a string, whatever its scalar type (class labels may be ints).
+pub(crate) fn cell_string(col: &dyn Array, row: usize) -> Option<String> {
+    use arrow::array::{Int32Array, Int64Array};
+    if !col.is_valid(row) {
+        return None;
+    }
+    let any = col.as_any();
+    if let Some(a) = any.downcast_ref::<StringArray>() {
+        return Some(a.value(row).to_string());
+    }
+    if let Some(a) = any.downcast_ref::<Int64Array>() {
+        return Some(a.value(row).to_string());
+    }
+    any.downcast_ref::<Int32Array>()
+        .map(|a| a.value(row).to_string())
+}
+
+/// HTML escape.
+pub(crate) fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The warning for an estimator no better than the constant baseline (error-like metric:
+/// lower is better; "within 10 %" = at least 0.9 × the baseline's).
+pub(crate) const LEARNED_FRACTION: f64 = 0.9;

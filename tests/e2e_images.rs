@@ -1,0 +1,250 @@
+//! S+U on a non-eye domain from image folders, end to end at toy sizes: class-subfolder PNGs
+//! written by the test (rendered with the built-in shapes), `ingest-images` → `train-refiner` →
+//! `refine` → three classifiers → `score` → `report`. Checks the generic parts: RGB images of the
+//! folder's size through every stage, the `label` column carried through `refine` unchanged,
+//! class scores with the majority-class baseline, and a report with the classification section
+//! whose images load in headless Chromium.
+
+use std::path::Path;
+
+use serde_json::Value;
+use simgan::domains::images::shapes::{self, CLASSES, ShapeParams};
+
+use crate::util::{self, ok, output, simgan};
+
+/// `root/<split>/<class>/<n>.png` for `n` images of each look (no split folder when `split` is
+/// empty).
+fn write_folder(root: &Path, split: &str, params: &ShapeParams, seed: u64, n: u64) {
+    for i in 0..n {
+        let (img, class) = shapes::render(params, seed, i);
+        let dir = root.join(split).join(CLASSES[class]);
+        std::fs::create_dir_all(&dir).unwrap();
+        img.save(dir.join(format!("{i:04}.png"))).unwrap();
+    }
+}
+
+const PIPELINE: &str = r#"
+name = "shapes-tiny"
+[stages.generated]
+kind = "generate-shapes"
+params = { domain = "real-like", rows = 12, size = 24 }
+[stages.synthetic]
+kind = "ingest-images"
+inputs = { source = "SYN" }
+params = { domain = "synthetic", files_per_shard = 40 }
+[stages.real]
+kind = "ingest-images"
+inputs = { source = "REAL" }
+params = { domain = "real" }
+[stages.refiner]
+kind = "train-refiner"
+inputs = { synthetic = "synthetic", real = "real" }
+params = { width = 4, blocks = 1, d_divisor = 8, batch_size = 8, pretrain_r_steps = 2, pretrain_d_steps = 2, steps = 2, history_size = 32 }
+[stages.refined]
+kind = "refine"
+inputs = { data = "synthetic", refiner = "refiner" }
+[stages.est-synthetic]
+kind = "train-estimator"
+inputs = { data = "synthetic" }
+params = { divisor = 16, steps = 4, batch_size = 8 }
+[stages.est-refined]
+kind = "train-estimator"
+inputs = { data = "refined" }
+params = { divisor = 16, steps = 4, batch_size = 8 }
+[stages.est-real]
+kind = "train-estimator"
+inputs = { data = "real" }
+params = { divisor = 16, steps = 4, batch_size = 8 }
+[stages.score]
+kind = "score"
+inputs = { test = "real", synthetic = "est-synthetic", refined = "est-refined", real = "est-real", synthetic_data = "synthetic", refined_data = "refined" }
+params = { drift_samples = 20 }
+[stages.report]
+kind = "report"
+inputs = { score = "score", refiner = "refiner", synthetic = "synthetic", refined = "refined", real = "real" }
+"#;
+
+#[test]
+fn image_folders_through_every_sus_stage_to_a_classification_report() {
+    let dir = util::tempdir();
+    let d = dir.path();
+    let (syn, real) = (d.join("sim"), d.join("camera"));
+    write_folder(&syn, "", &ShapeParams::synthetic(24), 1, 100);
+    write_folder(&real, "train", &ShapeParams::real_like(24), 2, 60);
+    write_folder(&real, "test", &ShapeParams::real_like(24), 3, 40);
+    let text = PIPELINE
+        .replace("SYN", syn.to_str().unwrap())
+        .replace("REAL", real.to_str().unwrap());
+    let p = util::write(&d.join("shapes.toml"), &text);
+    ok(simgan(d).args(["run", p.to_str().unwrap()]));
+    let q = |url: &str, sql: &str| -> Value {
+        serde_json::from_str(&ok(simgan(d).args(["query", url, sql, "--format", "json"]))).unwrap()
+    };
+    let show = |url: &str| -> Value {
+        serde_json::from_str(&ok(simgan(d).args(["show", url, "--json"]))).unwrap()
+    };
+    // The synthetic folder: 100 rows, 3 shards, labels from the class folders.
+    let m = show("runs/shapes-tiny/synthetic");
+    assert_eq!(m["rows"], 100, "{m}");
+    assert_eq!(m["shards"].as_array().unwrap().len(), 3);
+    let splits = q(
+        "runs/shapes-tiny/real",
+        "SELECT split, count(*) AS n FROM data GROUP BY split ORDER BY split",
+    );
+    assert_eq!(
+        splits,
+        serde_json::json!([{"split": "test", "n": 40}, {"split": "train", "n": 60}])
+    );
+    // refine carries every column but image and domain unchanged.
+    let labels = "SELECT id, label, source, split FROM data ORDER BY id";
+    assert_eq!(
+        q("runs/shapes-tiny/synthetic", labels),
+        q("runs/shapes-tiny/refined", labels)
+    );
+    // Refined images are RGB at the folder's size.
+    let refined = show("runs/shapes-tiny/refined");
+    let shard = refined["shards"][0]["path"].as_str().unwrap();
+    let batches = simgan::shards::read(
+        &util::open(d.join("runs/shapes-tiny").to_str().unwrap()),
+        shard,
+        None,
+    )
+    .unwrap();
+    let bytes = simgan::sample::image_bytes(&batches[0], "refined").unwrap();
+    let img = simgan::sample::SampleImage::decode(bytes.value(0), "refined").unwrap();
+    assert_eq!((img.width, img.height, img.channels), (24, 24, 3));
+    // The estimators are classifiers over the five classes.
+    let est = show("runs/shapes-tiny/est-synthetic");
+    let meta_path = est["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["path"].as_str().unwrap())
+        .find(|p| p.ends_with("estimator.json"))
+        .unwrap();
+    let meta: Value = serde_json::from_str(
+        &std::fs::read_to_string(d.join("runs/shapes-tiny").join(meta_path)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["task"]["task"], "classification");
+    assert_eq!(
+        meta["task"]["classes"].as_array().unwrap().len(),
+        CLASSES.len()
+    );
+    // Class scores: every test image for each estimator and the baseline, plus drift rows.
+    let scored = q(
+        "runs/shapes-tiny/score",
+        "SELECT estimator, eval_set, count(*) AS n FROM data GROUP BY estimator, eval_set ORDER BY estimator, eval_set",
+    );
+    let n = |est: &str, set: &str| {
+        scored
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["estimator"] == est && r["eval_set"] == set)
+            .map(|r| r["n"].as_i64().unwrap())
+    };
+    for est in ["synthetic", "refined", "real", "majority-class"] {
+        assert_eq!(n(est, "real-test"), Some(40), "{est}: {scored}");
+    }
+    assert_eq!(n("real", "drift"), Some(20), "{scored}");
+    // The report: accuracy table with the baseline, confusion matrices, drift, loading images.
+    let report = show("runs/shapes-tiny/report");
+    let html_path = report["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["path"].as_str().unwrap())
+        .find(|p| p.ends_with("report.html"))
+        .unwrap();
+    let html_file = d.join("runs/shapes-tiny").join(html_path);
+    let html = std::fs::read_to_string(&html_file).unwrap();
+    for needle in [
+        "id=\"task\">classification",
+        "id=\"gain-pct\"",
+        "data-estimator=\"majority-class\"",
+        "class=\"confusion\"",
+        "id=\"drift\"",
+        "src=\"samples.png\"",
+    ] {
+        assert!(html.contains(needle), "report lacks {needle}");
+    }
+    let acc = q(
+        "runs/shapes-tiny/report",
+        "SELECT estimator, value FROM data WHERE eval_set = 'real-test' AND metric = 'accuracy' ORDER BY estimator",
+    );
+    assert_eq!(acc.as_array().unwrap().len(), 4, "{acc}");
+    for r in acc.as_array().unwrap() {
+        assert!((0.0..=1.0).contains(&r["value"].as_f64().unwrap()), "{r}");
+    }
+    // Hugging Face `datasets` loads a generated, an ingested and a refined shard folder with
+    // the image column as PIL images and the label as a string.
+    let python = std::env::var("SIMGAN_PYTHON")
+        .expect("SIMGAN_PYTHON (set by ci/test.sh, whose venv has `datasets`)");
+    let version = |stage: &str| {
+        let m = show(&format!("runs/shapes-tiny/{stage}"));
+        let shard = m["shards"][0]["path"].as_str().unwrap().to_string();
+        d.join("runs/shapes-tiny")
+            .join(shard)
+            .parent()
+            .unwrap()
+            .to_path_buf()
+    };
+    let hf_home = util::tempdir();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("ci/hf_load.py");
+    let out = ok(std::process::Command::new(python)
+        .arg(script)
+        .args(["generated", "synthetic", "refined"].map(version))
+        .env("HF_HOME", hf_home.path())
+        .env("HF_DATASETS_OFFLINE", "1")
+        .env("HF_HUB_OFFLINE", "1"));
+    let loaded: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(loaded.len(), 3, "{out}");
+    for (l, rows) in loaded.iter().zip([12, 100, 100]) {
+        assert_eq!(l["rows"], rows, "{l}");
+        assert_eq!(
+            l["image_is_pil"], true,
+            "the image column must decode as images: {l}"
+        );
+        assert_eq!(l["image_mode"], "RGB", "{l}");
+        assert_eq!(l["image_size"], serde_json::json!([24, 24]), "{l}");
+        assert!(
+            l["features"]["image"]
+                .as_str()
+                .unwrap()
+                .starts_with("Image("),
+            "{l}"
+        );
+        assert!(
+            CLASSES.contains(&l["values"]["label"].as_str().unwrap()),
+            "{l}"
+        );
+        assert_eq!(l["values"]["split"], "train", "{l}");
+    }
+    assert_eq!(loaded[2]["values"]["domain"], "refined");
+    let chromium = std::env::var("SIMGAN_CHROMIUM")
+        .expect("SIMGAN_CHROMIUM (set by ci/test.sh, which installs Debian's chromium)");
+    let profile = util::tempdir();
+    let out = output(std::process::Command::new(chromium).args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        &format!("--user-data-dir={}", profile.path().display()),
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        &format!("file://{}", html_file.display()),
+    ]));
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let images = html.matches("<img ").count();
+    assert_eq!(images, 3, "samples, losses, accuracy");
+    assert!(
+        dom.contains(&format!("data-images-loaded=\"{images}/{images}\"")),
+        "every image must decode in Chromium; DOM:\n{dom}"
+    );
+}
