@@ -164,24 +164,29 @@ fn tiny_pipeline_end_to_end_with_a_report_that_loads() {
         unlearned,
         "mean-gaze check out of step with the numbers: {rows:?}"
     );
-    let chromium = std::env::var("SIMGAN_CHROMIUM")
-        .expect("SIMGAN_CHROMIUM (set by ci/test.sh, which installs Debian's chromium)");
-    let profile = util::tempdir();
-    let out = output(std::process::Command::new(chromium).args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        &format!("--user-data-dir={}", profile.path().display()),
-        "--virtual-time-budget=5000",
-        "--dump-dom",
-        &format!("file://{}", html_file.display()),
-    ]));
-    let dom = String::from_utf8_lossy(&out.stdout);
+    // Hugging Face `datasets` loads the eye shards with the image as a PIL image and the gaze
+    // as a list of three floats.
+    let shard = show(d, "runs/tiny/refined")["shards"][0]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let folder = d
+        .join("runs/tiny")
+        .join(shard)
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let hf = util::hf_load(&[folder]).remove(0);
+    assert_eq!(hf["image_is_pil"], true, "{hf}");
+    assert_eq!(hf["image_mode"], "L", "{hf}");
+    assert_eq!(hf["image_size"], serde_json::json!([55, 35]), "{hf}");
+    let gaze = hf["values"]["gaze"].as_array().unwrap();
+    assert!(gaze.len() == 3 && gaze.iter().all(Value::is_f64), "{hf}");
+    assert!(
+        hf["values"]["pitch"].is_f64() && hf["values"]["domain"] == "refined",
+        "{hf}"
+    );
+    let dom = util::chromium_dom(&html_file);
     let images = html.matches("<img ").count();
     assert_eq!(images, 4, "samples, % within d, losses, accuracy");
     assert!(

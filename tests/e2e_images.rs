@@ -10,7 +10,7 @@ use std::path::Path;
 use serde_json::Value;
 use simgan::domains::images::shapes::{self, CLASSES, ShapeParams};
 
-use crate::util::{self, ok, output, simgan};
+use crate::util::{self, ok, simgan};
 
 /// `root/<split>/<class>/<n>.png` for `n` images of each look (no split folder when `split` is
 /// empty).
@@ -179,8 +179,6 @@ fn image_folders_through_every_sus_stage_to_a_classification_report() {
     }
     // Hugging Face `datasets` loads a generated, an ingested and a refined shard folder with
     // the image column as PIL images and the label as a string.
-    let python = std::env::var("SIMGAN_PYTHON")
-        .expect("SIMGAN_PYTHON (set by ci/test.sh, whose venv has `datasets`)");
     let version = |stage: &str| {
         let m = show(&format!("runs/shapes-tiny/{stage}"));
         let shard = m["shards"][0]["path"].as_str().unwrap().to_string();
@@ -190,19 +188,8 @@ fn image_folders_through_every_sus_stage_to_a_classification_report() {
             .unwrap()
             .to_path_buf()
     };
-    let hf_home = util::tempdir();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("ci/hf_load.py");
-    let out = ok(std::process::Command::new(python)
-        .arg(script)
-        .args(["generated", "synthetic", "refined"].map(version))
-        .env("HF_HOME", hf_home.path())
-        .env("HF_DATASETS_OFFLINE", "1")
-        .env("HF_HUB_OFFLINE", "1"));
-    let loaded: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(loaded.len(), 3, "{out}");
+    let loaded = util::hf_load(&["generated", "synthetic", "refined"].map(version));
+    assert_eq!(loaded.len(), 3, "{loaded:?}");
     for (l, rows) in loaded.iter().zip([12, 100, 100]) {
         assert_eq!(l["rows"], rows, "{l}");
         assert_eq!(
@@ -225,22 +212,7 @@ fn image_folders_through_every_sus_stage_to_a_classification_report() {
         assert_eq!(l["values"]["split"], "train", "{l}");
     }
     assert_eq!(loaded[2]["values"]["domain"], "refined");
-    let chromium = std::env::var("SIMGAN_CHROMIUM")
-        .expect("SIMGAN_CHROMIUM (set by ci/test.sh, which installs Debian's chromium)");
-    let profile = util::tempdir();
-    let out = output(std::process::Command::new(chromium).args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        &format!("--user-data-dir={}", profile.path().display()),
-        "--virtual-time-budget=5000",
-        "--dump-dom",
-        &format!("file://{}", html_file.display()),
-    ]));
-    let dom = String::from_utf8_lossy(&out.stdout);
+    let dom = util::chromium_dom(&html_file);
     let images = html.matches("<img ").count();
     assert_eq!(images, 3, "samples, losses, accuracy");
     assert!(

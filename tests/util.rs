@@ -171,3 +171,41 @@ pub fn write(path: &Path, text: &str) -> PathBuf {
     std::fs::write(path, text).expect("write");
     path.to_path_buf()
 }
+
+/// The DOM of a page after headless Chromium loaded it (images decoded, scripts run).
+pub fn chromium_dom(page: &Path) -> String {
+    let chromium = std::env::var("SIMGAN_CHROMIUM")
+        .expect("SIMGAN_CHROMIUM (set by ci/test.sh, which installs Debian's chromium)");
+    let profile = tempdir();
+    let out = output(Command::new(chromium).args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        &format!("--user-data-dir={}", profile.path().display()),
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        &format!("file://{}", page.display()),
+    ]));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Hugging Face `datasets` loading each shard folder (`ci/hf_load.py`): one JSON report each.
+pub fn hf_load(folders: &[PathBuf]) -> Vec<serde_json::Value> {
+    let python = std::env::var("SIMGAN_PYTHON")
+        .expect("SIMGAN_PYTHON (set by ci/test.sh, whose venv has `datasets`)");
+    let hf_home = tempdir();
+    let out = ok(Command::new(python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("ci/hf_load.py"))
+        .args(folders)
+        .env("HF_HOME", hf_home.path())
+        .env("HF_DATASETS_OFFLINE", "1")
+        .env("HF_HUB_OFFLINE", "1"));
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}

@@ -170,4 +170,15 @@ pub fn kinds() {
             );
         }
     }
+    println!("\ntasks (train-estimator `task`; score and report follow the estimators'):");
+    let tasks = crate::registry::tasks();
+    for name in tasks.names() {
+        if let Some(t) = tasks.get(name) {
+            println!(
+                "  {name:<16} label `{}` by default  {}",
+                t.default_label(),
+                t.about()
+            );
+        }
+    }
 }

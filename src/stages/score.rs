@@ -187,14 +187,7 @@ impl Score {
         e.meta
             .as_ref()
             .and_then(|m| m.task.clone())
-            .unwrap_or(TaskSpec {
-                task: "gaze".into(),
-                label: "gaze".into(),
-                outputs: 3,
-                classes: vec![],
-                mean: vec![],
-                std: vec![],
-            })
+            .unwrap_or_else(TaskSpec::legacy_gaze)
     }
 
     /// The one task every estimator input was trained for.

@@ -52,6 +52,20 @@ pub struct TaskSpec {
     pub std: Vec<f32>,
 }
 
+impl TaskSpec {
+    /// The binding of estimators written before tasks existed: gaze on the `gaze` column.
+    pub fn legacy_gaze() -> TaskSpec {
+        TaskSpec {
+            task: "gaze".into(),
+            label: "gaze".into(),
+            outputs: 3,
+            classes: vec![],
+            mean: vec![],
+            std: vec![],
+        }
+    }
+}
+
 /// One estimator's combined predictions, row-major `[rows, outputs]` in the task's prediction
 /// space (see [`Task::combine`]).
 pub struct Predictions {
@@ -327,6 +341,22 @@ pub(crate) fn cell_string(col: &dyn Array, row: usize) -> Option<String> {
     }
     any.downcast_ref::<Int32Array>()
         .map(|a| a.value(row).to_string())
+}
+
+/// A task's summary as the `summary.json` document.
+pub(crate) fn to_summary<T: Serialize>(summary: &T) -> Result<serde_json::Value> {
+    serde_json::to_value(summary).map_err(|source| Error::Json {
+        path: "summary.json".into(),
+        source,
+    })
+}
+
+/// A `summary.json` document read back as the task's summary type.
+pub(crate) fn from_summary<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T> {
+    T::deserialize(v).map_err(|source| Error::Json {
+        path: "summary.json".into(),
+        source,
+    })
 }
 
 /// HTML escape.

@@ -361,24 +361,17 @@ impl Task for Regression {
             .filter(|s| s.eval_set == "real-test")
             .map(|s| format!("{}: MAE {:.4} (n = {})", s.estimator, s.mae, s.n))
             .collect();
-        let summary = serde_json::to_value(Summary {
+        let summary = super::to_summary(&Summary {
             task: self.name().into(),
             label,
             outputs: k,
             rows: summary,
-        })
-        .map_err(|source| Error::Json {
-            path: "summary.json".into(),
-            source,
         })?;
         Ok(Scored { rows, summary, log })
     }
 
     fn report(&self, summary: &serde_json::Value) -> Result<Section> {
-        let s: Summary = serde_json::from_value(summary.clone()).map_err(|source| Error::Json {
-            path: "summary.json".into(),
-            source,
-        })?;
+        let s: Summary = super::from_summary(summary)?;
         let test = |role: &str| {
             s.rows
                 .iter()

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BinaryArray, BinaryBuilder, FixedSizeListArray, FixedSizeListBuilder,
-    Float32Array, Float32Builder, ListBuilder, StringArray, StringBuilder, StructArray,
+    Array, ArrayRef, BinaryArray, FixedSizeListArray, FixedSizeListBuilder, Float32Array,
+    Float32Builder, ListBuilder, StringArray, StringBuilder, StructArray,
 };
 use arrow::datatypes::{DataType, Field};
 use arrow::record_batch::RecordBatch;
@@ -114,23 +114,9 @@ pub fn to_batch(rows: &[EyeRow]) -> Result<RecordBatch> {
         }
         Arc::new(b.finish())
     };
-    let mut bytes = BinaryBuilder::new();
-    let mut paths = StringBuilder::new();
-    for r in rows {
-        bytes.append_value(&r.png);
-        paths.append_value(format!("{}.png", r.id));
-    }
-    let image = StructArray::new(
-        vec![
-            Field::new("bytes", DataType::Binary, true),
-            Field::new("path", DataType::Utf8, true),
-        ]
-        .into(),
-        vec![
-            Arc::new(bytes.finish()) as ArrayRef,
-            Arc::new(paths.finish()) as ArrayRef,
-        ],
-        None,
+    let image = crate::sample::image_column(
+        rows.iter().map(|r| r.png.as_slice()),
+        rows.iter().map(|r| r.id.as_str()),
     );
     let (pitch, yaw): (Vec<f32>, Vec<f32>) = rows.iter().map(|r| pitch_yaw(r.gaze)).unzip();
     let mut lm = ListBuilder::new(Float32Builder::new()).with_field(Arc::new(Field::new(
@@ -149,7 +135,7 @@ pub fn to_batch(rows: &[EyeRow]) -> Result<RecordBatch> {
     }
     let columns: Vec<ArrayRef> = vec![
         strings(&|r| Some(&r.id)),
-        Arc::new(image),
+        image,
         Arc::new(fixed3(rows.iter().map(|r| r.gaze))),
         Arc::new(Float32Array::from(pitch)),
         Arc::new(Float32Array::from(yaw)),

@@ -214,12 +214,8 @@ impl Task for Gaze {
     fn bind(&self, batch: &RecordBatch, label: &str, what: &str) -> Result<TaskSpec> {
         gaze_column(batch, label, what)?;
         Ok(TaskSpec {
-            task: self.name().into(),
             label: label.into(),
-            outputs: 3,
-            classes: vec![],
-            mean: vec![],
-            std: vec![],
+            ..TaskSpec::legacy_gaze()
         })
     }
 
@@ -315,23 +311,15 @@ impl Task for Gaze {
             self.score_schema(),
             vec![Arc::new(Float32Array::from(errors)) as ArrayRef],
         )?;
-        let summary = serde_json::to_value(SummaryFile {
+        let summary = crate::task::to_summary(&SummaryFile {
             task: self.name().into(),
             rows: summary,
-        })
-        .map_err(|source| Error::Json {
-            path: "summary.json".into(),
-            source,
         })?;
         Ok(Scored { rows, summary, log })
     }
 
     fn report(&self, summary: &serde_json::Value) -> Result<Section> {
-        let file: SummaryFile =
-            serde_json::from_value(summary.clone()).map_err(|source| Error::Json {
-                path: "summary.json".into(),
-                source,
-            })?;
+        let file: SummaryFile = crate::task::from_summary(summary)?;
         let summary = file.rows;
         let test: Vec<&Summary> = ESTIMATOR_ROLES
             .iter()
@@ -510,7 +498,7 @@ mod tests {
 
     #[test]
     fn an_ensemble_predicts_the_normalised_mean_of_its_members() {
-        let spec = Gaze.bind_spec();
+        let spec = TaskSpec::legacy_gaze();
         let a = vec![0.0, 0.0, -2.0, 1.0, 0.0, 0.0];
         let b = vec![0.0, 0.0, -1.0, 0.0, 1.0, 0.0];
         // One member: its unit vectors.
@@ -528,19 +516,6 @@ mod tests {
         let h = std::f32::consts::FRAC_1_SQRT_2;
         for (x, y) in m.iter().zip([0.0, 0.0, -1.0, h, h, 0.0]) {
             assert!((x - y).abs() < 1e-6, "{m:?}");
-        }
-    }
-
-    impl Gaze {
-        fn bind_spec(&self) -> TaskSpec {
-            TaskSpec {
-                task: "gaze".into(),
-                label: "gaze".into(),
-                outputs: 3,
-                classes: vec![],
-                mean: vec![],
-                std: vec![],
-            }
         }
     }
 }
