@@ -5,7 +5,8 @@
 //! (the Hugging Face Image struct `{bytes: binary, path: string}`) — plus docs. From it we build
 //! the Arrow schema shards are written with, and the `huggingface` schema metadata so `datasets`
 //! loads image columns as images. Shards are checked against their declared schema on write and
-//! on read ([`check`]).
+//! on read ([`check`]). Every Arrow field is declared nullable (see [`assemble`]); `"nullable":
+//! true` in a schema file documents which columns may actually hold nulls.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
