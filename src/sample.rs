@@ -455,36 +455,33 @@ impl Loaded {
 /// rayon, and check that every image has the same size and format.
 pub fn load(root: &Root, committed: &Committed, split: Option<&str>) -> Result<Loaded> {
     let stage = &committed.manifest.stage;
+    // Each shard's batches, filtered to `split`; concatenated once, below.
     let per_shard: Vec<RecordBatch> = committed
         .manifest
         .shards
         .par_iter()
-        .map(|s| -> Result<Option<RecordBatch>> {
+        .map(|s| -> Result<Vec<RecordBatch>> {
+            let url = root.url_of(&s.path);
             let batches = crate::shards::read(root, &s.path, None)?;
-            let Some(first) = batches.first() else {
-                return Ok(None);
-            };
-            check_common(&first.schema(), &root.url_of(&s.path))?;
-            let all =
-                arrow::compute::concat_batches(&first.schema(), &batches).map_err(|source| {
-                    Error::Arrow {
-                        what: root.url_of(&s.path),
-                        source,
-                    }
-                })?;
+            if let Some(first) = batches.first() {
+                check_common(&first.schema(), &url)?;
+            }
             let Some(split) = split else {
-                return Ok(Some(all));
+                return Ok(batches);
             };
-            let col = strings(&all, "split", &root.url_of(&s.path))?;
-            let mask: BooleanArray = (0..col.len())
-                .map(|i| Some(col.is_valid(i) && col.value(i) == split))
-                .collect();
-            arrow::compute::filter_record_batch(&all, &mask)
-                .map(Some)
-                .map_err(|source| Error::Arrow {
-                    what: root.url_of(&s.path),
-                    source,
+            batches
+                .iter()
+                .map(|b| {
+                    let col = strings(b, "split", &url)?;
+                    let mask: BooleanArray = (0..col.len())
+                        .map(|i| Some(col.is_valid(i) && col.value(i) == split))
+                        .collect();
+                    arrow::compute::filter_record_batch(b, &mask).map_err(|source| Error::Arrow {
+                        what: url.clone(),
+                        source,
+                    })
                 })
+                .collect()
         })
         .collect::<Result<Vec<_>>>()?
         .into_iter()

@@ -39,6 +39,29 @@ pub fn parse_device(ctx: &StageCtx, param: &str, s: &str) -> Result<DeviceSpec> 
     Ok(spec)
 }
 
+/// Row-range units for generators: `rows` split into units of `rows_per_shard` (params of the
+/// stage), each `{"start", "count"}`; see [`row_range`].
+pub fn row_range_units(ctx: &StageCtx) -> Result<Vec<super::UnitSpec>> {
+    let rows = ctx.params.usize("rows")?;
+    let per = ctx.params.usize("rows_per_shard")?;
+    Ok((0..rows.div_ceil(per))
+        .map(|u| super::UnitSpec {
+            index: u,
+            spec: serde_json::json!({"start": u * per, "count": per.min(rows - u * per)}),
+        })
+        .collect())
+}
+
+/// `(start, count)` of a unit made by [`row_range_units`].
+pub fn row_range(ctx: &StageCtx, unit: &super::UnitSpec) -> Result<(u64, u64)> {
+    let get = |key: &str| {
+        unit.spec[key]
+            .as_u64()
+            .ok_or_else(|| ctx.err(format!("unit spec lacks `{key}`")))
+    };
+    Ok((get("start")?, get("count")?))
+}
+
 /// Rows of the `train_metrics` schema (`phase` overrides the phase column, e.g. "estimator").
 pub fn metrics_batch(metrics: &[(StepMetrics, f64)], phase: Option<&str>) -> Result<RecordBatch> {
     let schema = crate::schema::get("train_metrics")?.arrow.clone();

@@ -8,7 +8,6 @@
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use rayon::prelude::*;
-use serde_json::json;
 
 use crate::domains::eyes::render::{Domain, RenderConfig, render};
 use crate::domains::eyes::rows::{EyeRow, to_batch};
@@ -118,23 +117,11 @@ impl StageKind for GenerateEyes {
     }
 
     fn plan(&self, ctx: &StageCtx) -> Result<Vec<UnitSpec>> {
-        let rows = ctx.params.usize("rows")?;
-        let per = ctx.params.usize("rows_per_shard")?;
-        Ok((0..rows.div_ceil(per))
-            .map(|u| UnitSpec {
-                index: u,
-                spec: json!({"start": u * per, "count": per.min(rows - u * per)}),
-            })
-            .collect())
+        crate::stages::common::row_range_units(ctx)
     }
 
     fn run_unit(&self, ctx: &StageCtx, unit: &UnitSpec, out: &mut UnitOutput) -> Result<()> {
-        let start = unit.spec["start"]
-            .as_u64()
-            .ok_or_else(|| ctx.err("unit spec lacks `start`"))?;
-        let count = unit.spec["count"]
-            .as_u64()
-            .ok_or_else(|| ctx.err("unit spec lacks `count`"))?;
+        let (start, count) = crate::stages::common::row_range(ctx, unit)?;
         let domain: Domain = ctx
             .params
             .str("domain")?

@@ -156,23 +156,11 @@ impl StageKind for GenerateShapes {
     }
 
     fn plan(&self, ctx: &StageCtx) -> Result<Vec<UnitSpec>> {
-        let rows = ctx.params.usize("rows")?;
-        let per = ctx.params.usize("rows_per_shard")?;
-        Ok((0..rows.div_ceil(per))
-            .map(|u| UnitSpec {
-                index: u,
-                spec: json!({"start": u * per, "count": per.min(rows - u * per)}),
-            })
-            .collect())
+        crate::stages::common::row_range_units(ctx)
     }
 
     fn run_unit(&self, ctx: &StageCtx, unit: &UnitSpec, out: &mut UnitOutput) -> Result<()> {
-        let start = unit.spec["start"]
-            .as_u64()
-            .ok_or_else(|| ctx.err("unit spec lacks `start`"))?;
-        let count = unit.spec["count"]
-            .as_u64()
-            .ok_or_else(|| ctx.err("unit spec lacks `count`"))?;
+        let (start, count) = crate::stages::common::row_range(ctx, unit)?;
         let params = shape_params(ctx)?;
         let seed = ctx.params.int("seed")? as u64;
         let test_fraction = ctx.params.float("test_fraction")?;
