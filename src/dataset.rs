@@ -63,15 +63,15 @@ pub fn open(url: &str, rt: Handle) -> Result<Dataset> {
         return Ok(from_manifest(root, committed));
     }
     // A stage folder with manifests.
-    if let Some((root_url, stage)) = split_parent(base) {
-        if let Ok(root) = Root::open_existing(root_url, rt.clone()) {
-            let versions = manifest::versions(&root, stage)?;
-            if !versions.is_empty() {
-                let v = version.unwrap_or(versions[versions.len() - 1]);
-                let committed = manifest::read(&root, stage, v)?
-                    .ok_or_else(|| bad(&format!("stage `{stage}` has no version {v}")))?;
-                return Ok(from_manifest(root, committed));
-            }
+    if let Some((root_url, stage)) = split_parent(base)
+        && let Ok(root) = Root::open_existing(root_url, rt.clone())
+    {
+        let versions = manifest::versions(&root, stage)?;
+        if !versions.is_empty() {
+            let v = version.unwrap_or(versions[versions.len() - 1]);
+            let committed = manifest::read(&root, stage, v)?
+                .ok_or_else(|| bad(&format!("stage `{stage}` has no version {v}")))?;
+            return Ok(from_manifest(root, committed));
         }
     }
     if version.is_some() {

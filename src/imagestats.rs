@@ -212,12 +212,8 @@ mod tests {
 
     #[test]
     fn distance_and_collapse() {
-        let syn: Vec<SampleImage> = (0..4)
-            .map(|k| img(|x, _| (100 + k + x as u32) as u8))
-            .collect();
-        let real: Vec<SampleImage> = (0..4)
-            .map(|k| img(|x, _| (60 + k + x as u32) as u8))
-            .collect();
+        let syn: Vec<SampleImage> = (0..4).map(|k| img(|x, _| (100 + k + x) as u8)).collect();
+        let real: Vec<SampleImage> = (0..4).map(|k| img(|x, _| (60 + k + x) as u8)).collect();
         // A refiner that maps synthetic onto real exactly.
         let perfect = RefinerCheck::measure(0, &syn, &real, &real);
         assert!(
@@ -239,7 +235,7 @@ mod tests {
         assert!(c.collapse().is_some_and(|w| w.contains("std")), "{c:?}");
         // One that overshoots the real tone by far: collapsed on the mean.
         let white: Vec<SampleImage> = (0..4)
-            .map(|k| img(|x, _| (230 + k + x as u32 / 2) as u8))
+            .map(|k| img(|x, _| (230 + k + x / 2) as u8))
             .collect();
         let c = RefinerCheck::measure(0, &syn, &white, &real);
         assert!(c.collapse().is_some_and(|w| w.contains("mean")), "{c:?}");

@@ -153,7 +153,7 @@ fn resolve_inputs(
                     role.clone(),
                     ResolvedInput::Stage {
                         stage: s.clone(),
-                        committed,
+                        committed: Box::new(committed),
                     },
                 );
             }

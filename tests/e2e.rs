@@ -2,7 +2,8 @@
 //! numbers parse and whose images load in headless Chromium, refiner kill-and-resume, and the
 //! refine stage's one-to-one, deterministic rows.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde_json::Value;
 
@@ -62,16 +63,76 @@ fn show(d: &Path, url: &str) -> Value {
     serde_json::from_str(&ok(simgan(d).args(["show", url, "--json"]))).unwrap()
 }
 
+/// The tiny pipeline, run once per test binary: the folder it ran in (removed at exit). The
+/// checks that need Python or Chromium are separate tests on the same run.
+fn tiny_run() -> &'static Path {
+    static RUN: OnceLock<PathBuf> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let d = util::shared_tempdir();
+        let p = util::write(&d.join("tiny.toml"), TINY);
+        let out = ok(simgan(&d).args(["run", p.to_str().unwrap()]));
+        util::write(&d.join("run.out"), &out);
+        d
+    })
+}
+
+/// The report page of the tiny run.
+fn tiny_report_html(d: &Path) -> PathBuf {
+    let report = show(d, "runs/tiny/report");
+    let html_path = report["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["path"].as_str().unwrap())
+        .find(|p| p.ends_with("report.html"))
+        .unwrap();
+    d.join("runs/tiny").join(html_path)
+}
+
 #[test]
-fn tiny_pipeline_end_to_end_with_a_report_that_loads() {
-    let dir = util::tempdir();
-    let d = dir.path();
-    let p = util::write(&d.join("tiny.toml"), TINY);
-    ok(simgan(d).args(["run", p.to_str().unwrap()]));
+fn tiny_pipeline_end_to_end_with_a_report() {
+    let d = tiny_run();
     for stage in STAGES {
         let m = show(d, &format!("runs/tiny/{stage}"));
         assert_eq!(m["version"], 1, "{stage}");
     }
+    // The run ends with its answer: the headline and where the report is; `simgan report`
+    // says it again, also as JSON.
+    let out = std::fs::read_to_string(d.join("run.out")).unwrap();
+    let page = "runs/tiny/report/v00000001/_artifacts/report.html";
+    assert!(
+        out.contains("tiny on ./runs/tiny: 9 stages ran in")
+            && out.contains("report (gaze): refined-trained ")
+            && out.contains(&format!("  report: ./{page}")),
+        "{out}"
+    );
+    let again = ok(simgan(d).args(["report", "runs/tiny"]));
+    assert!(
+        again.contains("report (gaze): refined-trained ") && again.contains(page),
+        "{again}"
+    );
+    let findings: Value =
+        serde_json::from_str(&ok(simgan(d).args(["report", "runs/tiny", "--json"]))).unwrap();
+    assert_eq!(findings[0]["stage"], "report", "{findings}");
+    assert_eq!(findings[0]["task"], "gaze", "{findings}");
+    assert!(
+        findings[0]["headline"]
+            .as_str()
+            .unwrap()
+            .starts_with("refined-trained"),
+        "{findings}"
+    );
+    assert!(
+        std::path::Path::new(findings[0]["page"].as_str().unwrap()).is_absolute()
+            || d.join(findings[0]["page"].as_str().unwrap()).is_file(),
+        "{findings}"
+    );
+    let none = output(simgan(d).args(["report", "runs/tiny", "--stage", "score"]));
+    assert!(
+        !none.status.success()
+            && String::from_utf8_lossy(&none.stderr).contains("has no committed report version"),
+        "{none:?}"
+    );
     // An ensemble of two: both members' weights, and one metrics row per step of each.
     let est = show(d, "runs/tiny/est-refined");
     let names: Vec<&str> = est["artifacts"]
@@ -133,15 +194,8 @@ fn tiny_pipeline_end_to_end_with_a_report_that_loads() {
             "{r}"
         );
     }
-    let html_path = report["artifacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["path"].as_str().unwrap())
-        .find(|p| p.ends_with("report.html"))
-        .unwrap();
-    let html_file = d.join("runs/tiny").join(html_path);
-    let html = std::fs::read_to_string(&html_file).unwrap();
+    assert_eq!(report["version"], 1, "{report}");
+    let html = std::fs::read_to_string(tiny_report_html(d)).unwrap();
     for needle in [
         "id=\"gain-pct\"",
         "data-estimator=\"refined\"",
@@ -164,6 +218,12 @@ fn tiny_pipeline_end_to_end_with_a_report_that_loads() {
         unlearned,
         "mean-gaze check out of step with the numbers: {rows:?}"
     );
+}
+
+#[test]
+#[ignore = "needs Python with Hugging Face `datasets` (SIMGAN_PYTHON): ci/test.sh installs it"]
+fn tiny_pipeline_shards_load_in_hugging_face_datasets() {
+    let d = tiny_run();
     // Hugging Face `datasets` loads the eye shards with the image as a PIL image and the gaze
     // as a list of three floats.
     let shard = show(d, "runs/tiny/refined")["shards"][0]["path"]
@@ -186,6 +246,13 @@ fn tiny_pipeline_end_to_end_with_a_report_that_loads() {
         hf["values"]["pitch"].is_f64() && hf["values"]["domain"] == "refined",
         "{hf}"
     );
+}
+
+#[test]
+#[ignore = "needs Chromium (SIMGAN_CHROMIUM): ci/test.sh installs it"]
+fn tiny_pipeline_report_images_load_in_chromium() {
+    let html_file = tiny_report_html(tiny_run());
+    let html = std::fs::read_to_string(&html_file).unwrap();
     let dom = util::chromium_dom(&html_file);
     let images = html.matches("<img ").count();
     assert_eq!(images, 4, "samples, % within d, losses, accuracy");

@@ -5,7 +5,8 @@
 //! class scores with the majority-class baseline, and a report with the classification section
 //! whose images load in headless Chromium.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde_json::Value;
 use simgan::domains::images::shapes::{self, CLASSES, ShapeParams};
@@ -64,25 +65,49 @@ kind = "report"
 inputs = { score = "score", refiner = "refiner", synthetic = "synthetic", refined = "refined", real = "real" }
 "#;
 
+/// The pipeline on folders made here, run once per test binary: the folder it ran in (removed
+/// at exit). The checks that need Python or Chromium are separate tests on the same run.
+fn shapes_run() -> &'static Path {
+    static RUN: OnceLock<PathBuf> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let d = util::shared_tempdir();
+        let (syn, real) = (d.join("sim"), d.join("camera"));
+        write_folder(&syn, "", &ShapeParams::synthetic(24), 1, 100);
+        write_folder(&real, "train", &ShapeParams::real_like(24), 2, 60);
+        write_folder(&real, "test", &ShapeParams::real_like(24), 3, 40);
+        let text = PIPELINE
+            .replace("SYN", syn.to_str().unwrap())
+            .replace("REAL", real.to_str().unwrap());
+        let p = util::write(&d.join("shapes.toml"), &text);
+        ok(simgan(&d).args(["run", p.to_str().unwrap()]));
+        d
+    })
+}
+
+fn show(d: &Path, url: &str) -> Value {
+    serde_json::from_str(&ok(simgan(d).args(["show", url, "--json"]))).unwrap()
+}
+
+/// The report page of the run.
+fn report_html(d: &Path) -> PathBuf {
+    let report = show(d, "runs/shapes-tiny/report");
+    let html_path = report["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["path"].as_str().unwrap())
+        .find(|p| p.ends_with("report.html"))
+        .unwrap();
+    d.join("runs/shapes-tiny").join(html_path)
+}
+
 #[test]
 fn image_folders_through_every_sus_stage_to_a_classification_report() {
-    let dir = util::tempdir();
-    let d = dir.path();
-    let (syn, real) = (d.join("sim"), d.join("camera"));
-    write_folder(&syn, "", &ShapeParams::synthetic(24), 1, 100);
-    write_folder(&real, "train", &ShapeParams::real_like(24), 2, 60);
-    write_folder(&real, "test", &ShapeParams::real_like(24), 3, 40);
-    let text = PIPELINE
-        .replace("SYN", syn.to_str().unwrap())
-        .replace("REAL", real.to_str().unwrap());
-    let p = util::write(&d.join("shapes.toml"), &text);
-    ok(simgan(d).args(["run", p.to_str().unwrap()]));
+    let d = shapes_run();
     let q = |url: &str, sql: &str| -> Value {
         serde_json::from_str(&ok(simgan(d).args(["query", url, sql, "--format", "json"]))).unwrap()
     };
-    let show = |url: &str| -> Value {
-        serde_json::from_str(&ok(simgan(d).args(["show", url, "--json"]))).unwrap()
-    };
+    let show = |url: &str| show(d, url);
     // The synthetic folder: 100 rows, 3 shards, labels from the class folders.
     let m = show("runs/shapes-tiny/synthetic");
     assert_eq!(m["rows"], 100, "{m}");
@@ -149,16 +174,7 @@ fn image_folders_through_every_sus_stage_to_a_classification_report() {
     }
     assert_eq!(n("real", "drift"), Some(20), "{scored}");
     // The report: accuracy table with the baseline, confusion matrices, drift, loading images.
-    let report = show("runs/shapes-tiny/report");
-    let html_path = report["artifacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["path"].as_str().unwrap())
-        .find(|p| p.ends_with("report.html"))
-        .unwrap();
-    let html_file = d.join("runs/shapes-tiny").join(html_path);
-    let html = std::fs::read_to_string(&html_file).unwrap();
+    let html = std::fs::read_to_string(report_html(d)).unwrap();
     for needle in [
         "id=\"task\">classification",
         "id=\"gain-pct\"",
@@ -177,10 +193,16 @@ fn image_folders_through_every_sus_stage_to_a_classification_report() {
     for r in acc.as_array().unwrap() {
         assert!((0.0..=1.0).contains(&r["value"].as_f64().unwrap()), "{r}");
     }
+}
+
+#[test]
+#[ignore = "needs Python with Hugging Face `datasets` (SIMGAN_PYTHON): ci/test.sh installs it"]
+fn generated_ingested_and_refined_folders_load_in_hugging_face_datasets() {
+    let d = shapes_run();
     // Hugging Face `datasets` loads a generated, an ingested and a refined shard folder with
     // the image column as PIL images and the label as a string.
     let version = |stage: &str| {
-        let m = show(&format!("runs/shapes-tiny/{stage}"));
+        let m = show(d, &format!("runs/shapes-tiny/{stage}"));
         let shard = m["shards"][0]["path"].as_str().unwrap().to_string();
         d.join("runs/shapes-tiny")
             .join(shard)
@@ -212,6 +234,13 @@ fn image_folders_through_every_sus_stage_to_a_classification_report() {
         assert_eq!(l["values"]["split"], "train", "{l}");
     }
     assert_eq!(loaded[2]["values"]["domain"], "refined");
+}
+
+#[test]
+#[ignore = "needs Chromium (SIMGAN_CHROMIUM): ci/test.sh installs it"]
+fn the_classification_report_images_load_in_chromium() {
+    let html_file = report_html(shapes_run());
+    let html = std::fs::read_to_string(&html_file).unwrap();
     let dom = util::chromium_dom(&html_file);
     let images = html.matches("<img ").count();
     assert_eq!(images, 3, "samples, losses, accuracy");

@@ -381,7 +381,7 @@ fn staleness_cycle(root: &Root) {
         .downcast_ref::<Float32Array>()
         .unwrap()
         .value(0);
-    assert_eq!(sum, 2.0 * (0 + 1 + 2 + 3) as f32);
+    assert_eq!(sum, 2.0 * (1 + 2 + 3) as f32);
 
     // --stage runs only that stage on its existing inputs; --force reruns an up-to-date stage.
     let only = RunOptions {
@@ -422,6 +422,7 @@ fn staleness_and_reruns_on_local_disk() {
 }
 
 #[test]
+#[ignore = "needs the moto S3 server (SIMGAN_MOTO_SERVER): ci/test.sh installs and starts it"]
 fn staleness_and_reruns_on_s3() {
     let bucket = util::s3_bucket();
     staleness_cycle(&util::open(&format!("{bucket}/runs/test")));
@@ -524,7 +525,7 @@ fn pipelined_units_run_on_lanes_with_bounded_read_ahead_and_resume_exactly() {
     // and one the reader is sending.
     assert!(ahead <= 2 + 3 + 1, "read-ahead unbounded: {ahead}");
     assert!(
-        running >= 2 && running <= 3,
+        (2..=3).contains(&running),
         "lanes: {running} units ran at once"
     );
 }
@@ -545,6 +546,7 @@ fn a_corrupted_finished_shard_is_redone_on_resume() {
 }
 
 #[test]
+#[ignore = "needs the moto S3 server (SIMGAN_MOTO_SERVER): ci/test.sh installs and starts it"]
 fn leases_admit_one_run_and_expired_ones_are_taken_over() {
     use simgan::lease::Lease;
     let bucket = util::s3_bucket();

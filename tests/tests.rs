@@ -8,5 +8,6 @@ mod e2e;
 mod e2e_images;
 mod ingest;
 mod ingest_images;
+mod readme;
 mod runner;
 mod storage;

@@ -30,6 +30,17 @@ pub fn tempdir() -> tempfile::TempDir {
         .expect("temp dir")
 }
 
+/// A temp folder shared by several tests of this binary (a fixture built once), removed when
+/// the process exits.
+pub fn shared_tempdir() -> PathBuf {
+    let dir = tempdir().keep();
+    let d = dir.clone();
+    at_exit(move || {
+        let _ = std::fs::remove_dir_all(&d);
+    });
+    dir
+}
+
 struct Moto {
     endpoint: String,
 }

@@ -44,6 +44,8 @@ enum Command {
     Run(run::RunArgs),
     /// Each stage: up-to-date / stale (with the reason) / missing.
     Status(run::StatusArgs),
+    /// What a finished run found: each report's headline, checks and page.
+    Report(run::ReportArgs),
     /// A stage's manifest and shard summary (URL: <root>/<stage>[@VERSION] or a manifest .json).
     Show(inspect::ShowArgs),
     /// The stages and versions under a run root.
@@ -152,6 +154,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(a) => run::run(a, &rt),
         Command::Status(a) => run::status(a, &rt),
+        Command::Report(a) => run::report(a, &rt),
         Command::Show(a) => inspect::show(a, &rt),
         Command::Ls(a) => inspect::ls(a, &rt),
         Command::Export(a) => data::export(a, &rt),
@@ -162,6 +165,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             inspect::kinds();
             Ok(())
         }
+    }
+}
+
+/// Seconds as people read them: `42.1 s`, `6 min 54 s`.
+fn human_secs(s: f64) -> String {
+    if s < 60.0 {
+        format!("{s:.1} s")
+    } else {
+        let whole = s.round() as u64;
+        format!("{} min {} s", whole / 60, whole % 60)
     }
 }
 

@@ -1,4 +1,4 @@
-//! `simgan run` and `simgan status`.
+//! `simgan run` (ending with what its report stages found), `simgan status` and `simgan report`.
 
 use std::time::Duration;
 
@@ -6,6 +6,7 @@ use clap::Args;
 
 use super::{PipelineArgs, parse_secs};
 use crate::runner::{self, RunOptions, State, WorkerOutcome, WorkerSlot};
+use crate::stages::report::Finding;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -122,9 +123,19 @@ pub fn run(a: RunArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         lease_ttl: a.lease_ttl,
         progress: !a.json,
     };
+    let started = std::time::Instant::now();
     let report = runner::run(&pipeline, &root, &opts)?;
+    // What the pipeline's report stages found (none on a dry run: nothing new was committed).
+    let mut findings = Vec::new();
+    if !a.dry_run {
+        for stage in pipeline.stages.iter().filter(|s| s.kind.name() == "report") {
+            findings.extend(Finding::read(&root, &stage.name)?);
+        }
+    }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut v = serde_json::to_value(&report)?;
+        v["findings"] = serde_json::to_value(&findings)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     if a.dry_run {
@@ -152,6 +163,88 @@ pub fn run(a: RunArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
             "{:<20} v{} {} rows in {:.1}s{resumed}",
             r.name, r.version, r.rows, r.seconds
         );
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let fresh = report.plan.len() - report.ran.len();
+    if report.ran.is_empty() {
+        println!(
+            "\n{} on {}: nothing to do, all {fresh} stages current",
+            pipeline.name,
+            root.url()
+        );
+    } else {
+        println!(
+            "\n{} on {}: {} stages ran in {}, {fresh} were current",
+            pipeline.name,
+            root.url(),
+            report.ran.len(),
+            super::human_secs(seconds),
+        );
+    }
+    for f in &findings {
+        print_finding(f);
+    }
+    Ok(())
+}
+
+/// A report's headline, checks and page, as `run` ends and `simgan report` prints them.
+pub(super) fn print_finding(f: &Finding) {
+    let what = f.task.as_deref().unwrap_or("report");
+    match &f.headline {
+        Some(h) => println!("{} ({what}): {h}", f.stage),
+        None => println!(
+            "{} ({what}): no headline (the run did not score refined- and synthetic-trained estimators side by side)",
+            f.stage
+        ),
+    }
+    for c in &f.checks {
+        println!("  check: {c}");
+    }
+    if let Some(page) = &f.page {
+        println!("  report: {page}");
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Run root (a path or URL, as for `run --root`).
+    root: String,
+    /// Only this report stage (default: every stage whose latest version is a report).
+    #[arg(long)]
+    stage: Option<String>,
+    /// JSON: [{"stage","version","task","headline","checks","page","finished_at"}].
+    #[arg(long)]
+    json: bool,
+}
+
+/// `simgan report ROOT`: what a finished run's report stages found, again.
+pub fn report(a: ReportArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    let root = crate::storage::Root::open_existing(&a.root, rt.handle().clone())?;
+    let stages = match &a.stage {
+        Some(s) => vec![s.clone()],
+        None => root
+            .list_dirs("")?
+            .into_iter()
+            .filter(|d| !d.starts_with('_'))
+            .collect(),
+    };
+    let mut findings = Vec::new();
+    for stage in &stages {
+        findings.extend(Finding::read(&root, stage)?);
+    }
+    if findings.is_empty() {
+        match &a.stage {
+            Some(s) => anyhow::bail!("{}: `{s}` has no committed report version", root.url()),
+            None => anyhow::bail!("{}: no stage has a committed report version", root.url()),
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&findings)?);
+        return Ok(());
+    }
+    for f in &findings {
+        println!("{} v{} ({})", f.stage, f.version, f.finished_at);
+        print_finding(f);
     }
     Ok(())
 }

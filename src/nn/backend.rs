@@ -194,6 +194,25 @@ impl<B: Backend> ModuleVisitor<B> for Materialise {
     }
 }
 
+/// Keep glibc's allocator from handing every freed activation back to the kernel.
+///
+/// A training step allocates and frees tensors of up to ~32 MB (the eye refiner's 64 maps at
+/// batch 64); by default glibc serves them with `mmap` or trims the heap after each free, so the
+/// next step page-faults the same memory in again (under `perf`, ~9 % of a step was in the
+/// kernel, mostly page faults). Raising the mmap and trim thresholds keeps that memory in the
+/// heap. Measured with `simgan bench --sections train --width 64 --iters 2`: peak RSS 641 MiB
+/// instead of 677–797 MiB; the iteration time changed by less than the run-to-run noise. Call
+/// once, before threads start; a no-op on other platforms.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called at startup before other threads.
+    unsafe {
+        // 32 MiB is glibc's largest allowed mmap threshold on 64-bit.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,24 +254,5 @@ mod tests {
             run_on(&DeviceSpec::Cuda(0), Sum),
             Err(NnError::CudaNotCompiled { .. })
         ));
-    }
-}
-
-/// Keep glibc's allocator from handing every freed activation back to the kernel.
-///
-/// A training step allocates and frees tensors of up to ~32 MB (the eye refiner's 64 maps at
-/// batch 64); by default glibc serves them with `mmap` or trims the heap after each free, so the
-/// next step page-faults the same memory in again (under `perf`, ~9 % of a step was in the
-/// kernel, mostly page faults). Raising the mmap and trim thresholds keeps that memory in the
-/// heap. Measured with `simgan bench --sections train --width 64 --iters 2`: peak RSS 641 MiB
-/// instead of 677–797 MiB; the iteration time changed by less than the run-to-run noise. Call
-/// once, before threads start; a no-op on other platforms.
-pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator parameters; called at startup before other threads.
-    unsafe {
-        // 32 MiB is glibc's largest allowed mmap threshold on 64-bit.
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
     }
 }

@@ -109,35 +109,35 @@ mod tests {
         assert_eq!(r.infer_batch, 8);
     }
 
-    /// The real measurement: `cargo test --lib nn::bench::tests::bench_full_eye -- --ignored --nocapture`.
+    /// The real measurement: `cargo test --lib nn::bench::tests::probe_bench_full_eye -- --ignored --nocapture`.
     #[test]
-    #[ignore]
-    fn bench_full_eye() {
+    #[ignore = "a measurement probe, run by hand (see its doc comment)"]
+    fn probe_bench_full_eye() {
         let r = bench_cpu(64, 64, 3).unwrap();
         eprintln!("{}", serde_json::to_string_pretty(&r).unwrap());
     }
 
-    /// The CPU-demo refiner width (16) at batch 16: `... bench_demo_width -- --ignored --nocapture`.
+    /// The CPU-demo refiner width (16) at batch 16: `... probe_bench_demo_width -- --ignored --nocapture`.
     #[test]
-    #[ignore]
-    fn bench_demo_width() {
+    #[ignore = "a measurement probe, run by hand (see its doc comment)"]
+    fn probe_bench_demo_width() {
         let r = bench_cpu(16, 16, 5).unwrap();
         eprintln!("{}", serde_json::to_string_pretty(&r).unwrap());
     }
 }
 
 #[cfg(test)]
-mod conv_probe {
+mod probe_conv {
     use super::*;
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2dConfig;
 
     /// The refiner's 64→64 3×3 layer at batch 64 on 35×55: burn's forward, burn's forward +
     /// backward, [`crate::nn::conv::conv2d`]'s forward + backward, and each of our kernels.
-    /// `cargo test --lib nn::bench::conv_probe -- --ignored --nocapture`
+    /// `cargo test --lib nn::bench::probe_conv -- --ignored --nocapture`
     #[test]
-    #[ignore]
-    fn conv_probe() {
+    #[ignore = "a measurement probe, run by hand (see its doc comment)"]
+    fn probe_conv() {
         let device: CpuDevice = Default::default();
         let (n, c, h, w) = (64, 64, 35, 55);
         let conv = Conv2dConfig::new([c, c], [3, 3])

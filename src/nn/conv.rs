@@ -21,7 +21,7 @@
 //! backend-extension mechanism). Every other backend (CUDA) and any non-f32 tensor calls burn's
 //! own `Conv2d::forward`. The routing is a type check, so models stay generic over
 //! `B: Backend`. Results match burn's reference outputs and gradients (tests below); speed is
-//! measured by `cargo test --lib nn::bench::conv_probe -- --ignored --nocapture`.
+//! measured by `cargo test --lib nn::bench::probe_conv -- --ignored --nocapture`.
 
 use std::any::{Any, TypeId};
 use std::ops::Range;
@@ -956,7 +956,7 @@ mod tests {
 }
 
 #[cfg(test)]
-mod gemm_probe {
+mod probe_gemm {
     use super::gemm_f32;
 
     fn time(label: &str, flops: f64, mut f: impl FnMut()) {
@@ -970,10 +970,10 @@ mod gemm_probe {
         eprintln!("{label}: {:.2} ms {:.1} GFLOP/s", s * 1e3, flops / s / 1e9);
     }
 
-    /// `cargo test --lib nn::conv::gemm_probe -- --ignored --nocapture`
+    /// `cargo test --lib nn::conv::probe_gemm -- --ignored --nocapture`
     #[test]
-    #[ignore]
-    fn gemm_probe() {
+    #[ignore = "a measurement probe, run by hand (see its doc comment)"]
+    fn probe_gemm() {
         let (co, ck, l) = (64, 576, 1925);
         let flops = 2.0 * (co * ck * l) as f64;
         let w: Vec<f32> = (0..co * ck).map(|i| (i % 13) as f32 * 0.1).collect();

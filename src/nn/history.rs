@@ -109,7 +109,7 @@ impl HistoryBuffer {
     /// Add images given as one flat vector (`k × c × h × w`): appended while there is room,
     /// then each replaces a uniformly random entry. Returns how many were added.
     pub fn push(&mut self, images: &[f32]) -> Result<usize, NnError> {
-        if self.image_len == 0 || images.len() % self.image_len != 0 {
+        if self.image_len == 0 || !images.len().is_multiple_of(self.image_len) {
             return Err(NnError::Shape {
                 context: "HistoryBuffer::push",
                 message: format!(

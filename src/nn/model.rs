@@ -91,7 +91,7 @@ impl RefinerConfig {
                 "refiner: channels and width must be > 0, got {self:?}"
             )));
         }
-        if self.kernel_size % 2 == 0 || self.first_kernel_size % 2 == 0 {
+        if self.kernel_size.is_multiple_of(2) || self.first_kernel_size.is_multiple_of(2) {
             return Err(NnError::InvalidConfig(format!(
                 "refiner: kernel sizes must be odd to keep the image size, got {} and {}",
                 self.first_kernel_size, self.kernel_size

@@ -770,7 +770,7 @@ pub(crate) fn gaze_optim<B: AutodiffBackend>(config: &GazeTrainConfig) -> GazeOp
 impl<B: AutodiffBackend> GazeTrainer<B> {
     /// Fresh network (seeded) and optimiser.
     pub fn new(config: GazeTrainConfig, device: &B::Device) -> Result<Self, NnError> {
-        if !(config.lr > 0.0) {
+        if !config.lr.is_finite() || config.lr <= 0.0 {
             return Err(NnError::InvalidConfig(format!(
                 "gaze lr must be > 0, got {}",
                 config.lr
@@ -1131,7 +1131,7 @@ pub(crate) mod tests {
             used.iter().map(|u| u.1).collect::<Vec<_>>(),
             vec![4, 8, 12, 12, 12, 12]
         );
-        assert_eq!(used[0].0, false, "empty buffer: all current");
+        assert!(!used[0].0, "empty buffer: all current");
         assert!(
             used[1..].iter().all(|u| u.0),
             "history used once it holds b/2"

@@ -62,8 +62,8 @@ pub enum ResolvedInput {
     Stage {
         /// The stage's name.
         stage: String,
-        /// Its manifest.
-        committed: Committed,
+        /// Its manifest (boxed: a manifest is large beside the other variant).
+        committed: Box<Committed>,
     },
     /// An external location, opened.
     Location {

@@ -3,7 +3,9 @@
 //! loss curves, and the task's section ([`crate::task::Task::report`]: the headline, the score
 //! table beside the constant baseline, its charts, the checks a reader must see, label drift).
 //! Charts are SVG ([`crate::charts`]); the grid is a PNG. The figures are also the stage's shard
-//! (`report_summary` schema, one row per estimator, evaluation set and metric) for machines.
+//! (`report_summary` schema, one row per estimator, evaluation set and metric) for machines, and
+//! `headline.json` (the task, its one-line headline and the checks) is what `simgan run` prints
+//! at the end and `simgan report ROOT` prints again ([`Finding`]).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -17,6 +19,75 @@ use crate::error::{Error, Result};
 use crate::params::ParamSpec;
 use crate::sample::{self, SampleImage};
 use crate::task::{Figure, Section, Tasks};
+
+/// `headline.json`: what a reader of the run's log needs first.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Headline {
+    task: String,
+    headline: Option<String>,
+    checks: Vec<String>,
+}
+
+/// What a committed report found: its headline, its checks and where its page is.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Finding {
+    /// The report stage.
+    pub stage: String,
+    /// Its committed version.
+    pub version: u64,
+    /// The task the estimators were scored on.
+    pub task: Option<String>,
+    /// One sentence, e.g. "refined-trained 6.74° vs synthetic-trained 10.15° (-33.6 %)"; `None`
+    /// when the run scored no refined and synthetic estimators side by side.
+    pub headline: Option<String>,
+    /// Warnings a reader must see before trusting the numbers.
+    pub checks: Vec<String>,
+    /// URL (or path, on a local root) of the HTML page.
+    pub page: Option<String>,
+    /// When the version was committed (RFC 3339).
+    pub finished_at: String,
+}
+
+impl Finding {
+    /// The finding of `stage`'s latest committed version, if it is a `report` stage's.
+    pub fn read(root: &crate::storage::Root, stage: &str) -> Result<Option<Finding>> {
+        let Some(c) = crate::manifest::latest(root, stage)? else {
+            return Ok(None);
+        };
+        let m = &c.manifest;
+        if m.kind != "report" {
+            return Ok(None);
+        }
+        let artifact = |name: &str| {
+            m.artifacts
+                .iter()
+                .find(|a| a.path.rsplit('/').next() == Some(name))
+                .map(|a| a.path.clone())
+        };
+        // Reports committed before `headline.json` existed have a page but no headline.
+        let headline = match artifact("headline.json") {
+            Some(path) => {
+                let bytes = root.get_required(&path)?;
+                Some(
+                    serde_json::from_slice::<Headline>(&bytes).map_err(|source| Error::Json {
+                        path: root.url_of(&path),
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        Ok(Some(Finding {
+            stage: stage.to_string(),
+            version: m.version,
+            task: headline.as_ref().map(|h| h.task.clone()),
+            headline: headline.as_ref().and_then(|h| h.headline.clone()),
+            checks: headline.map(|h| h.checks).unwrap_or_default(),
+            page: artifact("report.html").map(|p| root.url_of(&p)),
+            finished_at: m.timings.finished_at.clone(),
+        }))
+    }
+}
 
 /// The `report` kind.
 pub struct Report {
@@ -295,7 +366,7 @@ impl StageKind for Report {
         "Write the HTML report: samples, losses, the task's scores and baseline, label drift"
     }
     fn code_version(&self) -> &'static str {
-        "3"
+        "4"
     }
     fn params(&self) -> &'static [ParamSpec] {
         &[]
@@ -370,6 +441,16 @@ impl StageKind for Report {
             "report.html",
             html(&name, &sec, grid.is_some(), curves.is_some(), ctx),
         )?;
+        let headline = Headline {
+            task: name.clone(),
+            headline: sec.headline_text.clone(),
+            checks: sec.checks.clone(),
+        };
+        let headline = serde_json::to_vec_pretty(&headline).map_err(|source| Error::Json {
+            path: "headline.json".into(),
+            source,
+        })?;
+        out.artifact("headline.json", headline)?;
         out.write(&summary_batch(&sec.figures)?)?;
         Ok(())
     }

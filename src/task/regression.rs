@@ -137,9 +137,10 @@ fn mean_std(values: &[f32], k: usize) -> (Vec<f32>, Vec<f32>) {
     )
 }
 
-fn summarize(
-    groups: BTreeMap<(String, String), Vec<(Vec<f32>, Vec<f32>)>>,
-) -> Vec<RegressionSummary> {
+/// (target, prediction) pairs per (estimator, evaluation set).
+type Groups = BTreeMap<(String, String), Vec<(Vec<f32>, Vec<f32>)>>;
+
+fn summarize(groups: Groups) -> Vec<RegressionSummary> {
     groups
         .into_iter()
         .map(|((estimator, eval_set), pairs)| {
@@ -265,7 +266,7 @@ impl Task for Regression {
         let mut target = ListBuilder::new(Float32Builder::new());
         let mut predicted = ListBuilder::new(Float32Builder::new());
         let mut abs = Vec::new();
-        let mut groups: BTreeMap<(String, String), Vec<(Vec<f32>, Vec<f32>)>> = BTreeMap::new();
+        let mut groups = Groups::new();
         let mut push = |keys: &mut ScoreKeys,
                         est: &str,
                         on: &str,

@@ -129,8 +129,12 @@ fn ue_crop(ctx: &StageCtx) -> Result<CropMode> {
     })
 }
 
-/// One UnityEyes sample: `stem.jpg` + `stem.json` (either may be missing in a broken dataset).
-fn ue_pairs(source: &Root) -> Result<Vec<(String, Option<String>, Option<String>)>> {
+/// One UnityEyes sample: its stem, `stem.jpg` and `stem.json` (either may be missing in a broken
+/// dataset).
+type UePair = (String, Option<String>, Option<String>);
+
+/// Every UnityEyes sample under `source`, in numeric order of the stems.
+fn ue_pairs(source: &Root) -> Result<Vec<UePair>> {
     let mut by_stem: BTreeMap<String, (Option<String>, Option<String>)> = BTreeMap::new();
     for l in source.list("")? {
         let name = l.path.rsplit('/').next().unwrap_or(&l.path);
@@ -347,13 +351,13 @@ impl StageKind for IngestMpiiGaze {
         let mut persons: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for l in source.list("Data/Normalized")? {
             let parts: Vec<&str> = l.path.split('/').collect();
-            if let [.., "Normalized", person, file] = parts.as_slice() {
-                if file.ends_with(".mat") {
-                    persons
-                        .entry(person.to_string())
-                        .or_default()
-                        .push(l.path.clone());
-                }
+            if let [.., "Normalized", person, file] = parts.as_slice()
+                && file.ends_with(".mat")
+            {
+                persons
+                    .entry(person.to_string())
+                    .or_default()
+                    .push(l.path.clone());
             }
         }
         if persons.is_empty() {

@@ -1571,10 +1571,10 @@ mod tests {
     }
 
     /// Writes sample grids (4× nearest-neighbour upscaled) to `$SIMGAN_RENDER_SAMPLES` (default
-    /// `/tmp`): `cargo test --lib eyes::render::tests::write_sample_grids -- --ignored`.
+    /// `/tmp`): `cargo test --lib eyes::render::tests::probe_write_sample_grids -- --ignored`.
     #[test]
-    #[ignore]
-    fn write_sample_grids() {
+    #[ignore = "a measurement probe, run by hand (see its doc comment)"]
+    fn probe_write_sample_grids() {
         let dir = std::env::var("SIMGAN_RENDER_SAMPLES").unwrap_or_else(|_| "/tmp".into());
         let save = |name: &str, imgs: &[GrayImage], cols: u32| {
             let scale = 4;
@@ -1633,10 +1633,10 @@ mod tests {
     }
 
     /// Prints µs and images/s per core for render alone and render + PNG encode:
-    /// `cargo test --lib eyes::render::tests::render_speed -- --ignored --nocapture`.
+    /// `cargo test --lib eyes::render::tests::probe_render_speed -- --ignored --nocapture`.
     #[test]
-    #[ignore]
-    fn render_speed() {
+    #[ignore = "a measurement probe, run by hand (see its doc comment)"]
+    fn probe_render_speed() {
         use image::ImageEncoder;
         use image::codecs::png::{CompressionType, FilterType, PngEncoder};
         let n = 5000;
@@ -1688,10 +1688,10 @@ mod tests {
 
     /// A cheap probe of the domain gap: ridge regression from 2×2-pooled pixels to (pitch, yaw),
     /// trained on each domain and tested on real-like. Prints mean angular errors:
-    /// `cargo test --lib eyes::render::tests::gap_probe_linear -- --ignored --nocapture`.
+    /// `cargo test --lib eyes::render::tests::probe_gap_linear -- --ignored --nocapture`.
     #[test]
-    #[ignore]
-    fn gap_probe_linear() {
+    #[ignore = "a measurement probe, run by hand (see its doc comment)"]
+    fn probe_gap_linear() {
         const PW: usize = W.div_ceil(2);
         const PH: usize = H.div_ceil(2);
         const F: usize = PW * PH + 1;

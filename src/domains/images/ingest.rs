@@ -669,25 +669,24 @@ fn csv_value(cell: &str) -> Value {
         return Value::Bool(false);
     }
     let digits = t.trim_start_matches(['+', '-']);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(i) = t.parse::<i64>() {
-            return Value::from(i);
-        }
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(i) = t.parse::<i64>()
+    {
+        return Value::from(i);
     }
     if t.bytes().any(|b| b.is_ascii_digit())
         && t.bytes()
             .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+        && let Ok(f) = t.parse::<f64>()
+        && f.is_finite()
     {
-        if let Ok(f) = t.parse::<f64>() {
-            if f.is_finite() {
-                return Value::from(f);
-            }
-        }
+        return Value::from(f);
     }
-    if t.starts_with('[') {
-        if let Ok(v @ Value::Array(_)) = serde_json::from_str::<Value>(t) {
-            return v;
-        }
+    if t.starts_with('[')
+        && let Ok(v @ Value::Array(_)) = serde_json::from_str::<Value>(t)
+    {
+        return v;
     }
     Value::String(cell.to_string())
 }
@@ -1277,23 +1276,22 @@ fn load_one(source: &Root, plan: &UnitPlan, e: &Entry) -> std::result::Result<Ve
         return Err(b.clone());
     }
     let img = fetch_decode(source, &e.path)?;
-    if plan.resize.is_none() {
-        if let Some(r) = &plan.reference {
-            if (img.width, img.height) != (r.width, r.height) {
-                return Err(image_bad(
-                    source,
-                    &e.path,
-                    format!(
-                        "is {}×{}, but the first image ({}) is {}×{}: every image must have one size; set the `height` and `width` params to resize them all",
-                        img.width,
-                        img.height,
-                        source.url_of(&r.path),
-                        r.width,
-                        r.height
-                    ),
-                ));
-            }
-        }
+    if plan.resize.is_none()
+        && let Some(r) = &plan.reference
+        && (img.width, img.height) != (r.width, r.height)
+    {
+        return Err(image_bad(
+            source,
+            &e.path,
+            format!(
+                "is {}×{}, but the first image ({}) is {}×{}: every image must have one size; set the `height` and `width` params to resize them all",
+                img.width,
+                img.height,
+                source.url_of(&r.path),
+                r.width,
+                r.height
+            ),
+        ));
     }
     let img = img.convert(plan.format);
     let img = match plan.resize {
@@ -1583,10 +1581,8 @@ impl StageKind for IngestImages {
                 ids.insert(id, e.path.clone());
             }
         }
-        if !skip {
-            if let Some(bad) = entries.iter().find_map(|e| e.bad.clone()) {
-                return Err(bad.into_error());
-            }
+        if !skip && let Some(bad) = entries.iter().find_map(|e| e.bad.clone()) {
+            return Err(bad.into_error());
         }
         for e in entries
             .iter_mut()

@@ -135,8 +135,8 @@ pub fn render(p: &ShapeParams, seed: u64, index: u64) -> (RgbImage, usize) {
     match p.look {
         Look::Synthetic => {
             for (px, &a) in buf.chunks_exact_mut(3).zip(cov.iter()) {
-                for c in 0..3 {
-                    px[c] = scene.bg[c] + a * (scene.fg[c] - scene.bg[c]);
+                for (c, v) in px.iter_mut().enumerate() {
+                    *v = scene.bg[c] + a * (scene.fg[c] - scene.bg[c]);
                 }
             }
         }
@@ -427,9 +427,11 @@ mod tests {
         sum / (at.len() * 3).max(1) as f32
     }
 
+    type Pixels = Vec<(usize, usize)>;
+
     /// Interior pixels of `img` split into flat ones (3×3 neighbourhood one constant colour) and
     /// edge ones (the rest).
-    fn flat_and_edges(img: &RgbImage) -> (Vec<(usize, usize)>, Vec<(usize, usize)>) {
+    fn flat_and_edges(img: &RgbImage) -> (Pixels, Pixels) {
         let w = img.width() as usize;
         let (mut flat, mut edges) = (Vec::new(), Vec::new());
         for y in 1..w - 1 {

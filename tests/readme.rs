@@ -1,0 +1,164 @@
+//! README's commands, run: every `simgan …` line of its `sh` blocks is executed, in order, in a
+//! folder holding a toy-sized `pipelines/eye-gaze-demo.toml` (the demo's stage names, seconds of
+//! work), so a renamed stage, flag or param in README fails here. The two demo commands run
+//! with `--dry-run` (their full runs are `simgan bench --sections demo`). Lines that need an
+//! object store, a scheduler's environment, or minutes of work are listed in [`skipped`] with
+//! the reason, and the test asserts that nothing else was left out.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::util::{self, output};
+
+/// The `sh` blocks' command lines (comments and continuation-only lines dropped).
+fn readme_commands() -> Vec<String> {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let mut out = Vec::new();
+    let mut in_sh = false;
+    for line in readme.lines() {
+        let t = line.trim();
+        if let Some(lang) = t.strip_prefix("```") {
+            in_sh = !in_sh && lang == "sh";
+            continue;
+        }
+        if !in_sh || t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        // A trailing `# comment` (two spaces or more before it, as README aligns them).
+        let cmd = match t.find("  #") {
+            Some(i) => t[..i].trim_end(),
+            None => t,
+        };
+        out.push(cmd.to_string());
+    }
+    out
+}
+
+/// Why a README command is not run here, or `None` if it is.
+fn skipped(cmd: &str) -> Option<&'static str> {
+    if cmd.contains("--workers") || cmd.contains("--worker ") || cmd.contains("--finalize") {
+        return Some("worker mode on a store shared by workers (tests/distributed.rs)");
+    }
+    if cmd.contains("s3://") || cmd.contains("--root …") {
+        return Some("an object store root (the S3 paths are tested against moto elsewhere)");
+    }
+    if cmd.starts_with("simgan bench") || cmd.starts_with("cargo test --lib") {
+        return Some("a benchmark or probe: minutes of work, not a test");
+    }
+    if cmd == "ci/test.sh" || cmd == "cargo test" {
+        return Some("a test command (CI runs ci/test.sh; this test runs inside both)");
+    }
+    None
+}
+
+const TINY: &str = r#"
+name = "eye-gaze-demo"
+[stages.synthetic]
+kind = "generate-eyes"
+params = { domain = "synthetic", rows = 64, rows_per_shard = 32, seed = 1 }
+[stages.real]
+kind = "generate-eyes"
+params = { domain = "real-like", rows = 64, rows_per_shard = 32, seed = 2, test_fraction = 0.25 }
+[stages.refiner]
+kind = "train-refiner"
+inputs = { synthetic = "synthetic", real = "real" }
+params = { width = 4, blocks = 1, d_divisor = 8, batch_size = 8, pretrain_r_steps = 2, pretrain_d_steps = 2, steps = 2, checkpoint_every = 2, history_size = 32 }
+[stages.refined]
+kind = "refine"
+inputs = { data = "synthetic", refiner = "refiner" }
+[stages.est-synthetic]
+kind = "train-estimator"
+inputs = { data = "synthetic" }
+params = { divisor = 16, steps = 2, batch_size = 8 }
+[stages.est-refined]
+kind = "train-estimator"
+inputs = { data = "refined" }
+params = { divisor = 16, steps = 2, batch_size = 8 }
+[stages.est-real]
+kind = "train-estimator"
+inputs = { data = "real" }
+params = { divisor = 16, steps = 2, batch_size = 8 }
+[stages.score]
+kind = "score"
+inputs = { test = "real", synthetic = "est-synthetic", refined = "est-refined", real = "est-real", synthetic_data = "synthetic", refined_data = "refined" }
+params = { drift_samples = 8 }
+[stages.report]
+kind = "report"
+inputs = { score = "score", refiner = "refiner", synthetic = "synthetic", refined = "refined", real = "real" }
+"#;
+
+#[test]
+fn every_cheap_readme_command_runs() {
+    let dir = util::tempdir();
+    let d = dir.path();
+    util::write(&d.join("pipelines/eye-gaze-demo.toml"), TINY);
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(
+        repo.join("pipelines/images-demo.toml"),
+        d.join("pipelines/images-demo.toml"),
+    )
+    .expect("copy images-demo.toml");
+    let bin = Path::new(env!("CARGO_BIN_EXE_simgan"))
+        .parent()
+        .expect("binary folder")
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let (mut ran, mut left) = (Vec::new(), Vec::new());
+    for cmd in readme_commands() {
+        if let Some(why) = skipped(&cmd) {
+            left.push(format!("{cmd}  ({why})"));
+            continue;
+        }
+        // `cargo run -- X` is `simgan X`; the demos are planned, not run (see the module docs).
+        let line = match cmd.strip_prefix("cargo run -- ") {
+            Some(rest) => format!("simgan {rest} --dry-run"),
+            None => cmd
+                .replace(" P ", " pipelines/eye-gaze-demo.toml ")
+                .replace(" [--json]", ""),
+        };
+        assert!(
+            line.starts_with("simgan "),
+            "README command not covered by this test (add it or a reason to skip it): {cmd}"
+        );
+        let out = output(
+            Command::new("sh")
+                .args(["-c", &line])
+                .current_dir(d)
+                .env("PATH", &path)
+                .env("RUST_LOG", "warn"),
+        );
+        assert!(
+            out.status.success(),
+            "README command failed: {line}\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The first command runs the (tiny) main job, which the rest inspect.
+        if ran.is_empty() {
+            let first = output(
+                Command::new("sh")
+                    .args(["-c", "simgan run pipelines/eye-gaze-demo.toml"])
+                    .current_dir(d)
+                    .env("PATH", &path)
+                    .env("RUST_LOG", "warn"),
+            );
+            assert!(
+                first.status.success(),
+                "{}",
+                String::from_utf8_lossy(&first.stderr)
+            );
+        }
+        ran.push(line);
+    }
+    assert!(ran.len() >= 12, "ran only {ran:?}");
+    println!(
+        "ran {} README commands; skipped:\n{}",
+        ran.len(),
+        left.join("\n")
+    );
+}
