@@ -299,11 +299,19 @@ inputs = {{ data = "synthetic", refiner = "refiner" }}
 /// The task's headline figure on the real test split per estimator role (gaze: mean error in
 /// degrees; classification: accuracy; regression: MAE), from the report's `report_summary`
 /// shard, and the metric's name.
-fn demo_errors(root: &Root) -> Result<(String, serde_json::Map<String, Value>)> {
+/// Also the realism judge's AUC per pair, when the pipeline has a judge.
+type DemoFigures = (
+    String,
+    serde_json::Map<String, Value>,
+    serde_json::Map<String, Value>,
+);
+
+fn demo_errors(root: &Root) -> Result<DemoFigures> {
     use arrow::array::{Array, Float64Array, StringArray};
     let committed = crate::manifest::latest(root, "report")?
         .ok_or_else(|| Error::stage("bench", "the demo pipeline has no `report` stage"))?;
     let mut out = serde_json::Map::new();
+    let mut judge = serde_json::Map::new();
     let mut name = String::new();
     for s in &committed.manifest.shards {
         for b in crate::shards::read(root, &s.path, Some(crate::schema::get("report_summary")?))? {
@@ -326,6 +334,9 @@ fn demo_errors(root: &Root) -> Result<(String, serde_json::Map<String, Value>)> 
             };
             // The task's headline metric: gaze error, classification accuracy, regression MAE.
             for i in 0..b.num_rows() {
+                if est.value(i) == "judge" && metric.value(i) == "auc" && !value.is_null(i) {
+                    judge.insert(set.value(i).to_string(), json!(value.value(i)));
+                }
                 let headline = matches!(metric.value(i), "mean_deg" | "accuracy" | "mae");
                 if set.value(i) == "real-test" && headline && !value.is_null(i) {
                     out.insert(est.value(i).to_string(), json!(value.value(i)));
@@ -334,7 +345,7 @@ fn demo_errors(root: &Root) -> Result<(String, serde_json::Map<String, Value>)> 
             }
         }
     }
-    Ok((name, out))
+    Ok((name, out, judge))
 }
 
 /// The README's main job once per seed (every stage with a `seed` param gets a seed derived
@@ -373,7 +384,7 @@ fn bench_demo(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> {
         let t = Instant::now();
         let r = runner::run(&p, &root, &RunOptions::default())?;
         let wall = t.elapsed().as_secs_f64();
-        let (metric, errors) = demo_errors(&root)?;
+        let (metric, errors, judge) = demo_errors(&root)?;
         let get = |k: &str| errors.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
         // As errors (lower is better): accuracy becomes the error rate.
         let error = |v: f64| if metric == "accuracy" { 1.0 - v } else { v };
@@ -385,6 +396,7 @@ fn bench_demo(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> {
             .collect();
         runs.push(json!({
             "seed": seed, "wall_s": wall, "stage_s": stages, "metric": metric, "real_test": errors,
+            "judge_auc": judge,
             // Relative error reduction of refined- over synthetic-trained (error rate for accuracy).
             "refined_gain_vs_synthetic": 1.0 - refd / syn,
         }));

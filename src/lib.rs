@@ -13,7 +13,8 @@
 //!   (gaze, classification, regression).
 //! - [`domains`]: one folder per domain — [`domains::eyes`] (generator, UnityEyes, MPIIGaze, the
 //!   gaze task), [`domains::images`] (image folders, procedural shapes).
-//! - [`nn`]: the burn models and loops; [`charts`]: SVG charts for the report.
+//! - [`nn`]: the burn models and loops; [`judge`]: the realism judge (a fresh classifier on
+//!   held-out images); [`imagestats`]: label-free pixel statistics; [`charts`]: SVG charts.
 //!
 //! The crate error ([`error`]) sits at the bottom: it depends on no stage, pipeline or registry.
 
@@ -24,6 +25,7 @@ pub mod dataset;
 pub mod domains;
 pub mod error;
 pub mod imagestats;
+pub mod judge;
 pub mod lease;
 pub mod manifest;
 pub mod nn;

@@ -31,6 +31,7 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../schemas/train_metrics.json"),
     ),
     ("gaze_scores", include_str!("../schemas/gaze_scores.json")),
+    ("judge_scores", include_str!("../schemas/judge_scores.json")),
     (
         "report_summary",
         include_str!("../schemas/report_summary.json"),

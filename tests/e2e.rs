@@ -42,12 +42,16 @@ params = { divisor = 16, steps = 4, batch_size = 8 }
 kind = "score"
 inputs = { test = "real", synthetic = "est-synthetic", refined = "est-refined", real = "est-real", synthetic_data = "synthetic", refined_data = "refined" }
 params = { drift_samples = 32 }
+[stages.judge]
+kind = "judge"
+inputs = { real = "real", synthetic = "synthetic", refined = "refined" }
+params = { samples = 16, steps = 2, batch_size = 4, divisor = 16 }
 [stages.report]
 kind = "report"
-inputs = { score = "score", refiner = "refiner", synthetic = "synthetic", refined = "refined", real = "real" }
+inputs = { score = "score", judge = "judge", refiner = "refiner", synthetic = "synthetic", refined = "refined", real = "real" }
 "#;
 
-const STAGES: [&str; 9] = [
+const STAGES: [&str; 10] = [
     "synthetic",
     "real",
     "refiner",
@@ -56,6 +60,7 @@ const STAGES: [&str; 9] = [
     "est-refined",
     "est-real",
     "score",
+    "judge",
     "report",
 ];
 
@@ -101,7 +106,7 @@ fn tiny_pipeline_end_to_end_with_a_report() {
     let out = std::fs::read_to_string(d.join("run.out")).unwrap();
     let page = "runs/tiny/report/v00000001/_artifacts/report.html";
     assert!(
-        out.contains("tiny on ./runs/tiny: 9 stages ran in")
+        out.contains("tiny on ./runs/tiny: 10 stages ran in")
             && out.contains("report (gaze): refined-trained ")
             && out.contains(&format!("  report: ./{page}")),
         "{out}"
@@ -204,9 +209,37 @@ fn tiny_pipeline_end_to_end_with_a_report() {
         "id=\"drift\"",
         "11.2",
         "id=\"checks\"",
+        "id=\"realism\"",
+        "data-pair=\"refined-vs-real\"",
+        "id=\"pixel-stats\"",
     ] {
         assert!(html.contains(needle), "report lacks {needle}");
     }
+    // The realism judge: the three pairs, each AUC a probability, also in the report's figures.
+    let judged = q(
+        "runs/tiny/judge",
+        "SELECT pair, auc, n_test FROM data ORDER BY pair",
+    );
+    let pairs: Vec<&str> = judged
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["pair"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        pairs,
+        ["real-vs-real", "refined-vs-real", "synthetic-vs-real"],
+        "{judged}"
+    );
+    for r in judged.as_array().unwrap() {
+        assert!((0.0..=1.0).contains(&r["auc"].as_f64().unwrap()), "{r}");
+        assert_eq!(r["n_test"], 16, "{r}");
+    }
+    let figures = q(
+        "runs/tiny/report",
+        "SELECT count(*) AS n FROM data WHERE estimator = 'judge' AND metric = 'auc'",
+    );
+    assert_eq!(figures, serde_json::json!([{"n": 3}]), "{figures}");
     // The warning box appears exactly when an estimator is within 10 % of predicting the mean
     // gaze (in this tiny run, a few dozen training steps: all of them are).
     let base = rows[0]["mean_deg"].as_f64().unwrap();

@@ -60,9 +60,13 @@ params = { divisor = 16, steps = 4, batch_size = 8 }
 kind = "score"
 inputs = { test = "real", synthetic = "est-synthetic", refined = "est-refined", real = "est-real", synthetic_data = "synthetic", refined_data = "refined" }
 params = { drift_samples = 20 }
+[stages.judge]
+kind = "judge"
+inputs = { real = "real", synthetic = "synthetic", refined = "refined" }
+params = { samples = 16, steps = 2, batch_size = 4, divisor = 16 }
 [stages.report]
 kind = "report"
-inputs = { score = "score", refiner = "refiner", synthetic = "synthetic", refined = "refined", real = "real" }
+inputs = { score = "score", judge = "judge", refiner = "refiner", synthetic = "synthetic", refined = "refined", real = "real" }
 "#;
 
 /// The pipeline on folders made here, run once per test binary: the folder it ran in (removed

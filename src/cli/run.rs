@@ -173,8 +173,13 @@ pub fn run(a: RunArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
             root.url()
         );
     } else {
+        let current = if fresh > 0 {
+            format!(", {fresh} were current")
+        } else {
+            String::new()
+        };
         println!(
-            "\n{} on {}: {} stages ran in {}, {fresh} were current",
+            "\n{} on {}: {} stages ran in {}{current}",
             pipeline.name,
             root.url(),
             report.ran.len(),

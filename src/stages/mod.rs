@@ -27,6 +27,7 @@ use crate::shards::{ShardInfo, ShardWriter};
 use crate::storage::Root;
 
 pub mod common;
+pub mod judge;
 pub mod refine;
 pub mod report;
 pub mod score;

@@ -2,6 +2,9 @@
 //! whether refinement helped: sample grid (synthetic | refined | real), refiner and discriminator
 //! loss curves, and the task's section ([`crate::task::Task::report`]: the headline, the score
 //! table beside the constant baseline, its charts, the checks a reader must see, label drift).
+//! With a `judge` input, a realism section: the realism judge's AUCs (synthetic, refined and
+//! real against held-out real images; [`super::judge`]), each set's pixel statistics, and a
+//! check when refinement left the judge where the synthetic images were.
 //! Charts are SVG ([`crate::charts`]); the grid is a PNG. The figures are also the stage's shard
 //! (`report_summary` schema, one row per estimator, evaluation set and metric) for machines, and
 //! `headline.json` (the task, its one-line headline and the checks) is what `simgan run` prints
@@ -13,6 +16,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, Float32Array, Float64Array, Int64Array, StringArray};
 use arrow::record_batch::RecordBatch;
 
+use super::judge::JudgeReport;
 use super::{InputKind, InputSpec, StageCtx, StageKind, UnitOutput, UnitSpec, common};
 use crate::charts::{esc, smooth, svg_chart};
 use crate::error::{Error, Result};
@@ -107,6 +111,12 @@ const INPUTS: &[InputSpec] = &[
         kind: InputKind::Stage,
         required: true,
         doc: "A score stage",
+    },
+    InputSpec {
+        role: "judge",
+        kind: InputKind::Stage,
+        required: false,
+        doc: "A judge stage (the realism section)",
     },
     InputSpec {
         role: "refiner",
@@ -259,6 +269,88 @@ fn refiner_check(ctx: &StageCtx) -> Result<Option<serde_json::Value>> {
         })
 }
 
+/// The judge stage's `judge.json`, if the report has a `judge` input.
+fn judge_report(ctx: &StageCtx) -> Result<Option<JudgeReport>> {
+    if !ctx.inputs.contains_key("judge") {
+        return Ok(None);
+    }
+    let c = ctx.stage_input("judge")?;
+    let Some(a) = c
+        .manifest
+        .artifacts
+        .iter()
+        .find(|a| a.path.ends_with("/judge.json"))
+    else {
+        return Err(ctx.err(format!(
+            "input `judge` (stage `{}`) has no judge.json",
+            c.manifest.stage
+        )));
+    };
+    let b = ctx.root.get_required(&a.path)?;
+    serde_json::from_slice(&b)
+        .map(Some)
+        .map_err(|source| Error::Json {
+            path: ctx.root.url_of(&a.path),
+            source,
+        })
+}
+
+/// The realism section: the judge's AUCs beside the reference and the floor, each set's pixel
+/// statistics, the figures, and the check that refinement changed what a classifier sees.
+fn realism(j: &JudgeReport, sec: &mut Section) {
+    let pair = |p: &str| j.pairs.iter().find(|(n, _)| n == p).map(|(_, v)| *v);
+    let mut h = String::from(
+        "<h2>Realism</h2><p>A fresh classifier (the realism judge, not the refiner's discriminator) was trained to tell each set from held-out real images and scored on halves it never saw. ROC AUC 0.5: it cannot tell them apart; 1.0: it always can. Real vs real (two halves of the real set) is the floor.</p><table id=\"realism\"><tr><th>pair</th><th>AUC</th><th>accuracy (%)</th><th>train / test images</th></tr>",
+    );
+    for (name, v) in &j.pairs {
+        let _ = write!(
+            h,
+            "<tr data-pair=\"{}\"><td>{}</td><td>{:.3}</td><td>{:.1}</td><td>{} / {}</td></tr>",
+            esc(name),
+            esc(name),
+            v.auc,
+            100.0 * v.accuracy,
+            v.n_train,
+            v.n_test
+        );
+        for (metric, value) in [("auc", v.auc), ("accuracy", v.accuracy)] {
+            sec.figures.push(Figure {
+                estimator: "judge".into(),
+                eval_set: name.clone(),
+                metric: metric.into(),
+                value,
+                n: v.n_test as u64,
+            });
+        }
+    }
+    h.push_str("</table><table id=\"pixel-stats\"><tr><th>images</th><th>n</th><th>mean</th><th>std</th><th>sharpness (RMS Laplacian)</th><th>noise σ</th></tr>");
+    for (name, s) in &j.stats {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{:.4}</td><td>{:.4}</td><td>{:.4}</td><td>{:.4}</td></tr>",
+            esc(name),
+            s.n,
+            s.mean,
+            s.std,
+            s.sharpness,
+            s.noise
+        );
+    }
+    h.push_str("</table>");
+    // Refinement that leaves the judge where the synthetic images were changed nothing a
+    // classifier sees (within 0.02 AUC, when the synthetic images are told apart at all).
+    if let (Some(syn), Some(refined)) = (pair("synthetic-vs-real"), pair("refined-vs-real"))
+        && syn.auc >= 0.75
+        && refined.auc >= syn.auc - 0.02
+    {
+        sec.checks.push(format!(
+            "Refinement did not change what a classifier sees: the realism judge tells refined from real images as easily as synthetic ones (AUC {:.3} vs {:.3}).",
+            refined.auc, syn.auc
+        ));
+    }
+    sec.body = format!("{h}{}", sec.body);
+}
+
 /// The statistics table of a refiner check.
 fn refiner_html(check: &serde_json::Value) -> String {
     let mut h = String::from(
@@ -366,7 +458,7 @@ impl StageKind for Report {
         "Write the HTML report: samples, losses, the task's scores and baseline, label drift"
     }
     fn code_version(&self) -> &'static str {
-        "4"
+        "5"
     }
     fn params(&self) -> &'static [ParamSpec] {
         &[]
@@ -418,6 +510,9 @@ impl StageKind for Report {
                     .push(format!("The refiner looks collapsed: {why}."));
             }
             sec.body = format!("{}{}", refiner_html(c), sec.body);
+        }
+        if let Some(j) = judge_report(ctx)? {
+            realism(&j, &mut sec);
         }
         for (file, svg) in &sec.charts {
             out.artifact(file, svg.clone())?;
