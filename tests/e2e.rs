@@ -212,6 +212,7 @@ fn tiny_pipeline_end_to_end_with_a_report() {
         "id=\"realism\"",
         "data-pair=\"refined-vs-real\"",
         "id=\"pixel-stats\"",
+        "src=\"spectrum.svg\"",
     ] {
         assert!(html.contains(needle), "report lacks {needle}");
     }
@@ -288,7 +289,7 @@ fn tiny_pipeline_report_images_load_in_chromium() {
     let html = std::fs::read_to_string(&html_file).unwrap();
     let dom = util::chromium_dom(&html_file);
     let images = html.matches("<img ").count();
-    assert_eq!(images, 4, "samples, % within d, losses, accuracy");
+    assert_eq!(images, 5, "samples, % within d, losses, accuracy, spectrum");
     assert!(
         dom.contains(&format!("data-images-loaded=\"{images}/{images}\"")),
         "every image must decode in Chromium; DOM:\n{dom}"

@@ -247,7 +247,7 @@ fn the_classification_report_images_load_in_chromium() {
     let html = std::fs::read_to_string(&html_file).unwrap();
     let dom = util::chromium_dom(&html_file);
     let images = html.matches("<img ").count();
-    assert_eq!(images, 3, "samples, losses, accuracy");
+    assert_eq!(images, 4, "samples, losses, accuracy, spectrum");
     assert!(
         dom.contains(&format!("data-images-loaded=\"{images}/{images}\"")),
         "every image must decode in Chromium; DOM:\n{dom}"

@@ -125,11 +125,14 @@ pub fn run(a: RunArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     };
     let started = std::time::Instant::now();
     let report = runner::run(&pipeline, &root, &opts)?;
-    // What the pipeline's report stages found (none on a dry run: nothing new was committed).
+    // What the run's report stages found: those it ran or found up to date (a report left out
+    // by `--stage` may describe older inputs; none on a dry run, which committed nothing).
     let mut findings = Vec::new();
     if !a.dry_run {
         for stage in pipeline.stages.iter().filter(|s| s.kind.name() == "report") {
-            findings.extend(Finding::read(&root, &stage.name)?);
+            if report.plan.iter().any(|d| d.name == stage.name) {
+                findings.extend(Finding::read(&root, &stage.name)?);
+            }
         }
     }
     if a.json {

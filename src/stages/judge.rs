@@ -6,8 +6,9 @@
 //! draws of one distribution). "Real" is the real stage's test split, which neither the refiner
 //! nor its discriminator saw. Every set is capped at `samples` images (seeded draw).
 //!
-//! Output: one `judge_scores` row per pair, and `judge.json` (the verdicts and each set's pixel
-//! statistics, [`crate::imagestats::ImageStats`]) for the report.
+//! Output: one `judge_scores` row per pair, and `judge.json` (the verdicts, each set's pixel
+//! statistics, [`crate::imagestats::ImageStats`], and its radially averaged power spectrum) for
+//! the report.
 
 use std::sync::Arc;
 
@@ -20,7 +21,7 @@ use rand::seq::SliceRandom;
 use super::common::{self, DEVICE_PARAM};
 use super::{InputKind, InputSpec, StageCtx, StageKind, UnitOutput, UnitSpec};
 use crate::error::{Error, Result};
-use crate::imagestats::ImageStats;
+use crate::imagestats::{ImageStats, radial_spectrum};
 use crate::judge::{JudgeConfig, Verdict};
 use crate::params::{ParamSpec, ParamType};
 use crate::sample::{self, SampleImage};
@@ -99,7 +100,14 @@ pub struct JudgeReport {
     pub pairs: Vec<(String, Verdict)>,
     /// Pixel statistics of each set the judge saw: (set, stats).
     pub stats: Vec<(String, ImageStats)>,
+    /// Radially averaged power spectrum of each set ([`crate::imagestats::radial_spectrum`],
+    /// [`SPECTRUM_BINS`] bands of log10 power up to ½ cycle/pixel): (set, bands).
+    #[serde(default)]
+    pub spectra: Vec<(String, Vec<Option<f64>>)>,
 }
+
+/// Bands of the power spectra in `judge.json`.
+pub const SPECTRUM_BINS: usize = 16;
 
 /// At most `n` of `images`, drawn with `seed`.
 fn draw(mut images: Vec<SampleImage>, n: usize, seed: u64) -> Vec<SampleImage> {
@@ -179,6 +187,7 @@ impl StageKind for Judge {
         let mut report = JudgeReport {
             pairs: Vec::new(),
             stats: vec![("real".to_string(), ImageStats::of(&real))],
+            spectra: vec![("real".to_string(), radial_spectrum(&real, SPECTRUM_BINS))],
         };
         for (name, images) in &sets {
             if images.len() < 4 {
@@ -196,6 +205,9 @@ impl StageKind for Judge {
                 report
                     .stats
                     .push((name.to_string(), ImageStats::of(images)));
+                report
+                    .spectra
+                    .push((name.to_string(), radial_spectrum(images, SPECTRUM_BINS)));
             }
         }
         let json = serde_json::to_vec_pretty(&report).map_err(|source| Error::Json {

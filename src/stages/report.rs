@@ -337,6 +337,31 @@ fn realism(j: &JudgeReport, sec: &mut Section) {
         );
     }
     h.push_str("</table>");
+    if !j.spectra.is_empty() {
+        let bins = j.spectra[0].1.len().max(1);
+        let series: Vec<(String, Vec<(f64, f64)>)> = j
+            .spectra
+            .iter()
+            .map(|(name, bands)| {
+                let pts = bands
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(k, p)| p.map(|p| ((k as f64 + 0.5) * 0.5 / bins as f64, p)))
+                    .collect();
+                (name.clone(), pts)
+            })
+            .collect();
+        sec.charts.push((
+            "spectrum.svg".into(),
+            svg_chart(
+                "Radially averaged power spectrum",
+                "frequency (cycles/pixel)",
+                "log10 power",
+                &series,
+            ),
+        ));
+        h.push_str("<p><img src=\"spectrum.svg\" alt=\"power spectra\" id=\"spectrum\"></p>");
+    }
     // Refinement that leaves the judge where the synthetic images were changed nothing a
     // classifier sees (within 0.02 AUC, when the synthetic images are told apart at all).
     if let (Some(syn), Some(refined)) = (pair("synthetic-vs-real"), pair("refined-vs-real"))
