@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::util::{self, ok, output, simgan};
 
 /// The demo pipeline shrunk to seconds.
-const TINY: &str = r#"
+pub(crate) const TINY: &str = r#"
 name = "tiny"
 [stages.synthetic]
 kind = "generate-eyes"

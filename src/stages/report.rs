@@ -246,18 +246,31 @@ fn sample_grid(ctx: &StageCtx) -> Result<Option<Vec<u8>>> {
     common::grid_png(&refs, 3, "report sample grid").map(Some)
 }
 
-/// The refiner's statistics check (`refiner_check.json` of the train-refiner input), if any.
-fn refiner_check(ctx: &StageCtx) -> Result<Option<serde_json::Value>> {
-    if !ctx.inputs.contains_key("refiner") {
+/// JSON artifact `name` of the stage behind input `role`: `None` if the report has no such
+/// input or (with `required` false) the stage wrote no such artifact.
+fn input_json<T: serde::de::DeserializeOwned>(
+    ctx: &StageCtx,
+    role: &str,
+    name: &str,
+    required: bool,
+) -> Result<Option<T>> {
+    if !ctx.inputs.contains_key(role) {
         return Ok(None);
     }
-    let c = ctx.stage_input("refiner")?;
+    let c = ctx.stage_input(role)?;
+    let suffix = format!("/{name}");
     let Some(a) = c
         .manifest
         .artifacts
         .iter()
-        .find(|a| a.path.ends_with("/refiner_check.json"))
+        .find(|a| a.path.ends_with(&suffix))
     else {
+        if required {
+            return Err(ctx.err(format!(
+                "input `{role}` (stage `{}`) has no {name}",
+                c.manifest.stage
+            )));
+        }
         return Ok(None);
     };
     let b = ctx.root.get_required(&a.path)?;
@@ -269,30 +282,14 @@ fn refiner_check(ctx: &StageCtx) -> Result<Option<serde_json::Value>> {
         })
 }
 
+/// The refiner's statistics check (`refiner_check.json` of the train-refiner input), if any.
+fn refiner_check(ctx: &StageCtx) -> Result<Option<serde_json::Value>> {
+    input_json(ctx, "refiner", "refiner_check.json", false)
+}
+
 /// The judge stage's `judge.json`, if the report has a `judge` input.
 fn judge_report(ctx: &StageCtx) -> Result<Option<JudgeReport>> {
-    if !ctx.inputs.contains_key("judge") {
-        return Ok(None);
-    }
-    let c = ctx.stage_input("judge")?;
-    let Some(a) = c
-        .manifest
-        .artifacts
-        .iter()
-        .find(|a| a.path.ends_with("/judge.json"))
-    else {
-        return Err(ctx.err(format!(
-            "input `judge` (stage `{}`) has no judge.json",
-            c.manifest.stage
-        )));
-    };
-    let b = ctx.root.get_required(&a.path)?;
-    serde_json::from_slice(&b)
-        .map(Some)
-        .map_err(|source| Error::Json {
-            path: ctx.root.url_of(&a.path),
-            source,
-        })
+    input_json(ctx, "judge", "judge.json", true)
 }
 
 /// The realism section: the judge's AUCs beside the reference and the floor, each set's pixel
