@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README.md "Tests"). Installs what the tests need that is not Rust — a Python
 # venv with moto (the S3 server the tests start on 127.0.0.1), pyarrow (the second Parquet
-# reader) and Hugging Face `datasets` (the third), Debian's Slurm and munge (single-node cluster) and chromium (report check) — then runs
+# reader) and Hugging Face `datasets` (the third), Debian's Slurm and munge (single-node cluster),
+# chromium and chromium-driver (the report's checks; the Turing page driven by clicks) — then runs
 # the whole test suite. Installing the Debian packages needs root (apt-get); the script skips any
 # already installed. Extra arguments go to `cargo test` (e.g. `ci/test.sh e2e -- --nocapture`).
 set -euo pipefail
@@ -18,6 +19,7 @@ command -v slurmd >/dev/null || pkgs+=(slurmd)
 command -v sbatch >/dev/null || pkgs+=(slurm-client)
 command -v munged >/dev/null || pkgs+=(munge)
 command -v chromium >/dev/null || pkgs+=(chromium)
+command -v chromedriver >/dev/null || pkgs+=(chromium-driver)
 if [ ${#pkgs[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y --no-install-recommends "${pkgs[@]}" >/dev/null \

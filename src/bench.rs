@@ -299,9 +299,11 @@ inputs = {{ data = "synthetic", refiner = "refiner" }}
 /// The task's headline figure on the real test split per estimator role (gaze: mean error in
 /// degrees; classification: accuracy; regression: MAE), from the report's `report_summary`
 /// shard, and the metric's name.
-/// Also the realism judge's AUC per pair, when the pipeline has a judge.
+/// Also the realism judge's AUC per pair, when the pipeline has a judge, and the label
+/// preservation figures (the oracle's drift, the pupil shift) when it scores drift pairs.
 type DemoFigures = (
     String,
+    serde_json::Map<String, Value>,
     serde_json::Map<String, Value>,
     serde_json::Map<String, Value>,
 );
@@ -312,6 +314,7 @@ fn demo_errors(root: &Root) -> Result<DemoFigures> {
         .ok_or_else(|| Error::stage("bench", "the demo pipeline has no `report` stage"))?;
     let mut out = serde_json::Map::new();
     let mut judge = serde_json::Map::new();
+    let mut labels = serde_json::Map::new();
     let mut name = String::new();
     for s in &committed.manifest.shards {
         for b in crate::shards::read(root, &s.path, Some(crate::schema::get("report_summary")?))? {
@@ -337,6 +340,16 @@ fn demo_errors(root: &Root) -> Result<DemoFigures> {
                 if est.value(i) == "judge" && metric.value(i) == "auc" && !value.is_null(i) {
                     judge.insert(set.value(i).to_string(), json!(value.value(i)));
                 }
+                let label_figure = match (est.value(i), set.value(i), metric.value(i)) {
+                    ("real", "drift", m) => Some(format!("oracle_drift_{m}")),
+                    ("pupil-centre", "pupil-shift", m @ ("mean_px" | "std_px")) => {
+                        Some(format!("pupil_shift_{m}"))
+                    }
+                    _ => None,
+                };
+                if let (Some(k), false) = (label_figure, value.is_null(i)) {
+                    labels.insert(k, json!(value.value(i)));
+                }
                 let headline = matches!(metric.value(i), "mean_deg" | "accuracy" | "mae");
                 if set.value(i) == "real-test" && headline && !value.is_null(i) {
                     out.insert(est.value(i).to_string(), json!(value.value(i)));
@@ -345,7 +358,7 @@ fn demo_errors(root: &Root) -> Result<DemoFigures> {
             }
         }
     }
-    Ok((name, out, judge))
+    Ok((name, out, judge, labels))
 }
 
 /// The README's main job once per seed (every stage with a `seed` param gets a seed derived
@@ -384,7 +397,7 @@ fn bench_demo(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> {
         let t = Instant::now();
         let r = runner::run(&p, &root, &RunOptions::default())?;
         let wall = t.elapsed().as_secs_f64();
-        let (metric, errors, judge) = demo_errors(&root)?;
+        let (metric, errors, judge, labels) = demo_errors(&root)?;
         let get = |k: &str| errors.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
         // As errors (lower is better): accuracy becomes the error rate.
         let error = |v: f64| if metric == "accuracy" { 1.0 - v } else { v };
@@ -396,7 +409,7 @@ fn bench_demo(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> {
             .collect();
         runs.push(json!({
             "seed": seed, "wall_s": wall, "stage_s": stages, "metric": metric, "real_test": errors,
-            "judge_auc": judge,
+            "judge_auc": judge, "label_preservation": labels,
             // Relative error reduction of refined- over synthetic-trained (error rate for accuracy).
             "refined_gain_vs_synthetic": 1.0 - refd / syn,
         }));

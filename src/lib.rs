@@ -14,7 +14,8 @@
 //! - [`domains`]: one folder per domain — [`domains::eyes`] (generator, UnityEyes, MPIIGaze, the
 //!   gaze task), [`domains::images`] (image folders, procedural shapes).
 //! - [`nn`]: the burn models and loops; [`judge`]: the realism judge (a fresh classifier on
-//!   held-out images); [`imagestats`]: label-free pixel statistics; [`charts`]: SVG charts.
+//!   held-out images); [`imagestats`]: label-free pixel statistics; [`charts`]: SVG charts;
+//!   [`turing`]: the visual Turing test page.
 //!
 //! The crate error ([`error`]) sits at the bottom: it depends on no stage, pipeline or registry.
 
@@ -41,5 +42,6 @@ pub mod stages;
 pub mod storage;
 pub mod submit;
 pub mod task;
+pub mod turing;
 
 pub use error::{Error, Result};

@@ -454,39 +454,67 @@ impl Loaded {
 /// Read the rows of a committed sample stage (only `split` if given), decode their images on
 /// rayon, and check that every image has the same size and format.
 pub fn load(root: &Root, committed: &Committed, split: Option<&str>) -> Result<Loaded> {
+    load_limited(root, committed, split, None)
+}
+
+/// [`load`], but with `limit`, only the first `limit` rows (of `split`), reading shards in
+/// manifest order only until there are enough.
+pub fn load_limited(
+    root: &Root,
+    committed: &Committed,
+    split: Option<&str>,
+    limit: Option<usize>,
+) -> Result<Loaded> {
     let stage = &committed.manifest.stage;
     // Each shard's batches, filtered to `split`; concatenated once, below.
-    let per_shard: Vec<RecordBatch> = committed
-        .manifest
-        .shards
-        .par_iter()
-        .map(|s| -> Result<Vec<RecordBatch>> {
-            let url = root.url_of(&s.path);
-            let batches = crate::shards::read(root, &s.path, None)?;
-            if let Some(first) = batches.first() {
-                check_common(&first.schema(), &url)?;
-            }
-            let Some(split) = split else {
-                return Ok(batches);
-            };
-            batches
-                .iter()
-                .map(|b| {
-                    let col = strings(b, "split", &url)?;
-                    let mask: BooleanArray = (0..col.len())
-                        .map(|i| Some(col.is_valid(i) && col.value(i) == split))
-                        .collect();
-                    arrow::compute::filter_record_batch(b, &mask).map_err(|source| Error::Arrow {
-                        what: url.clone(),
-                        source,
-                    })
+    let read_shard = |s: &crate::shards::ShardInfo| -> Result<Vec<RecordBatch>> {
+        let url = root.url_of(&s.path);
+        let batches = crate::shards::read(root, &s.path, None)?;
+        if let Some(first) = batches.first() {
+            check_common(&first.schema(), &url)?;
+        }
+        let Some(split) = split else {
+            return Ok(batches);
+        };
+        batches
+            .iter()
+            .map(|b| {
+                let col = strings(b, "split", &url)?;
+                let mask: BooleanArray = (0..col.len())
+                    .map(|i| Some(col.is_valid(i) && col.value(i) == split))
+                    .collect();
+                arrow::compute::filter_record_batch(b, &mask).map_err(|source| Error::Arrow {
+                    what: url.clone(),
+                    source,
                 })
-                .collect()
-        })
-        .collect::<Result<Vec<_>>>()?
-        .into_iter()
-        .flatten()
-        .collect();
+            })
+            .collect()
+    };
+    let shards = &committed.manifest.shards;
+    let per_shard: Vec<RecordBatch> = match limit {
+        None => shards
+            .par_iter()
+            .map(read_shard)
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect(),
+        Some(limit) => {
+            let mut out = Vec::new();
+            let mut rows = 0;
+            for s in shards {
+                if rows >= limit {
+                    break;
+                }
+                for b in read_shard(s)? {
+                    let take = b.num_rows().min(limit - rows);
+                    rows += take;
+                    out.push(b.slice(0, take));
+                }
+            }
+            out
+        }
+    };
     let schema = match per_shard.first() {
         Some(b) => b.schema(),
         None => Arc::new(Schema::empty()),

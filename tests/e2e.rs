@@ -213,9 +213,43 @@ fn tiny_pipeline_end_to_end_with_a_report() {
         "data-pair=\"refined-vs-real\"",
         "id=\"pixel-stats\"",
         "src=\"spectrum.svg\"",
+        "id=\"pupil\"",
+        "src=\"nearest.png\"",
+        "href=\"turing.html\"",
     ] {
         assert!(html.contains(needle), "report lacks {needle}");
     }
+    // The pupil measure: per pair in the score table (pixels), aggregated in the report.
+    let pupil = q(
+        "runs/tiny/score",
+        "SELECT eval_set, count(*) AS n, min(error_px) AS lo, max(error_px) AS hi, count(error_deg) AS deg FROM data WHERE estimator = 'pupil-centre' GROUP BY eval_set ORDER BY eval_set",
+    );
+    let sets: Vec<&str> = pupil
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["eval_set"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sets,
+        ["pupil-refined", "pupil-shift", "pupil-synthetic"],
+        "{pupil}"
+    );
+    for r in pupil.as_array().unwrap() {
+        let n = r["n"].as_i64().unwrap();
+        // Most of the 32 drift pairs have a visible pupil; distances are pixels inside the eye.
+        assert!((16..=32).contains(&n), "{r}");
+        assert!(
+            r["lo"].as_f64().unwrap() >= 0.0 && r["hi"].as_f64().unwrap() < 30.0,
+            "{r}"
+        );
+        assert_eq!(r["deg"], 0, "pupil rows carry no angle: {r}");
+    }
+    let shift = q(
+        "runs/tiny/report",
+        "SELECT value FROM data WHERE estimator = 'pupil-centre' AND eval_set = 'pupil-shift' AND metric = 'mean_px'",
+    );
+    assert!(shift[0]["value"].as_f64().unwrap() >= 0.0, "{shift}");
     // The realism judge: the three pairs, each AUC a probability, also in the report's figures.
     let judged = q(
         "runs/tiny/judge",
@@ -289,11 +323,63 @@ fn tiny_pipeline_report_images_load_in_chromium() {
     let html = std::fs::read_to_string(&html_file).unwrap();
     let dom = util::chromium_dom(&html_file);
     let images = html.matches("<img ").count();
-    assert_eq!(images, 5, "samples, % within d, losses, accuracy, spectrum");
+    assert_eq!(
+        images, 6,
+        "samples, % within d, losses, accuracy, spectrum, nearest real"
+    );
     assert!(
         dom.contains(&format!("data-images-loaded=\"{images}/{images}\"")),
         "every image must decode in Chromium; DOM:\n{dom}"
     );
+}
+
+/// The report's Turing test page, driven in Chromium by a script that clicks one answer.
+fn turing_session(strategy: &str) -> Value {
+    let html_file = tiny_report_html(tiny_run());
+    util::turing_click(&html_file.with_file_name("turing.html"), strategy)
+}
+
+#[test]
+#[ignore = "needs Chromium and ChromeDriver (SIMGAN_CHROMIUM): ci/test.sh installs them"]
+fn a_subject_who_always_answers_real_scores_chance_on_the_turing_page() {
+    // The page shows as many refined as real images: every real test image of the tiny run
+    // (about a quarter of 96), so an always-"real" (or always-"refined") subject is right on half.
+    for strategy in ["real", "refined", "keys-real"] {
+        let r = turing_session(strategy);
+        let n = r["total"].as_i64().unwrap();
+        assert!(n >= 16 && n % 2 == 0 && r["clicks"] == n, "{r}");
+        assert_eq!(r["correct"], n / 2, "{strategy}: {r}");
+        assert_eq!(r["accuracy"], 50.0, "{r}");
+        assert_eq!(r["p_value"], 1.0, "{r}");
+        assert_eq!(
+            r["progress_first"][0],
+            "Image 1 of ".to_string() + &n.to_string(),
+            "{r}"
+        );
+        assert_eq!(r["progress_last"][0], format!("Image {n} of {n}"), "{r}");
+        // The downloadable answers: one per image, each image once, half of them real.
+        let a = &r["answers"];
+        assert_eq!(
+            (a["correct"].as_i64(), a["total"].as_i64()),
+            (Some(n / 2), Some(n)),
+            "{a}"
+        );
+        let answers = a["answers"].as_array().unwrap();
+        let answer = if strategy == "refined" {
+            "refined"
+        } else {
+            "real"
+        };
+        assert!(answers.iter().all(|x| x["answer"] == answer), "{a}");
+        let ids: std::collections::BTreeSet<&str> =
+            answers.iter().map(|x| x["id"].as_str().unwrap()).collect();
+        assert_eq!(ids.len() as i64, n, "every image shown once: {a}");
+        let real = answers.iter().filter(|x| x["truth"] == "real").count() as i64;
+        assert_eq!(real, n / 2, "{a}");
+        for x in answers {
+            assert_eq!(x["correct"], x["truth"] == x["answer"], "{x}");
+        }
+    }
 }
 
 #[test]

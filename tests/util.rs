@@ -205,6 +205,17 @@ pub fn chromium_dom(page: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The report's Turing test page answered by `ci/turing_click.py` in headless Chromium through
+/// ChromeDriver (`strategy`: real | refined | keys-real): what the page showed at the end.
+pub fn turing_click(page: &Path, strategy: &str) -> serde_json::Value {
+    let python = std::env::var("SIMGAN_PYTHON").expect("SIMGAN_PYTHON (set by ci/test.sh)");
+    let out = ok(Command::new(python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("ci/turing_click.py"))
+        .arg(page)
+        .arg(strategy));
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
 /// Hugging Face `datasets` loading each shard folder (`ci/hf_load.py`): one JSON report each.
 pub fn hf_load(folders: &[PathBuf]) -> Vec<serde_json::Value> {
     let python = std::env::var("SIMGAN_PYTHON")

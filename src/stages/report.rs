@@ -5,7 +5,10 @@
 //! With a `judge` input, a realism section: the realism judge's AUCs (synthetic, refined and
 //! real against held-out real images; [`super::judge`]), each set's pixel statistics, and a
 //! check when refinement left the judge where the synthetic images were.
-//! Charts are SVG ([`crate::charts`]); the grid is a PNG. The figures are also the stage's shard
+//! Charts are SVG ([`crate::charts`]); the grids are PNGs: the first samples (synthetic | refined |
+//! real) and a larger one of refined images between their synthetic input and their nearest real
+//! image. With refined and real inputs, `turing.html` beside the page is the visual Turing test
+//! ([`crate::turing`]). The figures are also the stage's shard
 //! (`report_summary` schema, one row per estimator, evaluation set and metric) for machines, and
 //! `headline.json` (the task, its one-line headline and the checks) is what `simgan run` prints
 //! at the end and `simgan report ROOT` prints again ([`Finding`]).
@@ -20,9 +23,13 @@ use super::judge::JudgeReport;
 use super::{InputKind, InputSpec, StageCtx, StageKind, UnitOutput, UnitSpec, common};
 use crate::charts::{esc, smooth, svg_chart};
 use crate::error::{Error, Result};
-use crate::params::ParamSpec;
-use crate::sample::{self, SampleImage};
+use crate::params::{ParamSpec, ParamType};
+use crate::sample::{self, Pixels, SampleImage};
 use crate::task::{Figure, Section, Tasks};
+use crate::turing::TuringImage;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
 
 /// `headline.json`: what a reader of the run's log needs first.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -143,6 +150,140 @@ const INPUTS: &[InputSpec] = &[
         doc: "Real samples (sample grid)",
     },
 ];
+
+const PARAMS: &[ParamSpec] = &[
+    ParamSpec::new(
+        "turing_images",
+        ParamType::Int { min: 0, max: 1000 },
+        "50",
+        "Refined and as many real images on the visual Turing test page (paper: 50 + 50 per subject; 0 = no page)",
+    ),
+    ParamSpec::new(
+        "nearest_samples",
+        ParamType::Int { min: 0, max: 256 },
+        "24",
+        "Refined images shown beside their synthetic input and their nearest real image (0 = no grid)",
+    ),
+    ParamSpec::new(
+        "seed",
+        ParamType::Int {
+            min: 0,
+            max: i64::MAX,
+        },
+        "7",
+        "Seed for picking the Turing test's images",
+    ),
+];
+
+/// At most this many rows of an input are read for the Turing page and the nearest-real grid
+/// (from its first shards), so a report on 1.2M images reads a few shards, not all.
+const POOL: usize = 2000;
+
+/// Up to `limit` rows of sample input `role` (of `split`, if it has any such rows), with ids.
+fn pool(
+    ctx: &StageCtx,
+    role: &str,
+    split: Option<&str>,
+    limit: usize,
+) -> Result<Vec<(String, SampleImage)>> {
+    let c = ctx.stage_input(role)?;
+    let mut loaded = sample::load_limited(ctx.root, c, split, Some(limit))?;
+    if loaded.images.is_empty() && split.is_some() {
+        loaded = sample::load_limited(ctx.root, c, None, Some(limit))?;
+    }
+    let ids = loaded.ids()?;
+    let ids: Vec<String> = (0..ids.len()).map(|i| ids.value(i).to_string()).collect();
+    Ok(ids.into_iter().zip(loaded.images).collect())
+}
+
+/// The visual Turing test page: `per_class` refined and as many real images (the real test
+/// split where there is one), picked with `seed`.
+fn turing(ctx: &StageCtx, per_class: usize, seed: u64) -> Result<Option<(String, usize)>> {
+    if per_class == 0 || !(ctx.inputs.contains_key("refined") && ctx.inputs.contains_key("real")) {
+        return Ok(None);
+    }
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut pick = |mut v: Vec<(String, SampleImage)>, real: bool| -> Vec<TuringImage> {
+        v.shuffle(&mut rng);
+        v.into_iter()
+            .take(per_class)
+            .map(|(id, image)| TuringImage { id, real, image })
+            .collect()
+    };
+    let refined = pick(pool(ctx, "refined", None, POOL)?, false);
+    let real = pick(pool(ctx, "real", Some("test"), POOL)?, true);
+    let n = refined.len().min(real.len());
+    if n == 0 {
+        return Ok(None);
+    }
+    let images: Vec<TuringImage> = refined
+        .into_iter()
+        .take(n)
+        .chain(real.into_iter().take(n))
+        .collect();
+    let title = format!("simgan run, report stage `{}`", ctx.stage);
+    Ok(Some((crate::turing::page(&images, &title)?, n)))
+}
+
+/// Pixel values of an image in [0, 1], for nearest-neighbour search.
+fn unit_pixels(img: &SampleImage) -> Vec<f32> {
+    match &img.pixels {
+        Pixels::U8(p) => p.iter().map(|&v| f32::from(v) / 255.0).collect(),
+        Pixels::U16(p) => p.iter().map(|&v| f32::from(v) / 65535.0).collect(),
+    }
+}
+
+/// The first `n` refined images, each between its synthetic input (above) and the real
+/// training image nearest to it in pixel space (below), in blocks of 8 columns.
+fn nearest_grid(ctx: &StageCtx, n: usize) -> Result<Option<Vec<u8>>> {
+    if n == 0
+        || !["synthetic", "refined", "real"]
+            .iter()
+            .all(|r| ctx.inputs.contains_key(*r))
+    {
+        return Ok(None);
+    }
+    let refined = pool(ctx, "refined", None, n)?;
+    let synthetic: std::collections::HashMap<String, SampleImage> =
+        pool(ctx, "synthetic", None, POOL.max(4 * n))?
+            .into_iter()
+            .collect();
+    let real = pool(ctx, "real", Some("train"), POOL)?;
+    let real_px: Vec<Vec<f32>> = real.iter().map(|(_, i)| unit_pixels(i)).collect();
+    let mut triples = Vec::new();
+    for (id, r) in &refined {
+        let Some(s) = synthetic.get(id) else { continue };
+        let rp = unit_pixels(r);
+        let nearest = real_px
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.len() == rp.len())
+            .map(|(k, p)| {
+                (
+                    k,
+                    p.iter()
+                        .zip(&rp)
+                        .map(|(a, b)| (a - b) * (a - b))
+                        .sum::<f32>(),
+                )
+            })
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((k, _)) = nearest {
+            triples.push((s.clone(), r.clone(), real[k].1.clone()));
+        }
+    }
+    if triples.is_empty() {
+        return Ok(None);
+    }
+    let mut rows: Vec<Vec<SampleImage>> = Vec::new();
+    for block in triples.chunks(8) {
+        rows.push(block.iter().map(|t| t.0.clone()).collect());
+        rows.push(block.iter().map(|t| t.1.clone()).collect());
+        rows.push(block.iter().map(|t| t.2.clone()).collect());
+    }
+    let refs: Vec<&[SampleImage]> = rows.iter().map(|r| r.as_slice()).collect();
+    common::grid_png(&refs, 3, "nearest-real grid").map(Some)
+}
 
 /// Loss and accuracy curves from a train-refiner stage's metrics.
 fn loss_curves(ctx: &StageCtx) -> Result<Option<(String, String)>> {
@@ -430,8 +571,17 @@ fn summary_batch(figures: &[Figure]) -> Result<RecordBatch> {
     })
 }
 
+/// Which of the page's images and links were written beside it.
+struct Extras {
+    grid: bool,
+    curves: bool,
+    nearest: bool,
+    /// Images per class on the Turing page, if there is one.
+    turing: Option<usize>,
+}
+
 /// The HTML page: headline, checks, samples, the task's section, training curves, drift.
-fn html(task: &str, sec: &Section, has_grid: bool, has_curves: bool, ctx: &StageCtx) -> String {
+fn html(task: &str, sec: &Section, extras: &Extras, ctx: &StageCtx) -> String {
     let mut h = String::new();
     h.push_str("<!doctype html><html><head><meta charset=\"utf-8\"><title>simgan report</title><style>body{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222}table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}th{background:#f4f4f4}td:first-child{text-align:left}img{max-width:100%;border:1px solid #ddd}.gain{font-size:1.3em}.warn{background:#fff4e5;border:1px solid #f0a040;padding:4px 12px}</style></head><body>");
     let _ = write!(
@@ -455,11 +605,20 @@ fn html(task: &str, sec: &Section, has_grid: bool, has_curves: bool, ctx: &Stage
         }
         h.push_str("</ul></div>");
     }
-    if has_grid {
+    if extras.grid {
         h.push_str("<h2>Samples</h2><p>Rows: synthetic | the same images refined | real.</p><img id=\"samples\" src=\"samples.png\" alt=\"sample grid\">");
     }
+    if let Some(n) = extras.turing {
+        let _ = write!(
+            h,
+            "<p>Judge for yourself: the <a id=\"turing\" href=\"turing.html\">visual Turing test</a> shows {n} refined and {n} real images one at a time in random order and ends with your accuracy and its p-value against chance (the paper: people told refined from real eyes 517 times in 1,000; raw synthetic ones 162 in 200).</p>"
+        );
+    }
     h.push_str(&sec.body);
-    if has_curves {
+    if extras.nearest {
+        h.push_str("<h2>Refined images and their nearest real image</h2><p>In blocks of three rows: synthetic | the same images refined | the real training image nearest to each refined one (Euclidean distance of the pixels). A refiner that copies real images would show twins in the last two rows; one that changed nothing, refined images unlike any real one.</p><img id=\"nearest\" src=\"nearest.png\" alt=\"refined images beside their nearest real images\">");
+    }
+    if extras.curves {
         h.push_str("<h2>Training</h2><img id=\"losses\" src=\"losses.svg\" alt=\"loss curves\"><img id=\"accuracy\" src=\"accuracy.svg\" alt=\"discriminator accuracy\">");
     }
     if let Some(d) = &sec.drift {
@@ -480,10 +639,10 @@ impl StageKind for Report {
         "Write the HTML report: samples, losses, the task's scores and baseline, label drift"
     }
     fn code_version(&self) -> &'static str {
-        "5"
+        "6"
     }
     fn params(&self) -> &'static [ParamSpec] {
-        &[]
+        PARAMS
     }
     fn inputs(&self) -> &'static [InputSpec] {
         INPUTS
@@ -548,16 +707,31 @@ impl StageKind for Report {
         if let Some(png) = &grid {
             out.artifact("samples.png", png.clone())?;
         }
+        let nearest = nearest_grid(ctx, ctx.params.usize("nearest_samples")?)?;
+        if let Some(png) = &nearest {
+            out.artifact("nearest.png", png.clone())?;
+        }
+        let turing = turing(
+            ctx,
+            ctx.params.usize("turing_images")?,
+            ctx.params.int("seed")? as u64,
+        )?;
+        if let Some((page, _)) = &turing {
+            out.artifact("turing.html", page.clone())?;
+        }
+        let extras = Extras {
+            grid: grid.is_some(),
+            curves: curves.is_some(),
+            nearest: nearest.is_some(),
+            turing: turing.as_ref().map(|t| t.1),
+        };
         for w in &sec.checks {
             tracing::warn!(stage = ctx.stage, "{w}");
         }
         if let Some(line) = &sec.headline_text {
             tracing::info!(stage = ctx.stage, task = %name, "{line}");
         }
-        out.artifact(
-            "report.html",
-            html(&name, &sec, grid.is_some(), curves.is_some(), ctx),
-        )?;
+        out.artifact("report.html", html(&name, &sec, &extras, ctx))?;
         let headline = Headline {
             task: name.clone(),
             headline: sec.headline_text.clone(),

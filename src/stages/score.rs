@@ -261,7 +261,7 @@ impl StageKind for Score {
         "Score estimators on the real test split with their task's metrics, baseline and label drift"
     }
     fn code_version(&self) -> &'static str {
-        "4"
+        "5"
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
@@ -339,6 +339,9 @@ impl StageKind for Score {
             test: &test.batch,
             estimators: &predictions,
             drift_rows: pairs.as_ref().map(|(s, _)| &s.batch),
+            drift_images: pairs
+                .as_ref()
+                .map(|(s, r)| (s.images.as_slice(), r.as_slice())),
         })?;
         out.write(&scored.rows)?;
         for line in &scored.log {

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::nn::HeadLoss;
+use crate::sample::SampleImage;
 
 mod classification;
 mod regression;
@@ -89,6 +90,9 @@ pub struct ScoreInput<'a> {
     pub estimators: &'a [Predictions],
     /// The synthetic rows of the drift pairs (labels), in the order of `Predictions::drift`.
     pub drift_rows: Option<&'a RecordBatch>,
+    /// The drift pairs' images: (synthetic, refined), in the order of `drift_rows`, for a task's
+    /// direct geometric measure (gaze: the pupil centre).
+    pub drift_images: Option<(&'a [SampleImage], &'a [SampleImage])>,
 }
 
 /// The output of [`Task::score`].

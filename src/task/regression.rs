@@ -513,6 +513,7 @@ mod tests {
                 test: &test,
                 estimators: &[est],
                 drift_rows: None,
+                drift_images: None,
             })
             .unwrap_or_else(|e| panic!("{e}"));
         let s: Summary = serde_json::from_value(scored.summary).unwrap_or_else(|e| panic!("{e}"));

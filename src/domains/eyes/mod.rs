@@ -1,7 +1,7 @@
 //! The eye-gaze domain (the paper's first experiment): the `eye_sample` schema ([`rows`]), the
 //! procedural eye generator ([`render`], kind `generate-eyes` in [`generate`]), the UnityEyes and
-//! MPIIGaze ingesters ([`unityeyes`], [`mpiigaze`], [`mat`]; kinds in [`ingest`]) and the `gaze`
-//! task ([`task`]).
+//! MPIIGaze ingesters ([`unityeyes`], [`mpiigaze`], [`mat`]; kinds in [`ingest`]), the `gaze`
+//! task ([`task`]) and the pupil-centre measure of label preservation ([`pupil`]).
 //!
 //! **Gaze convention (the one used in every shard):** a unit 3-vector in the OpenCV camera frame of
 //! the eye image — x to the image right, y down, z away from the camera — pointing where the eye
@@ -15,6 +15,7 @@ pub mod generate;
 pub mod ingest;
 pub mod mat;
 pub mod mpiigaze;
+pub mod pupil;
 pub mod render;
 pub mod rows;
 pub mod task;

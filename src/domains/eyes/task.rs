@@ -6,17 +6,20 @@
 //! per sample, aggregated with polars into mean / median / std and % within d° for d = 0…20,
 //! beside the constant `mean-gaze` predictor (the test set's mean gaze direction for every
 //! image). Label drift: the angle between the oracle's predictions on a synthetic eye and on its
-//! refinement. The report section carries the paper's Table 3 / Table 2 numbers.
+//! refinement, and, where the drift pairs carry the generator's landmarks, the pupil centre
+//! measured in both images ([`super::pupil`]: rows of estimator `pupil-centre`, in px). The report
+//! section carries the paper's Table 3 / Table 2 numbers.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, FixedSizeListArray, Float32Array, RecordBatch};
+use arrow::array::{Array, ArrayRef, FixedSizeListArray, Float32Array, ListArray, RecordBatch};
 use arrow::datatypes::{DataType as ArrowType, Schema};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::angular_error_deg;
+use super::pupil::{EyeLandmarks, PupilPair, pupil_shifts};
 use crate::charts::{esc, svg_chart};
 use crate::error::{Error, Result};
 use crate::nn::HeadLoss;
@@ -63,6 +66,87 @@ pub struct Summary {
 struct SummaryFile {
     task: String,
     rows: Vec<Summary>,
+    /// The pupil-centre measure on the drift pairs, when their landmarks are known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pupil: Option<PupilSummary>,
+}
+
+/// Score rows of the pupil measure carry this estimator name.
+pub const PUPIL_CENTRE: &str = "pupil-centre";
+
+/// The pupil-centre measure over the drift pairs ([`super::pupil`]), pixels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PupilSummary {
+    /// Pairs measured.
+    pub n: u64,
+    /// Pairs with landmarks where the pupil was not found in one of the two images.
+    pub missed: u64,
+    /// Mean |c(refined) − c(synthetic)|.
+    pub shift_mean_px: f64,
+    /// Its standard deviation.
+    pub shift_std_px: f64,
+    /// Its median.
+    pub shift_median_px: f64,
+    /// Mean distance of the synthetic image's measured centre from the generator's (the
+    /// measure's own error).
+    pub synthetic_error_px: f64,
+    /// Mean distance of the refined image's measured centre from the generator's.
+    pub refined_error_px: f64,
+}
+
+impl PupilSummary {
+    fn of(pairs: &[PupilPair], missed: usize) -> Option<PupilSummary> {
+        if pairs.is_empty() {
+            return None;
+        }
+        let n = pairs.len() as f64;
+        let mean =
+            |f: fn(&PupilPair) -> f32| pairs.iter().map(|p| f64::from(f(p))).sum::<f64>() / n;
+        let shift_mean_px = mean(|p| p.shift);
+        let var = pairs
+            .iter()
+            .map(|p| (f64::from(p.shift) - shift_mean_px).powi(2))
+            .sum::<f64>()
+            / (n - 1.0).max(1.0);
+        let mut sorted: Vec<f64> = pairs.iter().map(|p| f64::from(p.shift)).collect();
+        sorted.sort_by(f64::total_cmp);
+        let mid = sorted.len() / 2;
+        let shift_median_px = if sorted.len().is_multiple_of(2) {
+            0.5 * (sorted[mid - 1] + sorted[mid])
+        } else {
+            sorted[mid]
+        };
+        Some(PupilSummary {
+            n: pairs.len() as u64,
+            missed: missed as u64,
+            shift_mean_px,
+            shift_std_px: var.sqrt(),
+            shift_median_px,
+            synthetic_error_px: mean(|p| p.synthetic_error),
+            refined_error_px: mean(|p| p.refined_error),
+        })
+    }
+}
+
+/// The generator's landmarks of every row (`None` where the column is absent, null or of
+/// another layout).
+fn landmarks_column(batch: &RecordBatch) -> Vec<Option<EyeLandmarks>> {
+    let Some(col) = batch
+        .column_by_name("landmarks")
+        .and_then(|c| c.as_any().downcast_ref::<ListArray>())
+    else {
+        return vec![None; batch.num_rows()];
+    };
+    (0..col.len())
+        .map(|i| {
+            if !col.is_valid(i) {
+                return None;
+            }
+            let v = col.value(i);
+            let f = v.as_any().downcast_ref::<Float32Array>()?;
+            EyeLandmarks::from_flat(f.values())
+        })
+        .collect()
 }
 
 fn gaze_column(batch: &RecordBatch, label: &str, what: &str) -> Result<Vec<[f32; 3]>> {
@@ -297,7 +381,7 @@ impl Task for Gaze {
             Column::new("error_deg".into(), errors.clone()),
         ])?;
         let summary = summarize(df)?;
-        let log = summary
+        let mut log: Vec<String> = summary
             .iter()
             .filter(|s| s.eval_set == "real-test")
             .map(|s| {
@@ -307,20 +391,54 @@ impl Task for Gaze {
                 )
             })
             .collect();
+        // The pupil centre, measured directly on the drift pairs (rows in px, not degrees).
+        let mut errors: Vec<Option<f32>> = errors.into_iter().map(Some).collect();
+        let mut px: Vec<Option<f32>> = vec![None; errors.len()];
+        let mut pupil = None;
+        if let (Some(rows), Some((syn, refd))) = (input.drift_rows, input.drift_images) {
+            let (pairs, missed) = pupil_shifts(syn, refd, &landmarks_column(rows));
+            let dids = crate::task::string_col(rows, "id")?;
+            let how = "measured: darkness-weighted centroid around the generator's iris centre";
+            let mut measured = Vec::new();
+            for (i, p) in pairs.iter().enumerate() {
+                let Some(p) = p else { continue };
+                for (set, v) in [
+                    ("pupil-shift", p.shift),
+                    ("pupil-synthetic", p.synthetic_error),
+                    ("pupil-refined", p.refined_error),
+                ] {
+                    keys.push(PUPIL_CENTRE, how, set, dids.value(i));
+                    errors.push(None);
+                    px.push(Some(v));
+                }
+                measured.push(*p);
+            }
+            pupil = PupilSummary::of(&measured, missed);
+        }
+        if let Some(p) = &pupil {
+            log.push(format!(
+                "pupil centre moved {:.2} ± {:.2} px by refinement (n = {})",
+                p.shift_mean_px, p.shift_std_px, p.n
+            ));
+        }
         let rows = keys.batch(
             self.score_schema(),
-            vec![Arc::new(Float32Array::from(errors)) as ArrayRef],
+            vec![
+                Arc::new(Float32Array::from(errors)) as ArrayRef,
+                Arc::new(Float32Array::from(px)) as ArrayRef,
+            ],
         )?;
         let summary = crate::task::to_summary(&SummaryFile {
             task: self.name().into(),
             rows: summary,
+            pupil,
         })?;
         Ok(Scored { rows, summary, log })
     }
 
     fn report(&self, summary: &serde_json::Value) -> Result<Section> {
         let file: SummaryFile = crate::task::from_summary(summary)?;
-        let summary = file.rows;
+        let (summary, pupil) = (file.rows, file.pupil);
         let test: Vec<&Summary> = ESTIMATOR_ROLES
             .iter()
             .filter_map(|r| {
@@ -413,8 +531,37 @@ impl Task for Gaze {
                     a.mean_deg, b.mean_deg
                 );
             }
+            if let Some(q) = &pupil {
+                let _ = write!(
+                    p,
+                    " <span id=\"pupil\">Measured directly in the images (darkness-weighted centroid), refinement moved the pupil centre by <b>{:.2} ± {:.2} px</b> (median {:.2}, n = {}); the measured centre is {:.2} px from the generator's on synthetic images and {:.2} px on refined ones.</span>",
+                    q.shift_mean_px,
+                    q.shift_std_px,
+                    q.shift_median_px,
+                    q.n,
+                    q.synthetic_error_px,
+                    q.refined_error_px
+                );
+            }
             p.push_str("</p>");
             sec.drift = Some(p);
+        }
+        if let Some(q) = &pupil {
+            for (set, metric, value) in [
+                ("pupil-shift", "mean_px", q.shift_mean_px),
+                ("pupil-shift", "std_px", q.shift_std_px),
+                ("pupil-shift", "median_px", q.shift_median_px),
+                ("pupil-synthetic", "mean_px", q.synthetic_error_px),
+                ("pupil-refined", "mean_px", q.refined_error_px),
+            ] {
+                sec.figures.push(Figure {
+                    estimator: PUPIL_CENTRE.into(),
+                    eval_set: set.into(),
+                    metric: metric.into(),
+                    value,
+                    n: q.n,
+                });
+            }
         }
         for s in &summary {
             for (metric, value) in [
