@@ -247,7 +247,11 @@ fn the_classification_report_images_load_in_chromium() {
     let html = std::fs::read_to_string(&html_file).unwrap();
     let dom = util::chromium_dom(&html_file);
     let images = html.matches("<img ").count();
-    assert_eq!(images, 4, "samples, losses, accuracy, spectrum");
+    assert_eq!(
+        images, 5,
+        "samples, losses, accuracy, spectrum, nearest-real grid"
+    );
+    assert!(html.contains("src=\"nearest.png\""), "nearest-real grid");
     assert!(
         dom.contains(&format!("data-images-loaded=\"{images}/{images}\"")),
         "every image must decode in Chromium; DOM:\n{dom}"
