@@ -166,7 +166,7 @@ params = {{ batch_size = 256 }}
         .iter()
         .find(|a| a.path.ends_with("refiner.safetensors"))
         .ok_or_else(|| Error::stage("bench", "no weights"))?;
-    let weights = root.get_required(&weights_path.path)?;
+    let weights = crate::shards::fetch(&root, weights_path)?;
     let images = crate::sample::load(&root, &committed, None)?.images;
     let device = Default::default();
     let (model, _) = crate::nn::load_refiner::<crate::nn::CpuBackend>(&weights, &device)?;
@@ -317,7 +317,7 @@ fn demo_errors(root: &Root) -> Result<DemoFigures> {
     let mut labels = serde_json::Map::new();
     let mut name = String::new();
     for s in &committed.manifest.shards {
-        for b in crate::shards::read(root, &s.path, Some(crate::schema::get("report_summary")?))? {
+        for b in crate::shards::read(root, s, Some(crate::schema::get("report_summary")?))? {
             let col = |name: &str| b.column_by_name(name).cloned();
             let (Some(est), Some(set), Some(metric), Some(value)) = (
                 col("estimator"),

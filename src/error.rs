@@ -63,12 +63,35 @@ pub enum Error {
     #[error("schema mismatch in `{path}`: {detail}")]
     Schema { path: String, detail: String },
 
-    /// A shard's bytes no longer match the checksum recorded when it was written.
-    #[error("checksum mismatch for `{path}`: recorded {expected}, found {found}")]
-    Checksum {
-        path: String,
-        expected: String,
-        found: String,
+    /// A stored object no longer matches the size or sha256 its manifest (or unit record)
+    /// recorded: it was changed, truncated or removed after it was committed.
+    #[error(
+        "`{path}` is damaged: {detail}; rebuild its version with `simgan run … --verify` (or check it with `simgan verify`)"
+    )]
+    Damaged { path: String, detail: String },
+
+    /// A manifest that cannot be trusted: a shard or artifact path outside its version folder,
+    /// or a body whose stage or version differs from where it is stored.
+    #[error("manifest `{manifest}` refused: {reason}")]
+    BadManifest { manifest: String, reason: String },
+
+    /// The version a writer was writing has been committed (by another writer, or earlier).
+    #[error("stage `{stage}`: version {version} is already committed ({manifest})")]
+    AlreadyCommitted {
+        stage: String,
+        version: u64,
+        manifest: String,
+    },
+
+    /// Another writer replaced this writer's attempt at a version (other params, a new run); this
+    /// writer stopped without writing into the version folder again.
+    #[error(
+        "stage `{stage}`: the attempt writing `{prefix}` was replaced by another writer ({reason}); this writer stopped"
+    )]
+    AttemptReplaced {
+        stage: String,
+        prefix: String,
+        reason: String,
     },
 
     /// Another run holds the root's lease.
@@ -201,6 +224,13 @@ pub enum PipelineError {
         role: String,
         expected: &'static str,
         value: String,
+    },
+    /// A pipeline or stage name that cannot be a folder, job or file name.
+    #[error("{what} name `{name}`: {reason}")]
+    BadName {
+        what: &'static str,
+        name: String,
+        reason: String,
     },
     /// The stages' inputs form a cycle.
     #[error("cycle between stages: {0}")]

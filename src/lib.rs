@@ -4,7 +4,8 @@
 //! The crate is a library with a thin binary (`src/main.rs`). Layout:
 //! - [`storage`]: run roots on object storage (local, memory, S3, GCS, Azure) and create-if-absent.
 //! - [`pipeline`] and [`params`]: pipeline TOML → validated plan.
-//! - [`manifest`], [`shards`], [`schema`]: the on-storage format of a stage version.
+//! - [`manifest`], [`shards`], [`schema`]: the on-storage format of a stage version; [`verify`]:
+//!   stored versions checked against their manifests.
 //! - [`lease`]: one run per root at a time.
 //! - [`runner`]: staleness, execution, resume, commit.
 //! - [`stages`]: the stage-kind interface and the S+U drivers (refiner, refine, estimators,
@@ -43,5 +44,6 @@ pub mod storage;
 pub mod submit;
 pub mod task;
 pub mod turing;
+pub mod verify;
 
 pub use error::{Error, Result};

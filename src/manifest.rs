@@ -181,12 +181,74 @@ pub fn versions(root: &Root, stage: &str) -> Result<Vec<u64>> {
     Ok(out)
 }
 
-/// Read one committed version.
+/// Read one committed version, refusing a manifest that does not belong where it is stored or
+/// that names objects outside its version folder (see [`validate`]).
 pub fn read(root: &Root, stage: &str, version: u64) -> Result<Option<Committed>> {
     let rel = manifest_path(stage, version);
     match root.get(&rel)? {
-        Some(bytes) => parse(&bytes, &root.url_of(&rel)).map(Some),
+        Some(bytes) => {
+            let name = root.url_of(&rel);
+            let committed = parse(&bytes, &name)?;
+            validate(&committed.manifest, stage, version, &name)?;
+            Ok(Some(committed))
+        }
         None => Ok(None),
+    }
+}
+
+/// Check that a manifest read from `<stage>/_manifests/<version>.json` (named `name` in errors)
+/// is that version's: its body's stage, version and data folder match the location, and every
+/// shard and artifact path is a plain relative path inside the data folder (no `..`, no
+/// absolute path, no empty or `.` component, no backslash or control character). A reader that
+/// trusts a manifest only after this check cannot be sent outside the version it asked for.
+pub fn validate(m: &Manifest, stage: &str, version: u64, name: &str) -> Result<()> {
+    let refuse = |reason: String| Error::BadManifest {
+        manifest: name.to_string(),
+        reason,
+    };
+    if m.stage != stage {
+        return Err(refuse(format!(
+            "its body names stage `{}`, but it is stored under stage `{stage}`",
+            m.stage
+        )));
+    }
+    if m.version != version {
+        return Err(refuse(format!(
+            "its body names version {}, but it is stored as version {version}",
+            m.version
+        )));
+    }
+    let prefix = data_prefix(stage, version);
+    if m.data_prefix != prefix {
+        return Err(refuse(format!(
+            "data_prefix `{}` is not this version's folder `{prefix}`",
+            m.data_prefix
+        )));
+    }
+    for info in m.shards.iter().chain(m.artifacts.iter()) {
+        check_inside(&prefix, &info.path)
+            .map_err(|why| refuse(format!("object path `{}` {why}", info.path.escape_debug())))?;
+    }
+    Ok(())
+}
+
+/// `Ok` when `path` is a plain relative path strictly inside the folder `prefix`; else why not.
+pub fn check_inside(prefix: &str, path: &str) -> std::result::Result<(), &'static str> {
+    if path.starts_with('/') {
+        return Err("is absolute");
+    }
+    if path.chars().any(|c| c == '\\' || c.is_control()) {
+        return Err("has a backslash or a control character");
+    }
+    if path
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return Err("has an empty, `.` or `..` component");
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) if rest.len() > 1 && rest.starts_with('/') => Ok(()),
+        _ => Err("is outside the version's folder"),
     }
 }
 
@@ -210,20 +272,39 @@ pub fn commit(root: &Root, manifest: &Manifest) -> Result<String> {
     if root.put_if_absent(&rel, bytes)? {
         Ok(digest)
     } else {
-        Err(Error::stage(
-            &manifest.stage,
-            format!(
-                "version {} was already committed by another writer ({})",
-                manifest.version,
-                root.url_of(&rel)
-            ),
-        ))
+        Err(Error::AlreadyCommitted {
+            stage: manifest.stage.clone(),
+            version: manifest.version,
+            manifest: root.url_of(&rel),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn object_paths_must_stay_inside_the_version_folder() {
+        let p = "gen/v00000001";
+        assert!(check_inside(p, "gen/v00000001/part-00000.parquet").is_ok());
+        assert!(check_inside(p, "gen/v00000001/_artifacts/a.png").is_ok());
+        for bad in [
+            "/etc/passwd",
+            "gen/v00000001/../../other/v00000001/part-00000.parquet",
+            "../x.parquet",
+            "gen/v00000002/part-00000.parquet",
+            "gen/v00000001",
+            "gen/v00000001/",
+            "gen/v00000001//x",
+            "gen/v00000001/./x",
+            "gen/v000000011/x",
+            "gen/v00000001/a\\..\\b",
+            "gen/v00000001/a\nb",
+        ] {
+            assert!(check_inside(p, bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn fingerprint_changes_with_each_part() {

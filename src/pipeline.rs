@@ -165,6 +165,10 @@ impl Pipeline {
         for o in overrides {
             apply_override(&mut raw, o)?;
         }
+        check_name("pipeline", &raw.name)?;
+        for name in raw.stages.keys() {
+            check_name("stage", name)?;
+        }
         let mut stages = BTreeMap::new();
         for (name, rs) in &raw.stages {
             stages.insert(
@@ -300,6 +304,32 @@ fn validate_stage(
         params,
         inputs,
     })
+}
+
+/// Pipeline and stage names become folder names, job names and log file names: letters, digits,
+/// `_`, `.` and `-` only, not starting with `_` (reserved for the root's own folders) or `.`.
+fn check_name(what: &'static str, name: &str) -> Result<(), PipelineError> {
+    let bad = |reason: &str| PipelineError::BadName {
+        what,
+        name: name.escape_debug().to_string(),
+        reason: reason.to_string(),
+    };
+    if name.is_empty() {
+        return Err(bad("empty"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        return Err(bad(&format!(
+            "`{}` is not allowed (use letters, digits, `_`, `.`, `-`)",
+            c.escape_debug()
+        )));
+    }
+    if name.starts_with('_') || name.starts_with('.') {
+        return Err(bad("must not start with `_` or `.`"));
+    }
+    Ok(())
 }
 
 /// Kahn's algorithm, ties broken by name; a leftover set is a cycle.

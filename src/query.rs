@@ -1,10 +1,12 @@
 //! Reading datasets back: SQL over a stage's shards with polars (local or on object storage) and
 //! export of any sample dataset's rows to PNG + CSV.
 //!
-//! Local shards are scanned by path, so polars prunes columns and row groups (statistics) as it
-//! reads the files. Remote shards are fetched through our own object_store (one client, the
-//! run's credentials) into memory buffers and scanned from there: projection and row-group
-//! pruning still apply to decoding, but every byte of the selected shards crosses the network.
+//! Shards of a committed version are verified as they are read: each is fetched once through our
+//! own object_store (one client, the run's credentials), its size and sha256 checked against the
+//! manifest while it streams in, and scanned from memory (projection and row-group pruning still
+//! apply to decoding). With verification off (`--no-verify`) local shards are scanned by path, so
+//! polars prunes columns and row groups as it reads the files; remote ones are still fetched
+//! whole. A folder of `.parquet` files without a manifest has nothing to verify against.
 
 use std::path::Path;
 
@@ -25,7 +27,9 @@ pub fn scan(ds: &Dataset) -> Result<LazyFrame> {
         hive_options,
         ..Default::default()
     };
-    let local_dir = local_folder(ds.root.url());
+    // Local shards are scanned in place unless they must be verified: a verified read hashes
+    // every byte anyway, so it reads each shard once into memory and scans that.
+    let local_dir = local_folder(ds.root.url()).filter(|_| !ds.verified());
     let sources = match local_dir {
         Some(dir) => {
             let paths: Vec<PlRefPath> = ds
@@ -37,8 +41,8 @@ pub fn scan(ds: &Dataset) -> Result<LazyFrame> {
         }
         None => {
             let mut bufs: Vec<polars_buffer::Buffer<u8>> = Vec::with_capacity(ds.shards.len());
-            for s in &ds.shards {
-                bufs.push(ds.root.get_required(s)?.to_vec().into());
+            for i in 0..ds.shards.len() {
+                bufs.push(ds.fetch(i)?.to_vec().into());
             }
             ScanSources::Buffers(bufs.into())
         }
@@ -73,9 +77,9 @@ pub fn export_samples(ds: &Dataset, limit: usize, out: &Path) -> Result<usize> {
     })?;
     let mut header: Option<Vec<String>> = None;
     let mut lines: Vec<String> = Vec::new();
-    'shards: for shard in &ds.shards {
+    'shards: for (si, shard) in ds.shards.iter().enumerate() {
         let url = ds.root.url_of(shard);
-        for batch in crate::shards::read(&ds.root, shard, None)? {
+        for batch in ds.read(si)? {
             crate::sample::check_common(&batch.schema(), &url)?;
             let ids = crate::sample::strings(&batch, "id", &url)?;
             let bytes = crate::sample::image_bytes(&batch, &url)?;

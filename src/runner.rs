@@ -26,6 +26,7 @@ use crate::pipeline::{Input, Pipeline, Stage};
 use crate::shards::{self, ShardInfo};
 use crate::stages::{PreparedInput, ResolvedInput, StageCtx, UnitOutput, UnitSpec};
 use crate::storage::{Root, redact};
+use crate::verify::Damage;
 
 /// Whether a stage's latest version matches what the pipeline asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +38,9 @@ pub enum State {
     Stale,
     /// No version exists.
     Missing,
+    /// The latest version has the expected fingerprint, but its stored objects no longer match
+    /// its manifest (only found with verification on: `--verify`).
+    Damaged,
 }
 
 /// The status of one stage.
@@ -74,6 +78,9 @@ pub struct RunOptions {
     pub lease_ttl: Duration,
     /// Show progress bars (when stderr is a terminal).
     pub progress: bool,
+    /// Verify the stored objects of up-to-date stages; a damaged one is rebuilt as a new
+    /// version (`--verify`).
+    pub verify: bool,
 }
 
 impl Default for RunOptions {
@@ -86,6 +93,7 @@ impl Default for RunOptions {
             wait: false,
             lease_ttl: Duration::from_secs(60),
             progress: false,
+            verify: false,
         }
     }
 }
@@ -99,6 +107,9 @@ pub struct Decision {
     pub run: bool,
     /// Why it runs or is skipped.
     pub reason: String,
+    /// It runs because its latest version failed verification.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub damaged: bool,
 }
 
 /// What one stage run did.
@@ -226,8 +237,19 @@ fn stale_reason(latest: &Manifest, stage: &Stage, refs: &BTreeMap<String, InputR
     "fingerprint differs".into()
 }
 
-/// Decide, from manifests alone, what `run` would do.
+/// Decide, from manifests alone (and, with `opts.verify`, the stored objects of up-to-date
+/// stages), what `run` would do.
 pub fn plan(pipeline: &Pipeline, root: &Root, opts: &RunOptions) -> Result<Vec<Decision>> {
+    plan_with(pipeline, root, opts, &[])
+}
+
+/// [`plan`], with `rebuild` stages treated as damaged without verifying them again.
+fn plan_with(
+    pipeline: &Pipeline,
+    root: &Root,
+    opts: &RunOptions,
+    rebuild: &[String],
+) -> Result<Vec<Decision>> {
     let selected: Vec<String> = if !opts.from.is_empty() {
         pipeline.downstream_of(&opts.from)?
     } else if !opts.only.is_empty() {
@@ -249,13 +271,17 @@ pub fn plan(pipeline: &Pipeline, root: &Root, opts: &RunOptions) -> Result<Vec<D
             .upstream()
             .find(|u| will_run.iter().any(|w| w == u))
             .map(str::to_string);
-        let (run, reason) = if let Some(u) = upstream_rerun {
-            (true, format!("upstream `{u}` reruns"))
+        let verify = opts.verify && !forced && !rebuild.contains(&stage.name);
+        let (run, reason, damaged) = if let Some(u) = upstream_rerun {
+            (true, format!("upstream `{u}` reruns"), false)
         } else {
-            match status_of(stage, root)? {
-                (State::UpToDate, _) if forced => (true, "forced".to_string()),
-                (State::UpToDate, _) => (false, "up to date".to_string()),
-                (_, reason) => (true, reason),
+            match status_of(stage, root, verify)? {
+                (State::UpToDate, _) if forced => (true, "forced".to_string(), false),
+                (State::UpToDate, _) if rebuild.contains(&stage.name) => {
+                    (true, "damaged (found before the lease)".to_string(), true)
+                }
+                (State::UpToDate, _) => (false, "up to date".to_string(), false),
+                (state, reason) => (true, reason, state == State::Damaged),
             }
         };
         if run {
@@ -265,13 +291,15 @@ pub fn plan(pipeline: &Pipeline, root: &Root, opts: &RunOptions) -> Result<Vec<D
             name: stage.name.clone(),
             run,
             reason,
+            damaged,
         });
     }
     Ok(out)
 }
 
-/// State and reason of one stage against the current manifests of its inputs.
-fn status_of(stage: &Stage, root: &Root) -> Result<(State, String)> {
+/// State and reason of one stage against the current manifests of its inputs; with `verify`, an
+/// up-to-date stage's stored objects are checked too.
+fn status_of(stage: &Stage, root: &Root, verify: bool) -> Result<(State, String)> {
     let latest = manifest::latest(root, &stage.name)?;
     let refs = match resolve_inputs(stage, root) {
         Ok((_, refs)) => refs,
@@ -295,21 +323,42 @@ fn status_of(stage: &Stage, root: &Root) -> Result<(State, String)> {
     Ok(match latest {
         None => (State::Missing, "never run".into()),
         Some(c) if c.manifest.fingerprint == parts.fingerprint() => {
-            (State::UpToDate, String::new())
+            let check = if verify {
+                Some(crate::verify::version(root, &c)?)
+            } else {
+                None
+            };
+            match check {
+                Some(check) if !check.ok() => (
+                    State::Damaged,
+                    format!(
+                        "latest version v{} is {}",
+                        c.manifest.version,
+                        check.summary()
+                    ),
+                ),
+                _ => (State::UpToDate, String::new()),
+            }
         }
         Some(c) => (State::Stale, stale_reason(&c.manifest, stage, &refs)),
     })
 }
 
-/// The status of every stage; a stage downstream of a stale or missing one is stale too.
-pub fn status(pipeline: &Pipeline, root: &Root) -> Result<Vec<StageStatus>> {
-    let decisions = plan(pipeline, root, &RunOptions::default())?;
+/// The status of every stage; a stage downstream of a stale, missing or damaged one is stale
+/// too. With `verify`, up-to-date stages' stored objects are checked against their manifests.
+pub fn status(pipeline: &Pipeline, root: &Root, verify: bool) -> Result<Vec<StageStatus>> {
+    let opts = RunOptions {
+        verify,
+        ..RunOptions::default()
+    };
+    let decisions = plan(pipeline, root, &opts)?;
     let mut out = Vec::new();
     for d in decisions {
         let latest = manifest::latest(root, &d.name)?;
         let state = match (&latest, d.run) {
             (_, false) => State::UpToDate,
             (None, true) => State::Missing,
+            (Some(_), true) if d.damaged => State::Damaged,
             (Some(_), true) => State::Stale,
         };
         let reason = if d.run { d.reason } else { String::new() };
@@ -346,8 +395,18 @@ pub fn run(pipeline: &Pipeline, root: &Root, opts: &RunOptions) -> Result<RunRep
         opts.lease_ttl,
         opts.wait,
     )?;
-    // Re-plan under the lease: another run may have committed while we waited.
-    let decisions = plan(pipeline, root, opts)?;
+    // Re-plan under the lease: another run may have committed while we waited. Stages found
+    // damaged are not verified a second time.
+    let damaged: Vec<String> = decisions
+        .iter()
+        .filter(|d| d.damaged)
+        .map(|d| d.name.clone())
+        .collect();
+    let unverified = RunOptions {
+        verify: false,
+        ..opts.clone()
+    };
+    let decisions = plan_with(pipeline, root, &unverified, &damaged)?;
     report.plan = decisions.clone();
     for d in decisions.iter().filter(|d| d.run) {
         let stage = pipeline.stage(&d.name)?;
@@ -360,11 +419,32 @@ pub fn run(pipeline: &Pipeline, root: &Root, opts: &RunOptions) -> Result<RunRep
     Ok(report)
 }
 
+/// `_attempt.json`: the work a version folder is being written for, and which attempt at it.
+/// Every writer of the folder (a run, each worker, a finalize step) adopts one attempt and checks,
+/// before each unit and before the commit, that the folder still holds exactly that attempt
+/// ([`Prepared::guard`]); a writer whose attempt was replaced stops without writing again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Attempt {
     fingerprint: String,
     plan_digest: String,
     units: usize,
+    /// Random id of this attempt (a new one whenever a writer starts the folder over).
+    #[serde(default)]
+    token: String,
+}
+
+impl Attempt {
+    /// Whether two attempts write the same work (they may share units).
+    fn same_work(&self, other: &Attempt) -> bool {
+        self.fingerprint == other.fingerprint
+            && self.plan_digest == other.plan_digest
+            && self.units == other.units
+    }
+}
+
+/// A fresh attempt id: 128 random bits as hex.
+fn new_token() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -480,6 +560,7 @@ impl<'a> Prepared<'a> {
                 fingerprint: String::new(),
                 plan_digest: String::new(),
                 units: 0,
+                token: String::new(),
             },
             started,
             started_at,
@@ -492,6 +573,7 @@ impl<'a> Prepared<'a> {
             fingerprint: p.fingerprint.clone(),
             plan_digest: shards::checksum(&plan_bytes),
             units: p.units.len(),
+            token: new_token(),
         };
         Ok(p)
     }
@@ -508,6 +590,98 @@ impl<'a> Prepared<'a> {
 
     fn attempt_rel(&self) -> String {
         format!("{}/_attempt.json", self.prefix)
+    }
+
+    /// Whether this writer may still write into its version folder: the version is not committed
+    /// and the folder's attempt is the one this writer adopted. Checked before every unit, before
+    /// a unit's shard becomes visible, before its record, and before the commit.
+    fn guard(&self) -> Result<()> {
+        let manifest_rel = manifest::manifest_path(&self.stage.name, self.version);
+        if self.root.size(&manifest_rel)?.is_some() {
+            return Err(Error::AlreadyCommitted {
+                stage: self.stage.name.clone(),
+                version: self.version,
+                manifest: self.root.url_of(&manifest_rel),
+            });
+        }
+        let replaced = |reason: &str| Error::AttemptReplaced {
+            stage: self.stage.name.clone(),
+            prefix: self.root.url_of(&self.prefix),
+            reason: reason.to_string(),
+        };
+        match read_json::<Attempt>(self.root, &self.attempt_rel())? {
+            Some(a) if a == self.attempt => Ok(()),
+            Some(a) if a.same_work(&self.attempt) => {
+                Err(replaced("a new attempt at the same work"))
+            }
+            Some(_) => Err(replaced("an attempt with other params, inputs or plan")),
+            None => Err(replaced("its attempt record is gone")),
+        }
+    }
+
+    /// Units whose recorded objects no longer match their records (another writer replaced a
+    /// shard after its record was written), with what is wrong with the first object of each.
+    fn damaged_units(&self, records: &BTreeMap<usize, UnitRecord>) -> Result<Vec<(usize, Damage)>> {
+        use rayon::prelude::*;
+        let objects: Vec<(usize, &ShardInfo)> = records
+            .values()
+            .flat_map(|r| {
+                r.shard
+                    .iter()
+                    .chain(r.artifacts.iter())
+                    .map(|o| (r.index, o))
+            })
+            .collect();
+        let found: Vec<Option<(usize, Damage)>> = objects
+            .par_iter()
+            .map(|(i, info)| {
+                Ok(shards::check(self.root, info)?.map(|detail| {
+                    (
+                        *i,
+                        Damage {
+                            path: info.path.clone(),
+                            detail,
+                        },
+                    )
+                }))
+            })
+            .collect::<Result<_>>()?;
+        let mut out: Vec<(usize, Damage)> = Vec::new();
+        for (i, d) in found.into_iter().flatten() {
+            if !out.iter().any(|(j, _)| *j == i) {
+                out.push((i, d));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remove what is in the version folder but in no record: partial uploads of interrupted
+    /// writers (object-store staging files included), objects of a replaced attempt. Keeps the
+    /// records, the attempt and `_scratch/`.
+    fn remove_unrecorded(&self, records: &BTreeMap<usize, UnitRecord>) -> Result<()> {
+        let prefix = &self.prefix;
+        let keep: std::collections::HashSet<String> = records
+            .values()
+            .flat_map(|r| {
+                r.shard
+                    .iter()
+                    .chain(r.artifacts.iter())
+                    .map(|s| s.path.clone())
+                    .chain([unit_record_path(prefix, r.index)])
+            })
+            .chain([self.attempt_rel()])
+            .collect();
+        let scratch = format!("{prefix}/_scratch/");
+        for obj in self.root.list(prefix)? {
+            if !keep.contains(&obj.path) && !obj.path.starts_with(&scratch) {
+                self.root.delete(&obj.path)?;
+            }
+        }
+        let staged = self.root.remove_staging(prefix)?;
+        if staged > 0 {
+            tracing::info!(stage = %self.stage.name, files = staged, "removed partial uploads left by an interrupted writer");
+        }
+        Ok(())
     }
 
     /// Whether the latest committed version already is this work.
@@ -528,9 +702,15 @@ impl<'a> Prepared<'a> {
         unit: &UnitSpec,
         work: impl FnOnce(&StageCtx, &mut UnitOutput) -> Result<()>,
     ) -> Result<UnitRecord> {
+        self.guard()?;
         let ctx = self.ctx();
         let mut out = UnitOutput::new(self.root, &self.prefix, unit.index, &self.declared);
-        work(&ctx, &mut out)?;
+        // A failed unit, or a writer that lost its attempt meanwhile, aborts its upload: nothing
+        // becomes visible at the shard's path.
+        if let Err(e) = work(&ctx, &mut out).and_then(|()| self.guard()) {
+            out.abort();
+            return Err(e);
+        }
         let (shard, artifacts, skipped) = out.finish()?;
         let rec = UnitRecord {
             index: unit.index,
@@ -538,6 +718,7 @@ impl<'a> Prepared<'a> {
             artifacts,
             skipped,
         };
+        self.guard()?;
         put_json(self.root, &unit_record_path(&self.prefix, unit.index), &rec)?;
         Ok(rec)
     }
@@ -628,21 +809,41 @@ impl<'a> Prepared<'a> {
         })
     }
 
+    /// A unit's record, if it exists; its object paths must lie inside this version's folder.
+    fn record(&self, index: usize) -> Result<Option<UnitRecord>> {
+        let rel = unit_record_path(&self.prefix, index);
+        let Some(rec) = read_json::<UnitRecord>(self.root, &rel)? else {
+            return Ok(None);
+        };
+        for info in rec.shard.iter().chain(rec.artifacts.iter()) {
+            manifest::check_inside(&self.prefix, &info.path).map_err(|why| Error::BadManifest {
+                manifest: self.root.url_of(&rel),
+                reason: format!("object path `{}` {why}", info.path.escape_debug()),
+            })?;
+        }
+        Ok(Some(rec))
+    }
+
     /// The verified record of a unit, if it finished.
     fn finished(&self, index: usize) -> Result<Option<UnitRecord>> {
-        match read_json::<UnitRecord>(self.root, &unit_record_path(&self.prefix, index))? {
+        match self.record(index)? {
             Some(rec) if unit_verifies(self.root, &rec)? => Ok(Some(rec)),
             _ => Ok(None),
         }
     }
 
-    /// Assemble the manifest from every unit's record and commit it (create-if-absent).
+    /// Assemble the manifest from every unit's record and commit it (create-if-absent). The
+    /// caller has checked every record's objects ([`Prepared::damaged_units`]); the folder is
+    /// cleared of unrecorded objects and, on local disk, synced before the manifest appears.
     fn commit(
         &self,
         records: BTreeMap<usize, UnitRecord>,
         reused: usize,
         run_count: usize,
     ) -> Result<StageOutcome> {
+        self.guard()?;
+        self.remove_unrecorded(&records)?;
+        self.root.sync_local(&self.prefix)?;
         let mut shards_out = Vec::new();
         let mut artifacts = Vec::new();
         let mut skipped = Vec::new();
@@ -696,45 +897,47 @@ pub fn run_stage(
     lease: Option<&Lease>,
     progress: bool,
 ) -> Result<StageOutcome> {
-    let p = Prepared::new(stage, root)?;
-    let prefix = &p.prefix;
+    let mut p = Prepared::new(stage, root)?;
+    let prefix = p.prefix.clone();
     let attempt_rel = p.attempt_rel();
     let previous: Option<Attempt> = read_json(root, &attempt_rel)?;
 
     // Which units already finished in an interrupted attempt of the same work.
     let mut records: BTreeMap<usize, UnitRecord> = BTreeMap::new();
-    if previous.as_ref() == Some(&p.attempt) {
-        for unit in &p.units {
-            if let Some(rec) = p.finished(unit.index)? {
-                records.insert(unit.index, rec);
+    match previous {
+        Some(prev) if prev.same_work(&p.attempt) => {
+            // Adopt it: workers still running on it keep their share.
+            p.attempt.token = prev.token;
+            if p.attempt.token.is_empty() {
+                p.attempt.token = new_token();
+                put_json(root, &attempt_rel, &p.attempt)?;
             }
-        }
-        // Delete everything that is not a verified unit's output (partial uploads, stale records).
-        let keep: Vec<String> = records
-            .values()
-            .flat_map(|r| {
-                r.shard
-                    .iter()
-                    .chain(r.artifacts.iter())
-                    .map(|s| s.path.clone())
-                    .chain([unit_record_path(prefix, r.index)])
-            })
-            .chain([attempt_rel.clone()])
-            .collect();
-        for obj in root.list(prefix)? {
-            if !keep.contains(&obj.path) && !obj.path.starts_with(&format!("{prefix}/_scratch/")) {
-                root.delete(&obj.path)?;
+            for unit in &p.units {
+                if let Some(rec) = p.finished(unit.index)? {
+                    records.insert(unit.index, rec);
+                }
             }
+            // Delete everything that is not a verified unit's output (partial uploads, stale
+            // records).
+            p.remove_unrecorded(&records)?;
+            tracing::info!(stage = %stage.name, version = p.version, reused = records.len(), total = p.units.len(), "resuming interrupted attempt");
         }
-        tracing::info!(stage = %stage.name, version = p.version, reused = records.len(), total = p.units.len(), "resuming interrupted attempt");
-    } else {
-        if previous.is_some() {
-            tracing::info!(stage = %stage.name, version = p.version, "discarding an interrupted attempt with other params or inputs");
+        previous => {
+            if previous.is_some() {
+                tracing::info!(stage = %stage.name, version = p.version, "replacing an attempt with other params or inputs (its writers stop at their next unit)");
+            }
+            // The new attempt first, so writers of the old one stop before anything is deleted.
+            put_json(root, &attempt_rel, &p.attempt)?;
+            for obj in root.list(&format!("{prefix}/"))? {
+                if obj.path != attempt_rel {
+                    root.delete(&obj.path)?;
+                }
+            }
+            root.remove_staging(&prefix)?;
         }
-        root.delete_prefix(&format!("{prefix}/"))?;
-        put_json(root, &attempt_rel, &p.attempt)?;
     }
     let reused = records.len();
+    let p = p;
 
     let bar = progress_bar(progress, &stage.name, p.units.len() as u64, reused as u64);
     let mut run_count = 0usize;
@@ -746,19 +949,48 @@ pub fn run_stage(
         .iter()
         .filter(|u| !records.contains_key(&u.index))
         .collect();
-    p.run_units(&todo, |rec| {
-        records.insert(rec.index, rec);
-        run_count += 1;
-        bar.inc(1);
-        if crash_after_units().is_some_and(|n| run_count >= n) {
-            eprintln!("SIMGAN_CRASH_AFTER_UNITS: aborting after {run_count} units");
-            std::process::abort();
+    let mut todo = todo;
+    // Every record's objects are checked before the commit; a unit whose shard was replaced
+    // after its record was written (a writer of an older attempt finishing late) runs again.
+    for round in 0.. {
+        p.run_units(&todo, |rec| {
+            records.insert(rec.index, rec);
+            run_count += 1;
+            bar.inc(1);
+            if crash_after_units().is_some_and(|n| run_count >= n) {
+                eprintln!("SIMGAN_CRASH_AFTER_UNITS: aborting after {run_count} units");
+                std::process::abort();
+            }
+            match lease {
+                Some(l) => l.check(),
+                None => Ok(()),
+            }
+        })?;
+        let damaged = p.damaged_units(&records)?;
+        let Some((_, first)) = damaged.first() else {
+            break;
+        };
+        if round == 2 {
+            return Err(Error::Damaged {
+                path: root.url_of(&first.path),
+                detail: format!(
+                    "{} (changed after its unit record was written, three times: is another writer on {}?)",
+                    first.detail,
+                    root.url_of(&prefix)
+                ),
+            });
         }
-        match lease {
-            Some(l) => l.check(),
-            None => Ok(()),
+        tracing::warn!(stage = %stage.name, units = damaged.len(), path = %first.path, detail = %first.detail, "recorded outputs changed after their records; those units run again");
+        for (i, _) in &damaged {
+            records.remove(i);
+            root.delete(&unit_record_path(&prefix, *i))?;
         }
-    })?;
+        todo = p
+            .units
+            .iter()
+            .filter(|u| damaged.iter().any(|(i, _)| *i == u.index))
+            .collect();
+    }
     bar.finish_and_clear();
     if let Some(l) = lease {
         l.check()?;
@@ -796,7 +1028,7 @@ pub enum WorkerOutcome {
 /// may be rerun or run twice: finished units are skipped, and a unit redone writes the same
 /// shard path. `slot = None` only tries to commit (a finalize step).
 pub fn run_worker(stage: &Stage, root: &Root, slot: Option<WorkerSlot>) -> Result<WorkerOutcome> {
-    let p = Prepared::new(stage, root)?;
+    let mut p = Prepared::new(stage, root)?;
     if p.already_committed() {
         return Ok(WorkerOutcome::AlreadyCommitted {
             version: p.version - 1,
@@ -808,17 +1040,21 @@ pub fn run_worker(stage: &Stage, root: &Root, slot: Option<WorkerSlot>) -> Resul
         source,
     })?;
     if !root.put_if_absent(&attempt_rel, bytes)? {
-        let existing: Option<Attempt> = read_json(root, &attempt_rel)?;
-        if existing.as_ref() != Some(&p.attempt) {
-            return Err(Error::stage(
-                &stage.name,
-                format!(
-                    "{} holds an attempt with other params, inputs or plan; finish it, or delete that folder to start over",
-                    root.url_of(&p.prefix)
-                ),
-            ));
+        match read_json::<Attempt>(root, &attempt_rel)? {
+            // Join the attempt another writer started.
+            Some(existing) if existing.same_work(&p.attempt) => p.attempt = existing,
+            _ => {
+                return Err(Error::stage(
+                    &stage.name,
+                    format!(
+                        "{} holds an attempt with other params, inputs or plan; finish it, or delete that folder to start over",
+                        root.url_of(&p.prefix)
+                    ),
+                ));
+            }
         }
     }
+    let p = p;
     let mut ran = 0;
     if let Some(w) = slot {
         let mut todo = Vec::new();
@@ -827,19 +1063,22 @@ pub fn run_worker(stage: &Stage, root: &Root, slot: Option<WorkerSlot>) -> Resul
                 todo.push(unit);
             }
         }
-        p.run_units(&todo, |_| {
+        let done = p.run_units(&todo, |_| {
             ran += 1;
             if crash_after_units().is_some_and(|n| ran >= n) {
                 eprintln!("SIMGAN_CRASH_AFTER_UNITS: aborting after {ran} units");
                 std::process::abort();
             }
             Ok(())
-        })?;
+        });
+        if let Err(e) = done {
+            return committed_meanwhile(&p, e);
+        }
     }
     // Commit if every unit is done (by anyone).
     let mut records = BTreeMap::new();
     for unit in &p.units {
-        match read_json::<UnitRecord>(root, &unit_record_path(&p.prefix, unit.index))? {
+        match p.record(unit.index)? {
             Some(rec) => {
                 records.insert(unit.index, rec);
             }
@@ -852,28 +1091,32 @@ pub fn run_worker(stage: &Stage, root: &Root, slot: Option<WorkerSlot>) -> Resul
             }
         }
     }
-    for rec in records.values() {
-        for info in rec.shard.iter().chain(rec.artifacts.iter()) {
-            if root.size(&info.path)? != Some(info.bytes) {
-                return Err(Error::stage(
-                    &stage.name,
-                    format!(
-                        "{} does not match its unit record; rerun that unit's worker",
-                        root.url_of(&info.path)
-                    ),
-                ));
-            }
-        }
+    // Every recorded object must still be what its record says (size and sha256); a damaged
+    // unit's record is dropped so that rerunning its worker redoes it.
+    if let Some((i, d)) = p.damaged_units(&records)?.into_iter().next() {
+        root.delete(&unit_record_path(&p.prefix, i))?;
+        return Err(Error::Damaged {
+            path: root.url_of(&d.path),
+            detail: format!(
+                "{}; it no longer matches the record of unit {i}, which was dropped: rerun that unit's worker",
+                d.detail
+            ),
+        });
     }
     let reused = p.units.len() - ran;
     match p.commit(records, reused, ran) {
         Ok(outcome) => Ok(WorkerOutcome::Committed(outcome)),
-        Err(e) => match manifest::read(root, &stage.name, p.version)? {
-            Some(c) if c.manifest.fingerprint == p.fingerprint => {
-                Ok(WorkerOutcome::AlreadyCommitted { version: p.version })
-            }
-            _ => Err(e),
-        },
+        Err(e) => committed_meanwhile(&p, e),
+    }
+}
+
+/// A worker's error, unless it only means that another writer committed this very work.
+fn committed_meanwhile(p: &Prepared, e: Error) -> Result<WorkerOutcome> {
+    match manifest::read(p.root, &p.stage.name, p.version)? {
+        Some(c) if c.manifest.fingerprint == p.fingerprint => {
+            Ok(WorkerOutcome::AlreadyCommitted { version: p.version })
+        }
+        _ => Err(e),
     }
 }
 

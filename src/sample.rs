@@ -93,6 +93,25 @@ pub struct SampleImage {
     pub pixels: Pixels,
 }
 
+/// The widest or tallest image any reader decodes (a crafted header cannot make it allocate
+/// more): 16384 px.
+pub const MAX_IMAGE_SIDE: u32 = 16384;
+
+/// The most memory one image's decoding may allocate: 256 MiB (a 8192×8192 RGB 16-bit image).
+pub const MAX_IMAGE_BYTES: u64 = 256 << 20;
+
+/// Decode an image file (format from its bytes) within [`MAX_IMAGE_SIDE`] and
+/// [`MAX_IMAGE_BYTES`]; beyond them the error is `image`'s "limits exceeded" with the cause.
+pub fn decode_bounded(bytes: &[u8]) -> std::result::Result<DynamicImage, image::ImageError> {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_IMAGE_BYTES);
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
+    reader.limits(limits);
+    reader.decode()
+}
+
 fn image_err(what: &str, source: image::ImageError) -> Error {
     Error::Image {
         what: what.to_string(),
@@ -201,9 +220,10 @@ impl SampleImage {
         self.to_dynamic().into_rgb8()
     }
 
-    /// Decode PNG (or JPEG) bytes; `what` names the sample in errors.
+    /// Decode PNG (or JPEG) bytes within [`MAX_IMAGE_SIDE`] and [`MAX_IMAGE_BYTES`]; `what`
+    /// names the sample in errors.
     pub fn decode(bytes: &[u8], what: &str) -> Result<SampleImage> {
-        image::load_from_memory(bytes)
+        decode_bounded(bytes)
             .map(SampleImage::from_dynamic)
             .map_err(|e| image_err(what, e))
     }
@@ -469,7 +489,7 @@ pub fn load_limited(
     // Each shard's batches, filtered to `split`; concatenated once, below.
     let read_shard = |s: &crate::shards::ShardInfo| -> Result<Vec<RecordBatch>> {
         let url = root.url_of(&s.path);
-        let batches = crate::shards::read(root, &s.path, None)?;
+        let batches = crate::shards::read(root, s, None)?;
         if let Some(first) = batches.first() {
             check_common(&first.schema(), &url)?;
         }

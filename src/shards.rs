@@ -150,6 +150,16 @@ impl ShardWriter {
         self.rows
     }
 
+    /// Give up on this shard: the upload is aborted (a multipart upload's parts are deleted on
+    /// the store; the local store's staging file is removed), so nothing appears at its path.
+    pub fn abort(self) {
+        let rt = self.root.runtime().clone();
+        let mut upload = self.writer.into_inner();
+        if let Err(e) = rt.block_on(upload.inner.abort()) {
+            tracing::warn!(path = %self.root.url_of(&self.rel), error = %e, "could not abort the upload");
+        }
+    }
+
     /// Finish the file and complete the upload; the object becomes visible atomically.
     pub fn finish(mut self) -> Result<ShardInfo> {
         let rt = self.root.runtime().clone();
@@ -168,10 +178,15 @@ impl ShardWriter {
     }
 }
 
-/// Read a whole shard, check its schema (when `declared` is given) and return its batches.
-pub fn read(root: &Root, rel: &str, declared: Option<&DeclaredSchema>) -> Result<Vec<RecordBatch>> {
-    let bytes = root.get_required(rel)?;
-    read_bytes(bytes, &root.url_of(rel), declared)
+/// Read a committed shard, verified against its record (see [`fetch`]); check its schema (when
+/// `declared` is given) and return its batches.
+pub fn read(
+    root: &Root,
+    info: &ShardInfo,
+    declared: Option<&DeclaredSchema>,
+) -> Result<Vec<RecordBatch>> {
+    let bytes = fetch(root, info)?;
+    read_bytes(bytes, &root.url_of(&info.path), declared)
 }
 
 /// Decode Parquet bytes already in memory (see [`read`]).
@@ -211,12 +226,79 @@ pub fn read_bytes(
         .collect()
 }
 
+/// The bytes of the object `info` records, checked as they stream in: the size before the body
+/// is read, the sha256 over the chunks as they arrive (one pass, no second read). A missing,
+/// resized or changed object is [`Error::Damaged`], naming it.
+pub fn fetch(root: &Root, info: &ShardInfo) -> Result<Bytes> {
+    stream_checked(root, info, true)?.map_err(|detail| Error::Damaged {
+        path: root.url_of(&info.path),
+        detail,
+    })
+}
+
+/// Whether the object `info` records is intact: `Ok(None)` when it is, `Ok(Some(why))` when it
+/// is missing, resized or changed. Streams the object without keeping it.
+pub fn check(root: &Root, info: &ShardInfo) -> Result<Option<String>> {
+    Ok(stream_checked(root, info, false)?.err())
+}
+
+/// Stream `info`'s object through sha256, keeping the bytes when `keep`. The outer error is a
+/// storage failure; the inner one what does not match.
+fn stream_checked(
+    root: &Root,
+    info: &ShardInfo,
+    keep: bool,
+) -> Result<std::result::Result<Bytes, String>> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    let (store, path) = root.raw(&info.path);
+    let fut = async {
+        let got = match store.get(&path).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Ok(Err("missing (recorded, but not in storage)".to_string()));
+            }
+            Err(e) => return Err(e),
+        };
+        if got.meta.size != info.bytes {
+            return Ok(Err(format!(
+                "{} bytes in storage, {} recorded",
+                got.meta.size, info.bytes
+            )));
+        }
+        let mut hasher = Sha256::new();
+        let mut buf = if keep {
+            bytes::BytesMut::with_capacity(usize::try_from(info.bytes).unwrap_or(0))
+        } else {
+            bytes::BytesMut::new()
+        };
+        let mut stream = got.into_stream();
+        let mut seen = 0u64;
+        while let Some(chunk) = stream.try_next().await? {
+            hasher.update(&chunk);
+            seen += chunk.len() as u64;
+            if keep {
+                buf.extend_from_slice(&chunk);
+            }
+        }
+        let found = format!("sha256:{}", hex::encode(hasher.finalize()));
+        if seen != info.bytes {
+            return Ok(Err(format!("read {seen} bytes, {} recorded", info.bytes)));
+        }
+        if found != info.checksum {
+            return Ok(Err(format!(
+                "sha256 differs from the recorded one (recorded {}, found {found})",
+                info.checksum.escape_debug()
+            )));
+        }
+        Ok(Ok(buf.freeze()))
+    };
+    root.runtime()
+        .block_on(fut)
+        .map_err(|e| Error::storage("get", root.url_of(&info.path), e))
+}
+
 /// Verify that the object at `info.path` still has the recorded size and checksum.
 pub fn verify(root: &Root, info: &ShardInfo) -> Result<bool> {
-    match root.size(&info.path)? {
-        Some(size) if size == info.bytes => {}
-        _ => return Ok(false),
-    }
-    let bytes = root.get_required(&info.path)?;
-    Ok(checksum(&bytes) == info.checksum)
+    Ok(check(root, info)?.is_none())
 }

@@ -43,6 +43,8 @@ pub struct Root {
     prefix: Path,
     url: String,
     rt: Handle,
+    /// The folder behind the root when it is on local disk (for fsync and staging files).
+    local: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Root {
@@ -91,6 +93,7 @@ impl Root {
             location: redact(location),
             reason,
         };
+        let mut local = None;
         let (store, prefix): (Arc<dyn ObjectStore>, Path) = if let Some(rest) =
             location.strip_prefix("memory://")
         {
@@ -149,6 +152,7 @@ impl Root {
             })?;
             let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
                 .map_err(|e| bad(e.to_string()))?;
+            local = Some(dir.clone());
             (Arc::new(fs.with_automatic_cleanup(true)), Path::default())
         };
         Ok(Root {
@@ -156,6 +160,7 @@ impl Root {
             prefix,
             url: redact(location),
             rt,
+            local,
         })
     }
 
@@ -181,6 +186,7 @@ impl Root {
             prefix: self.path(rel),
             url: join_url(&self.url, rel),
             rt: self.rt.clone(),
+            local: self.local_path(rel),
         }
     }
 
@@ -338,6 +344,92 @@ impl Root {
             self.delete(&l.path)?;
         }
         Ok(listed.len())
+    }
+
+    /// The local file or folder behind `rel`, when the root is on local disk.
+    fn local_path(&self, rel: &str) -> Option<std::path::PathBuf> {
+        let mut p = self.local.clone()?;
+        p.extend(rel.split('/').filter(|s| !s.is_empty()));
+        Some(p)
+    }
+
+    /// Delete the staging files of interrupted uploads under `rel` (local disk only: the local
+    /// store stages a multipart upload as `NAME#N` beside its target, lists nothing of it, and
+    /// leaves it behind when the writer is killed). Returns how many were removed.
+    pub fn remove_staging(&self, rel: &str) -> Result<usize> {
+        let Some(dir) = self.local_path(rel) else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        let mut stack = vec![dir];
+        while let Some(d) = stack.pop() {
+            let entries = match std::fs::read_dir(&d) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => {
+                    return Err(Error::Io {
+                        op: "list",
+                        path: d,
+                        source,
+                    });
+                }
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(path);
+                    continue;
+                }
+                let name = entry.file_name();
+                let staged = name
+                    .to_str()
+                    .and_then(|n| n.rsplit_once('#'))
+                    .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                if staged {
+                    std::fs::remove_file(&path).map_err(|source| Error::Io {
+                        op: "remove staging file",
+                        path: path.clone(),
+                        source,
+                    })?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Flush every file under `rel` and the folders holding them to disk (local disk only), so
+    /// that what a manifest committed afterwards names survives a power loss.
+    pub fn sync_local(&self, rel: &str) -> Result<()> {
+        let Some(dir) = self.local_path(rel) else {
+            return Ok(());
+        };
+        fn io(op: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error {
+            let path = path.to_path_buf();
+            move |source| Error::Io { op, path, source }
+        }
+        let mut stack = vec![dir];
+        while let Some(d) = stack.pop() {
+            let entries = match std::fs::read_dir(&d) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(io("list", &d)(source)),
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(path);
+                } else {
+                    std::fs::File::open(&path)
+                        .and_then(|f| f.sync_all())
+                        .map_err(io("fsync", &path))?;
+                }
+            }
+            std::fs::File::open(&d)
+                .and_then(|f| f.sync_all())
+                .map_err(io("fsync", &d))?;
+        }
+        Ok(())
     }
 
     /// A buffered writer for `rel`: small objects are one PUT, large ones a multipart upload.

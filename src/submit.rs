@@ -105,12 +105,40 @@ pub fn slurm_scripts(p: &Pipeline, o: &SubmitOptions) -> Vec<(String, String, Ve
         .collect()
 }
 
+/// What goes unquoted into `#SBATCH` lines (sbatch reads a directive up to the end of its line
+/// and splits it at blanks) must be one plain word: the log folder and each extra line are
+/// refused if they hold a line break, and the log folder if it holds a blank or a quote. Names
+/// are checked when the pipeline is loaded.
+fn check_directives(o: &SubmitOptions) -> Result<()> {
+    let log_dir = o.log_dir.to_string_lossy();
+    if log_dir
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\'')
+    {
+        return Err(Error::Input {
+            file: log_dir.escape_debug().to_string(),
+            field: "log folder".into(),
+            reason: "a blank, quote or control character cannot be written in an #SBATCH line"
+                .into(),
+        });
+    }
+    if let Some(x) = o.sbatch_extra.iter().find(|x| x.contains(['\n', '\r'])) {
+        return Err(Error::Input {
+            file: "--sbatch".into(),
+            field: x.escape_debug().to_string(),
+            reason: "an #SBATCH line cannot hold a line break".into(),
+        });
+    }
+    Ok(())
+}
+
 /// Write the sbatch scripts into `dir`; returns their paths in dependency order.
 pub fn write_slurm(
     p: &Pipeline,
     o: &SubmitOptions,
     dir: &Path,
 ) -> Result<Vec<(String, PathBuf, Vec<String>)>> {
+    check_directives(o)?;
     std::fs::create_dir_all(dir).map_err(|source| Error::Io {
         op: "create",
         path: dir.to_path_buf(),

@@ -25,8 +25,8 @@ fn rows_of(root: &str, stage: &str) -> Vec<EyeRow> {
     let ds =
         simgan::dataset::open(&format!("{root}/{stage}"), util::rt().handle().clone()).unwrap();
     let mut rows = Vec::new();
-    for s in &ds.shards {
-        for b in simgan::shards::read(&ds.root, s, None).unwrap() {
+    for i in 0..ds.shards.len() {
+        for b in ds.read(i).unwrap() {
             rows.extend(simgan::domains::eyes::rows::from_batch(&b).unwrap());
         }
     }

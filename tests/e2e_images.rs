@@ -132,10 +132,11 @@ fn image_folders_through_every_sus_stage_to_a_classification_report() {
     );
     // Refined images are RGB at the folder's size.
     let refined = show("runs/shapes-tiny/refined");
-    let shard = refined["shards"][0]["path"].as_str().unwrap();
+    let shard: simgan::shards::ShardInfo =
+        serde_json::from_value(refined["shards"][0].clone()).unwrap();
     let batches = simgan::shards::read(
         &util::open(d.join("runs/shapes-tiny").to_str().unwrap()),
-        shard,
+        &shard,
         None,
     )
     .unwrap();

@@ -162,7 +162,7 @@ fn unityeyes_skip_lists_every_bad_input_in_the_manifest() {
     // The good rows read back by a second reader (arrow-rs) with their labels.
     let mut ids = Vec::new();
     for shard in &c.manifest.shards {
-        for b in simgan::shards::read(&root, &shard.path, None).unwrap() {
+        for b in simgan::shards::read(&root, shard, None).unwrap() {
             ids.extend(
                 simgan::domains::eyes::rows::from_batch(&b)
                     .unwrap()

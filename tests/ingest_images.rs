@@ -190,7 +190,7 @@ fn read_back(root: &Root) -> Ingested {
         .expect("a committed version");
     let mut batches = Vec::new();
     for shard in &committed.manifest.shards {
-        batches.extend(simgan::shards::read(root, &shard.path, None).unwrap());
+        batches.extend(simgan::shards::read(root, shard, None).unwrap());
     }
     let first = committed.manifest.shards.first().expect("a shard");
     let footer = ParquetRecordBatchReaderBuilder::try_new(root.get_required(&first.path).unwrap())

@@ -164,11 +164,8 @@ impl StageKind for Sum {
         let input = ctx.stage_input("data")?;
         let mut total = 0.0f32;
         for s in &input.manifest.shards {
-            for b in simgan::shards::read(
-                ctx.root,
-                &s.path,
-                Some(simgan::schema::get("train_metrics")?),
-            )? {
+            for b in simgan::shards::read(ctx.root, s, Some(simgan::schema::get("train_metrics")?))?
+            {
                 let loss = b
                     .column_by_name("loss")
                     .unwrap()
@@ -321,7 +318,7 @@ inputs = {{ data = "b" }}
 }
 
 fn states(p: &Pipeline, root: &Root) -> Vec<(String, State)> {
-    runner::status(p, root)
+    runner::status(p, root, false)
         .unwrap()
         .into_iter()
         .map(|s| (s.name, s.state))
@@ -345,7 +342,7 @@ fn staleness_cycle(root: &Root) {
 
     // A param change marks that stage and its downstream stale, nothing upstream or beside.
     let p2 = pipeline(10, 2.0);
-    let st = runner::status(&p2, root).unwrap();
+    let st = runner::status(&p2, root, false).unwrap();
     assert_eq!(
         st.iter()
             .map(|s| (s.name.as_str(), s.state))
@@ -373,7 +370,7 @@ fn staleness_cycle(root: &Root) {
         &total.manifest.inputs["data"],
         manifest::InputRef::Stage { version: 2, .. }
     ));
-    let batches = simgan::shards::read(root, &total.manifest.shards[0].path, None).unwrap();
+    let batches = simgan::shards::read(root, &total.manifest.shards[0], None).unwrap();
     let sum = batches[0]
         .column_by_name("loss")
         .unwrap()
@@ -453,7 +450,7 @@ fn a_failed_unit_commits_nothing_and_the_rerun_reuses_finished_units() {
     let mut steps = Vec::new();
     for s in &m.shards {
         assert!(simgan::shards::verify(&root, s).unwrap());
-        for b in simgan::shards::read(&root, &s.path, None).unwrap() {
+        for b in simgan::shards::read(&root, s, None).unwrap() {
             steps.extend(
                 b.column_by_name("step")
                     .unwrap()
@@ -479,7 +476,7 @@ fn committed_steps(root: &Root, stage: &str) -> Vec<i64> {
     let mut steps = Vec::new();
     for s in &m.shards {
         assert!(simgan::shards::verify(root, s).unwrap());
-        for b in simgan::shards::read(root, &s.path, None).unwrap() {
+        for b in simgan::shards::read(root, s, None).unwrap() {
             let col = b.column_by_name("step").unwrap();
             let col = col.as_any().downcast_ref::<Int64Array>().unwrap();
             steps.extend(col.values().iter().copied());

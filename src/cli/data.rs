@@ -16,10 +16,14 @@ pub struct ExportArgs {
     /// Output folder (created).
     #[arg(long)]
     out: PathBuf,
+    /// Do not check the shards against the manifest's sizes and checksums.
+    #[arg(long)]
+    no_verify: bool,
 }
 
 pub fn export(a: ExportArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
-    let ds = dataset::open(&a.url, rt.handle().clone())?;
+    let mut ds = dataset::open(&a.url, rt.handle().clone())?;
+    ds.verify = !a.no_verify;
     let n = query::export_samples(&ds, a.limit, &a.out)?;
     println!("exported {n} images and labels.csv to {}", a.out.display());
     Ok(())
@@ -34,6 +38,10 @@ pub struct QueryArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
+    /// Do not check the shards against the manifest's sizes and checksums (local shards are
+    /// then scanned in place, with row-group pruning).
+    #[arg(long)]
+    no_verify: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -45,7 +53,8 @@ enum Format {
 
 pub fn query(a: QueryArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     use polars::prelude::*;
-    let ds = dataset::open(&a.url, rt.handle().clone())?;
+    let mut ds = dataset::open(&a.url, rt.handle().clone())?;
+    ds.verify = !a.no_verify;
     let mut df = query::sql(&ds, &a.sql)?;
     let mut out = std::io::stdout().lock();
     match a.format {

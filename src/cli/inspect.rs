@@ -1,4 +1,4 @@
-//! `simgan show`, `simgan ls` and `simgan kinds`.
+//! `simgan show`, `simgan ls`, `simgan verify` and `simgan kinds`.
 
 use clap::Args;
 
@@ -14,6 +14,9 @@ pub struct ShowArgs {
     /// Print the manifest as JSON.
     #[arg(long)]
     json: bool,
+    /// Check every shard and artifact against the manifest (size, sha256); exit 1 if damaged.
+    #[arg(long)]
+    verify: bool,
 }
 
 pub fn show(a: ShowArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
@@ -25,10 +28,28 @@ pub fn show(a: ShowArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
             ds.shards.len()
         );
     };
+    let check = if a.verify {
+        Some(crate::verify::version(&ds.root, &c)?)
+    } else {
+        None
+    };
     let m = &c.manifest;
+    let fail_if_damaged = || match &check {
+        Some(ch) if !ch.ok() => Err(anyhow::anyhow!(
+            "{}@{}: {}",
+            m.stage,
+            m.version,
+            ch.summary()
+        )),
+        _ => Ok(()),
+    };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(m)?);
-        return Ok(());
+        let mut v = serde_json::to_value(m)?;
+        if let Some(ch) = &check {
+            v["verify"] = serde_json::to_value(ch)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return fail_if_damaged();
     }
     println!("stage       {} ({})", m.stage, m.kind);
     println!("version     {}  (digest {})", m.version, c.digest);
@@ -60,7 +81,11 @@ pub fn show(a: ShowArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
             s.path,
             s.rows,
             s.bytes,
-            &s.checksum[..s.checksum.len().min(23)]
+            s.checksum
+                .chars()
+                .take(23)
+                .collect::<String>()
+                .escape_debug()
         );
     }
     if m.shards.len() > 10 {
@@ -75,7 +100,58 @@ pub fn show(a: ShowArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
             println!("  {}: {}", s.input, s.reason);
         }
     }
-    Ok(())
+    if let Some(ch) = &check {
+        println!("verify      {}", ch.summary());
+        for d in ch.damaged.iter().skip(1) {
+            println!("  damaged {}: {}", d.path, d.detail);
+        }
+    }
+    fail_if_damaged()
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// A run root.
+    root: String,
+    /// Only each stage's latest version (default: every committed version).
+    #[arg(long)]
+    latest: bool,
+    /// JSON output: {"root", "versions": [{"stage","version","objects","bytes","damaged"}]}.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `simgan verify ROOT`: every committed version's objects against its manifest; exit 1 if any
+/// is damaged or refused.
+pub fn verify(a: VerifyArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    let root = Root::open_existing(&a.root, rt.handle().clone())?;
+    let checks = crate::verify::root(&root, a.latest)?;
+    let bad: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.ok())
+        .map(|c| format!("{}@{}", c.stage, c.version))
+        .collect();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "root": root.url(), "versions": checks })
+            )?
+        );
+    } else {
+        for c in &checks {
+            println!("{:<20} v{:<4} {}", c.stage, c.version, c.summary());
+            for d in c.damaged.iter().skip(1) {
+                println!("  damaged {}: {}", d.path, d.detail);
+            }
+        }
+        println!("{} versions checked, {} damaged", checks.len(), bad.len());
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("damaged versions under {}: {}", root.url(), bad.join(", "))
+    }
 }
 
 #[derive(Debug, Args)]

@@ -50,6 +50,8 @@ enum Command {
     Show(inspect::ShowArgs),
     /// The stages and versions under a run root.
     Ls(inspect::LsArgs),
+    /// Check every committed version under a root against its manifest (sizes, sha256).
+    Verify(inspect::VerifyArgs),
     /// Write the first N rows of a dataset as PNGs plus a labels CSV.
     Export(data::ExportArgs),
     /// SQL over a dataset's shards with polars (the table is called `data`).
@@ -157,6 +159,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Report(a) => run::report(a, &rt),
         Command::Show(a) => inspect::show(a, &rt),
         Command::Ls(a) => inspect::ls(a, &rt),
+        Command::Verify(a) => inspect::verify(a, &rt),
         Command::Export(a) => data::export(a, &rt),
         Command::Query(a) => data::query(a, &rt),
         Command::Submit(a) => submit::submit(a, &rt),

@@ -33,6 +33,10 @@ pub struct RunArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Check the stored objects of up-to-date stages against their manifests (reads every
+    /// byte); a damaged stage is rebuilt as a new version, and everything downstream reruns.
+    #[arg(long)]
+    verify: bool,
     /// Distributed worker: process unit share I of N of the one `--stage` (no root lease; the
     /// last worker to finish commits the manifest). Also read from SLURM_ARRAY_TASK_ID /
     /// SLURM_ARRAY_TASK_COUNT or JOB_COMPLETION_INDEX with `--workers N`.
@@ -122,6 +126,7 @@ pub fn run(a: RunArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         wait: a.wait,
         lease_ttl: a.lease_ttl,
         progress: !a.json,
+        verify: a.verify,
     };
     let started = std::time::Instant::now();
     let report = runner::run(&pipeline, &root, &opts)?;
@@ -264,11 +269,30 @@ pub struct StatusArgs {
     /// JSON for schedulers: {"stages":[{"name","state","reason",…}]}.
     #[arg(long)]
     json: bool,
+    /// Also check up-to-date stages' stored objects against their manifests (reads every
+    /// byte); a damaged stage shows as `damaged` and the command exits 1.
+    #[arg(long)]
+    verify: bool,
 }
 
 pub fn status(a: StatusArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     let (pipeline, root) = a.target.load(rt)?;
-    let stages = runner::status(&pipeline, &root)?;
+    let stages = runner::status(&pipeline, &root, a.verify)?;
+    let damaged: Vec<&str> = stages
+        .iter()
+        .filter(|s| s.state == State::Damaged)
+        .map(|s| s.name.as_str())
+        .collect();
+    let fail_if_damaged = || {
+        if damaged.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!(
+                "damaged: {} (rebuild with `simgan run … --verify`)",
+                damaged.join(", ")
+            ))
+        }
+    };
     if a.json {
         println!(
             "{}",
@@ -276,13 +300,14 @@ pub fn status(a: StatusArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()>
                 &serde_json::json!({ "pipeline": pipeline.name, "root": root.url(), "stages": stages })
             )?
         );
-        return Ok(());
+        return fail_if_damaged();
     }
     for s in &stages {
         let state = match s.state {
             State::UpToDate => "up-to-date",
             State::Stale => "stale",
             State::Missing => "missing",
+            State::Damaged => "damaged",
         };
         let version = s.version.map(|v| format!("v{v}")).unwrap_or_default();
         let units = s
@@ -294,5 +319,5 @@ pub fn status(a: StatusArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()>
             s.name, state, version, s.reason
         );
     }
-    Ok(())
+    fail_if_damaged()
 }

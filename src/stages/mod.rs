@@ -206,6 +206,13 @@ impl<'a> UnitOutput<'a> {
         });
     }
 
+    /// Abort the shard's upload, if one was started (a failed or stopped unit).
+    pub(crate) fn abort(self) {
+        if let Some(w) = self.writer {
+            w.abort();
+        }
+    }
+
     /// Finish the shard (if any rows were written).
     pub(crate) fn finish(self) -> Result<(Option<ShardInfo>, Vec<ShardInfo>, Vec<Skipped>)> {
         let shard = match self.writer {

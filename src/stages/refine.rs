@@ -48,7 +48,7 @@ impl Refine {
         {
             return Ok(b.clone());
         }
-        let b = ctx.root.get_required(&artifact.path)?;
+        let b = crate::shards::fetch(ctx.root, artifact)?;
         *cached = Some((key, b.clone()));
         Ok(b)
     }
@@ -195,7 +195,7 @@ impl StageKind for Refine {
             .shards
             .first()
             .ok_or_else(|| ctx.err("input `data` has no shards"))?;
-        let batches = crate::shards::read(ctx.root, &first.path, None)?;
+        let batches = crate::shards::read(ctx.root, first, None)?;
         let schema = batches
             .first()
             .map(|b| b.schema())
@@ -227,7 +227,20 @@ impl StageKind for Refine {
             .as_str()
             .ok_or_else(|| ctx.err("unit spec lacks `shard`"))?;
         let url = ctx.root.url_of(shard);
-        let rows = crate::shards::read(ctx.root, shard, None)?;
+        // The input shard as its manifest recorded it (size and sha256 checked as it streams).
+        let data = ctx.stage_input("data")?;
+        let info = data
+            .manifest
+            .shards
+            .get(unit.index)
+            .filter(|s| s.path == shard)
+            .ok_or_else(|| {
+                ctx.err(format!(
+                    "unit {} names `{shard}`, which is not input shard {}",
+                    unit.index, unit.index
+                ))
+            })?;
+        let rows = crate::shards::read(ctx.root, info, None)?;
         let mut images = Vec::new();
         for batch in &rows {
             sample::check_common(&batch.schema(), &url)?;

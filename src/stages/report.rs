@@ -73,15 +73,15 @@ impl Finding {
             m.artifacts
                 .iter()
                 .find(|a| a.path.rsplit('/').next() == Some(name))
-                .map(|a| a.path.clone())
+                .cloned()
         };
         // Reports committed before `headline.json` existed have a page but no headline.
         let headline = match artifact("headline.json") {
-            Some(path) => {
-                let bytes = root.get_required(&path)?;
+            Some(info) => {
+                let bytes = crate::shards::fetch(root, &info)?;
                 Some(
                     serde_json::from_slice::<Headline>(&bytes).map_err(|source| Error::Json {
-                        path: root.url_of(&path),
+                        path: root.url_of(&info.path),
                         source,
                     })?,
                 )
@@ -94,7 +94,7 @@ impl Finding {
             task: headline.as_ref().map(|h| h.task.clone()),
             headline: headline.as_ref().and_then(|h| h.headline.clone()),
             checks: headline.map(|h| h.checks).unwrap_or_default(),
-            page: artifact("report.html").map(|p| root.url_of(&p)),
+            page: artifact("report.html").map(|p| root.url_of(&p.path)),
             finished_at: m.timings.finished_at.clone(),
         }))
     }
@@ -299,11 +299,7 @@ fn loss_curves(ctx: &StageCtx) -> Result<Option<(String, String)>> {
     let mut acc: Vec<(&str, Vec<(f64, f64)>)> =
         vec![("D acc. real", vec![]), ("D acc. refined", vec![])];
     for s in &c.manifest.shards {
-        for b in crate::shards::read(
-            ctx.root,
-            &s.path,
-            Some(crate::schema::get("train_metrics")?),
-        )? {
+        for b in crate::shards::read(ctx.root, s, Some(crate::schema::get("train_metrics")?))? {
             let step = b
                 .column(0)
                 .as_any()
@@ -363,7 +359,7 @@ fn sample_grid(ctx: &StageCtx) -> Result<Option<Vec<u8>>> {
             return Ok(vec![]);
         };
         let url = ctx.root.url_of(&s.path);
-        let batches = crate::shards::read(ctx.root, &s.path, None)?;
+        let batches = crate::shards::read(ctx.root, s, None)?;
         let Some(b) = batches.first() else {
             return Ok(vec![]);
         };
@@ -414,7 +410,7 @@ fn input_json<T: serde::de::DeserializeOwned>(
         }
         return Ok(None);
     };
-    let b = ctx.root.get_required(&a.path)?;
+    let b = crate::shards::fetch(ctx.root, a)?;
     serde_json::from_slice(&b)
         .map(Some)
         .map_err(|source| Error::Json {
@@ -666,7 +662,7 @@ impl StageKind for Report {
             .iter()
             .find(|a| a.path.ends_with("/summary.json"))
             .ok_or_else(|| ctx.err("input `score` has no summary.json"))?;
-        let bytes = ctx.root.get_required(&art.path)?;
+        let bytes = crate::shards::fetch(ctx.root, art)?;
         let summary: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|source| Error::Json {
                 path: ctx.root.url_of(&art.path),

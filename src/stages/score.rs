@@ -153,7 +153,7 @@ fn estimator(ctx: &StageCtx, role: &str, weights: bool) -> Result<Option<Estimat
     let mut members = Vec::new();
     for j in 0.. {
         match find(&format!("/{}", member_artifact(j))) {
-            Some(w) if weights => members.push(ctx.root.get_required(&w.path)?),
+            Some(w) if weights => members.push(crate::shards::fetch(ctx.root, w)?),
             Some(_) => {}
             None => {
                 if j == 0 {
@@ -168,7 +168,7 @@ fn estimator(ctx: &StageCtx, role: &str, weights: bool) -> Result<Option<Estimat
     }
     let meta = match find("/estimator.json") {
         Some(m) => {
-            let b = ctx.root.get_required(&m.path)?;
+            let b = crate::shards::fetch(ctx.root, m)?;
             Some(
                 serde_json::from_slice::<EstimatorMeta>(&b).map_err(|source| Error::Json {
                     path: ctx.root.url_of(&m.path),

@@ -86,7 +86,7 @@ pub fn encode_png(img: &GrayImage, what: &str) -> Result<Vec<u8>> {
 
 /// Decode PNG (or any supported format) bytes to 8-bit grayscale.
 pub fn decode_png(bytes: &[u8], what: &str) -> Result<GrayImage> {
-    image::load_from_memory(bytes)
+    crate::sample::decode_bounded(bytes)
         .map(|i| i.into_luma8())
         .map_err(|source| Error::Image {
             what: what.to_string(),

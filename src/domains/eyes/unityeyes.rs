@@ -362,8 +362,11 @@ pub fn crop_eye(
 /// `image`. Errors are the decoder's message.
 pub fn decode_gray(bytes: &[u8]) -> Result<DynamicImage, String> {
     if bytes.starts_with(&[0xFF, 0xD8]) {
+        let side = crate::sample::MAX_IMAGE_SIDE as usize;
         let options = zune_core::options::DecoderOptions::default()
-            .jpeg_set_out_colorspace(zune_core::colorspace::ColorSpace::Luma);
+            .jpeg_set_out_colorspace(zune_core::colorspace::ColorSpace::Luma)
+            .set_max_width(side)
+            .set_max_height(side);
         let mut dec = zune_jpeg::JpegDecoder::new_with_options(
             zune_core::bytestream::ZCursor::new(bytes),
             options,
@@ -375,7 +378,7 @@ pub fn decode_gray(bytes: &[u8]) -> Result<DynamicImage, String> {
             .map(DynamicImage::ImageLuma8)
             .ok_or_else(|| format!("JPEG decoded to a buffer that is not {w}×{h} grey"));
     }
-    image::load_from_memory(bytes)
+    crate::sample::decode_bounded(bytes)
         .map(|i| DynamicImage::ImageLuma8(i.to_luma8()))
         .map_err(|e| e.to_string())
 }
