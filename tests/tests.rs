@@ -11,3 +11,4 @@ mod ingest_images;
 mod readme;
 mod runner;
 mod storage;
+mod trust;
