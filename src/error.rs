@@ -108,6 +108,13 @@ pub enum Error {
     #[error("lease on `{root}` was lost: {reason}")]
     LeaseLost { root: String, reason: String },
 
+    /// The process was asked to stop (SIGTERM, SIGINT); finished units are recorded for the
+    /// resume.
+    #[error(
+        "stage `{stage}`: stopped by signal {signal}; finished units are kept, rerun to resume"
+    )]
+    Interrupted { signal: i32, stage: String },
+
     /// A stage's input has no committed version yet.
     #[error("stage `{stage}`: input `{input}` has no committed version; run it first")]
     InputMissing { stage: String, input: String },

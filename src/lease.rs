@@ -1,18 +1,38 @@
-//! One run per root at a time: a lease built only on create-if-absent.
+//! One run per root at a time: a lease built only on create-if-absent and listing.
 //!
 //! The lease is a sequence of generation objects `_lease/0000000007.json`; the highest generation
 //! is the current state. To acquire, a run reads the current generation G and, if it is free
-//! (released, expired, or held by a dead process on this host), creates G+1 naming itself —
-//! `PutMode::Create` lets exactly one contender win. The holder renews by creating G+2, G+3, …
-//! every `ttl/3`; if that create fails, someone took the lease over after it expired and this run
-//! has lost it (the runner checks before every commit). Releasing creates a `released` generation.
-//! Because only create-if-absent is used, the protocol behaves the same on local disk, in memory
-//! and on S3.
+//! (released, expired, or held by a dead process of this very machine and PID namespace),
+//! creates G+1 naming itself — `PutMode::Create` lets exactly one contender win. The holder
+//! renews by creating G+2, G+3, … every `ttl/3`. Releasing creates a `released` generation.
+//! Because only create-if-absent and listing are used, the protocol behaves the same on local
+//! disk, in memory and on S3.
+//!
+//! Fencing (why a holder that was paused, partitioned or outrun cannot keep writing):
+//! - **Generation numbers are monotonic and a renewal counts only if it is the highest.** Old
+//!   generations are compacted (the holder deletes its own older ones), so a stale holder's
+//!   create-if-absent on a compacted number can succeed; right after every renewal the holder
+//!   lists the folder, and if any generation is higher than the one it just wrote, it has lost the
+//!   lease (it deletes its stray generation and stops). This is chosen over one object with a
+//!   conditional update (ETag `If-Match`) because create-if-absent is the one conditional write
+//!   that local disk, memory and every S3-compatible store implement alike.
+//! - **A holder proves its hold by its own clock, not the store's.** [`Lease::check`] fails once
+//!   more than `ttl` has passed on the holder's monotonic clock since the last renewal that
+//!   succeeded (measured from when it was sent): a holder stopped with SIGSTOP, or cut off from the
+//!   store, stops writing before any contender may take over. The runner checks before every
+//!   unit and before every commit.
+//! - **Clock skew margin.** A contender takes an expired lease only `ttl` after its recorded
+//!   expiry, so contenders whose wall clocks run up to `ttl` ahead of the holder's cannot take a
+//!   live lease.
+//! - **Holder identity** is a random token; "dead holder on this machine" (taken over at once, so
+//!   a rerun after kill -9 need not wait) requires the same host name, boot id and PID namespace
+//!   and a process with that pid and start time to be gone. A contender in another PID namespace
+//!   (a container) waits for expiry instead.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +58,16 @@ pub struct LeaseRecord {
     pub released: bool,
     /// What the holder is doing (pipeline name, command).
     pub purpose: String,
+    /// The holder's ttl in seconds (contenders wait this long again past `expires_at`: the
+    /// clock-skew margin). 0 in records written before it existed.
+    #[serde(default)]
+    pub ttl_s: u64,
+    /// The holder's machine and PID namespace (`<boot id>/<pid namespace>`), when known.
+    #[serde(default)]
+    pub process_space: String,
+    /// The holder's process start time (clock ticks since boot), when known.
+    #[serde(default)]
+    pub start_time: u64,
 }
 
 impl LeaseRecord {
@@ -46,20 +76,51 @@ impl LeaseRecord {
     }
 
     fn is_free(&self, now: u64, host: &str) -> bool {
-        self.released || self.expires_at <= now || (self.host == host && !pid_alive(self.pid))
+        self.released
+            || self.expires_at.saturating_add(self.ttl_s) <= now
+            || (self.host == host && self.holder_is_gone())
+    }
+
+    /// Whether the holder is known to be dead: it ran in this machine's boot and PID namespace
+    /// and no process with its pid and start time exists.
+    fn holder_is_gone(&self) -> bool {
+        let Some(space) = process_space() else {
+            return false;
+        };
+        if self.process_space.is_empty() || self.process_space != space {
+            return false;
+        }
+        start_time(self.pid) != Some(self.start_time)
     }
 }
 
+/// Wall-clock Unix seconds. `SIMGAN_CLOCK_OFFSET_S` (tests only) shifts this process's clock, to
+/// play a contender whose clock runs ahead.
 fn now_s() -> u64 {
-    SystemTime::now()
+    let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    let offset: i64 = std::env::var("SIMGAN_CLOCK_OFFSET_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    now.saturating_add_signed(offset)
 }
 
-fn pid_alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-        || !std::path::Path::new("/proc/self").exists()
+/// `<boot id>/<pid namespace>` of this process (Linux), or `None` where /proc does not tell.
+fn process_space() -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    Some(format!("{}/{}", boot.trim(), ns.display()))
+}
+
+/// Start time (clock ticks after boot, field 22 of `/proc/PID/stat`) of a live process.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold blanks: count after the last `)`.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 fn host() -> String {
@@ -70,19 +131,27 @@ fn gen_path(generation: u64) -> String {
     format!("{DIR}/{generation:010}.json")
 }
 
+/// Every generation number in the lease folder, ascending.
+fn generations(root: &Root) -> Result<Vec<u64>> {
+    let mut out: Vec<u64> = root
+        .list(DIR)?
+        .into_iter()
+        .filter_map(|l| {
+            l.path
+                .rsplit('/')
+                .next()?
+                .strip_suffix(".json")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    out.sort_unstable();
+    Ok(out)
+}
+
 /// The current lease generation of a root, if any.
 pub fn current(root: &Root) -> Result<Option<LeaseRecord>> {
-    let latest = root.list(DIR)?.into_iter().filter_map(|l| {
-        let g: u64 = l
-            .path
-            .rsplit('/')
-            .next()?
-            .strip_suffix(".json")?
-            .parse()
-            .ok()?;
-        Some(g)
-    });
-    let Some(g) = latest.max() else {
+    let Some(&g) = generations(root)?.last() else {
         return Ok(None);
     };
     let rel = gen_path(g);
@@ -103,6 +172,10 @@ pub struct Lease {
     record: LeaseRecord,
     generation: Arc<AtomicU64>,
     lost: Arc<AtomicBool>,
+    /// Milliseconds after `epoch` at which the last successful renewal was sent.
+    renewed_ms: Arc<AtomicU64>,
+    epoch: Instant,
+    ttl: Duration,
     stop: Option<mpsc::Sender<()>>,
     renewer: Option<JoinHandle<()>>,
 }
@@ -113,13 +186,9 @@ impl Lease {
     pub fn acquire(root: &Root, purpose: &str, ttl: Duration, wait: bool) -> Result<Lease> {
         let host = host();
         let pid = std::process::id();
-        let owner = format!(
-            "{host}:{pid}:{}",
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        );
+        let owner = format!("{host}:{pid}:{:032x}", rand::random::<u128>());
+        let space = process_space().unwrap_or_default();
+        let started = start_time(pid).unwrap_or(0);
         let ttl_s = ttl.as_secs().max(1);
         loop {
             let cur = current(root)?;
@@ -150,7 +219,11 @@ impl Lease {
                 expires_at: now + ttl_s,
                 released: false,
                 purpose: purpose.to_string(),
+                ttl_s,
+                process_space: space.clone(),
+                start_time: started,
             };
+            let sent = Instant::now();
             let bytes = serde_json::to_vec(&record).map_err(|source| Error::Json {
                 path: root.url_of(DIR),
                 source,
@@ -162,6 +235,9 @@ impl Lease {
                     record,
                     generation: Arc::new(AtomicU64::new(generation)),
                     lost: Arc::new(AtomicBool::new(false)),
+                    renewed_ms: Arc::new(AtomicU64::new(0)),
+                    epoch: sent,
+                    ttl: Duration::from_secs(ttl_s),
                     stop: None,
                     renewer: None,
                 };
@@ -178,11 +254,18 @@ impl Lease {
         let base = self.record.clone();
         let generation = self.generation.clone();
         let lost = self.lost.clone();
+        let renewed_ms = self.renewed_ms.clone();
+        let epoch = self.epoch;
         let period = Duration::from_millis(ttl_s * 1000 / 3);
         self.stop = Some(tx);
         self.renewer = Some(std::thread::spawn(move || {
+            let taken_over = |why: &str| {
+                lost.store(true, Ordering::SeqCst);
+                tracing::error!("lease on {} was lost: {why}", root.url());
+            };
             while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(period) {
                 let g = generation.load(Ordering::SeqCst) + 1;
+                let sent = epoch.elapsed();
                 let rec = LeaseRecord {
                     generation: g,
                     expires_at: now_s() + ttl_s,
@@ -192,30 +275,56 @@ impl Lease {
                     continue;
                 };
                 match root.put_if_absent(&gen_path(g), bytes) {
-                    Ok(true) => {
+                    Ok(true) => {}
+                    Ok(false) => return taken_over("another run took it over after it expired"),
+                    Err(e) => {
+                        tracing::warn!("lease renewal failed (will retry): {e}");
+                        continue;
+                    }
+                }
+                // The renewal counts only if nothing higher exists: a compacted number that a
+                // paused holder re-created is below the new holder's generations.
+                match generations(&root) {
+                    Ok(all) if all.last() == Some(&g) => {
                         generation.store(g, Ordering::SeqCst);
-                        // Keep the folder small: older generations are history.
-                        if g > 2 {
-                            let _ = root.delete(&gen_path(g - 2));
+                        renewed_ms.store(
+                            u64::try_from(sent.as_millis()).unwrap_or(u64::MAX),
+                            Ordering::SeqCst,
+                        );
+                        // Keep the folder small: this holder's older generations are history.
+                        for old in all.iter().filter(|&&o| o + 2 <= g) {
+                            let _ = root.delete(&gen_path(*old));
                         }
                     }
-                    Ok(false) => {
-                        lost.store(true, Ordering::SeqCst);
-                        tracing::error!("lease on {} was taken over by another run", root.url());
-                        return;
+                    Ok(_) => {
+                        let _ = root.delete(&gen_path(g));
+                        return taken_over("another run holds a higher generation");
                     }
-                    Err(e) => tracing::warn!("lease renewal failed (will retry): {e}"),
+                    Err(e) => tracing::warn!("lease renewal not confirmed (will retry): {e}"),
                 }
             }
         }));
     }
 
-    /// Fail if the lease was lost (expired and taken over).
+    /// Fail unless this holder can prove it still holds the lease: not taken over, and less
+    /// than `ttl` (on this process's monotonic clock) since the last successful renewal was sent.
     pub fn check(&self) -> Result<()> {
         if self.lost.load(Ordering::SeqCst) {
             return Err(Error::LeaseLost {
                 root: self.root.url().to_string(),
                 reason: "another run took it over after it expired".into(),
+            });
+        }
+        let renewed = Duration::from_millis(self.renewed_ms.load(Ordering::SeqCst));
+        let since = self.epoch.elapsed().saturating_sub(renewed);
+        if since >= self.ttl {
+            return Err(Error::LeaseLost {
+                root: self.root.url().to_string(),
+                reason: format!(
+                    "no renewal confirmed for {:.1} s (ttl {} s): this run was paused or cut off from the store",
+                    since.as_secs_f64(),
+                    self.ttl.as_secs()
+                ),
             });
         }
         Ok(())

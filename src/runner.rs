@@ -496,10 +496,30 @@ fn crash_after_units() -> Option<usize> {
     std::env::var("SIMGAN_CRASH_AFTER_UNITS").ok()?.parse().ok()
 }
 
+/// The signal that asked this process to stop (0: none). Set by [`interrupt`].
+static INTERRUPT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Ask every stage run of this process to stop before its next unit (a SIGTERM or SIGINT
+/// handler calls this): units already running finish and record themselves, the run fails with
+/// [`Error::Interrupted`], and the lease is released on the way out.
+pub fn interrupt(signal: i32) {
+    INTERRUPT.store(signal, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The signal passed to [`interrupt`], if any.
+pub fn interrupted() -> Option<i32> {
+    match INTERRUPT.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
 /// Everything a stage run derives before running units.
 struct Prepared<'a> {
     stage: &'a Stage,
     root: &'a Root,
+    /// The root's lease, when this writer holds one (a run; workers hold none).
+    lease: Option<&'a Lease>,
     inputs: BTreeMap<String, ResolvedInput>,
     refs: BTreeMap<String, InputRef>,
     params: serde_json::Value,
@@ -547,6 +567,7 @@ impl<'a> Prepared<'a> {
         let mut p = Prepared {
             stage,
             root,
+            lease: None,
             inputs,
             refs,
             params,
@@ -596,6 +617,9 @@ impl<'a> Prepared<'a> {
     /// and the folder's attempt is the one this writer adopted. Checked before every unit, before
     /// a unit's shard becomes visible, before its record, and before the commit.
     fn guard(&self) -> Result<()> {
+        if let Some(l) = self.lease {
+            l.check()?;
+        }
         let manifest_rel = manifest::manifest_path(&self.stage.name, self.version);
         if self.root.size(&manifest_rel)?.is_some() {
             return Err(Error::AlreadyCommitted {
@@ -702,6 +726,12 @@ impl<'a> Prepared<'a> {
         unit: &UnitSpec,
         work: impl FnOnce(&StageCtx, &mut UnitOutput) -> Result<()>,
     ) -> Result<UnitRecord> {
+        if let Some(signal) = interrupted() {
+            return Err(Error::Interrupted {
+                signal,
+                stage: self.stage.name.clone(),
+            });
+        }
         self.guard()?;
         let ctx = self.ctx();
         let mut out = UnitOutput::new(self.root, &self.prefix, unit.index, &self.declared);
@@ -898,6 +928,7 @@ pub fn run_stage(
     progress: bool,
 ) -> Result<StageOutcome> {
     let mut p = Prepared::new(stage, root)?;
+    p.lease = lease;
     let prefix = p.prefix.clone();
     let attempt_rel = p.attempt_rel();
     let previous: Option<Attempt> = read_json(root, &attempt_rel)?;

@@ -588,6 +588,9 @@ fn leases_admit_one_run_and_expired_ones_are_taken_over() {
         expires_at: 1,
         released: false,
         purpose: "crashed run".into(),
+        ttl_s: 30,
+        process_space: String::new(),
+        start_time: 0,
     };
     root.put(
         "_lease/0000000100.json",

@@ -507,3 +507,135 @@ fn s3_tampering_is_caught_and_an_aborted_upload_leaves_no_multipart_upload() {
     assert_eq!(uploads(), 0, "the aborted upload's parts are gone");
     assert!(root.get("big/part-00000.parquet").unwrap().is_none());
 }
+
+const SLOW: (&str, &str) = (
+    "rows = 60, rows_per_shard = 20",
+    "rows = 40000, rows_per_shard = 1000",
+);
+
+/// Wait until `file` exists while `child` runs.
+fn wait_for(child: &mut std::process::Child, file: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !file.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            file.display()
+        );
+        assert!(child.try_wait().unwrap().is_none(), "ended early");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn a_paused_lease_holder_stops_writing_once_it_cannot_prove_its_lease() {
+    let (dir, p) = setup(&PIPELINE.replace(SLOW.0, SLOW.1));
+    let (d, p) = (dir.path(), p.to_str().unwrap());
+    let v1 = d.join("runs/trust/synthetic/v00000001");
+    let mut holder = simgan(d)
+        .args(["run", p, "--stage", "synthetic", "--lease-ttl", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&mut holder, &v1.join("_units/00000.json"));
+    signal(&holder, "-STOP");
+    // The lease expires (ttl 2 s, plus the 2 s skew margin); another run takes over and commits.
+    let started = Instant::now();
+    let out = ok(simgan(d).args(["run", p, "--stage", "synthetic", "--wait"]));
+    assert!(out.contains("units resumed"), "{out}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "took over a live lease"
+    );
+    let committed = std::fs::read(d.join("runs/trust/synthetic/_manifests/00000001.json")).unwrap();
+    // The old holder wakes up: it must stop, not write, not commit.
+    signal(&holder, "-CONT");
+    let h = holder.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&h.stderr);
+    assert!(!h.status.success() && err.contains("lease"), "{err}");
+    assert_eq!(
+        std::fs::read(d.join("runs/trust/synthetic/_manifests/00000001.json")).unwrap(),
+        committed
+    );
+    ok(simgan(d).args(["verify", "runs/trust"]));
+    let lease = simgan::lease::current(&util::open(d.join("runs/trust").to_str().unwrap()))
+        .unwrap()
+        .unwrap();
+    assert!(lease.released, "{lease:?}");
+}
+
+#[test]
+fn a_contender_whose_clock_runs_ahead_does_not_take_a_live_lease() {
+    let (dir, p) = setup(PIPELINE);
+    let (d, p) = (dir.path(), p.to_str().unwrap());
+    let root = util::open(d.join("runs/trust").to_str().unwrap());
+    let held =
+        simgan::lease::Lease::acquire(&root, "holder", Duration::from_secs(4), false).unwrap();
+    // 6 s ahead: past the recorded expiry (at most 4 s away), within the skew margin.
+    let out = output(simgan(d).args(["run", p]).env("SIMGAN_CLOCK_OFFSET_S", "6"));
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    held.check().unwrap();
+    drop(held);
+    ok(simgan(d).args(["run", p]));
+}
+
+#[test]
+#[ignore = "needs unshare(1) with a new PID namespace (root): the CI machine has both"]
+fn a_contender_in_another_pid_namespace_does_not_take_a_live_lease() {
+    let (dir, p) = setup(PIPELINE);
+    let (d, p) = (dir.path(), p.to_str().unwrap());
+    let root = util::open(d.join("runs/trust").to_str().unwrap());
+    let held =
+        simgan::lease::Lease::acquire(&root, "holder", Duration::from_secs(60), false).unwrap();
+    // In a new PID namespace the holder's pid does not exist: that must not read as "dead".
+    let out = output(
+        Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc"])
+            .arg(env!("CARGO_BIN_EXE_simgan"))
+            .args(["run", p])
+            .current_dir(d)
+            .env("RUST_LOG", "warn"),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    held.check().unwrap();
+}
+
+#[test]
+fn sigterm_finishes_the_unit_releases_the_lease_and_the_rerun_resumes() {
+    let (dir, p) = setup(&PIPELINE.replace(SLOW.0, SLOW.1));
+    let (d, p) = (dir.path(), p.to_str().unwrap());
+    let v1 = d.join("runs/trust/synthetic/v00000001");
+    let mut run = simgan(d)
+        .args(["run", p, "--stage", "synthetic"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&mut run, &v1.join("_units/00000.json"));
+    signal(&run, "-TERM");
+    let r = run.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(143), "{err}");
+    assert!(err.contains("stopped by signal 15"), "{err}");
+    let lease = simgan::lease::current(&util::open(d.join("runs/trust").to_str().unwrap()))
+        .unwrap()
+        .unwrap();
+    assert!(lease.released, "the lease is released: {lease:?}");
+    assert!(!d.join("runs/trust/synthetic/_manifests").exists());
+    let done = std::fs::read_dir(v1.join("_units")).unwrap().count();
+    assert!((1..40).contains(&done), "{done} units recorded");
+    let out = ok(simgan(d).args(["run", p, "--stage", "synthetic"]));
+    assert!(out.contains(&format!("({done} units resumed)")), "{out}");
+    ok(simgan(d).args(["verify", "runs/trust"]));
+}

@@ -121,14 +121,46 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Exit codes: 0 success, 1 failure, 2 usage error (clap), 75 (EX_TEMPFAIL) when the root is
-/// locked by another run — a scheduler may retry later.
+/// locked by another run — a scheduler may retry later — and 143 / 130 after SIGTERM / SIGINT.
 fn exit_code(err: &anyhow::Error) -> ExitCode {
     for cause in err.chain() {
-        if let Some(Error::LeaseHeld { .. }) = cause.downcast_ref::<Error>() {
-            return ExitCode::from(75);
+        match cause.downcast_ref::<Error>() {
+            Some(Error::LeaseHeld { .. }) => return ExitCode::from(75),
+            Some(Error::Interrupted { signal, .. }) => {
+                return ExitCode::from(u8::try_from(128 + signal).unwrap_or(1));
+            }
+            _ => {}
         }
     }
     ExitCode::from(1)
+}
+
+/// SIGTERM (schedulers' stop) and SIGINT (Ctrl-C): the first asks the runs of this process to
+/// stop before their next unit (the lease is released, exit 128 + signal: 143 or 130); a second
+/// exits at once.
+fn stop_on_signals(rt: &tokio::runtime::Runtime) {
+    use tokio::signal::unix::{SignalKind, signal};
+    rt.spawn(async {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        loop {
+            let sig = tokio::select! {
+                _ = term.recv() => libc::SIGTERM,
+                _ = int.recv() => libc::SIGINT,
+            };
+            if crate::runner::interrupted().is_some() {
+                std::process::exit(128 + sig);
+            }
+            eprintln!(
+                "simgan: signal {sig}: stopping after the units in progress (again to exit at once)"
+            );
+            crate::runner::interrupt(sig);
+        }
+    });
 }
 
 /// Parse arguments, run the command, print a one-line summary on failure.
@@ -154,7 +186,10 @@ pub fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let rt = runtime()?;
     match cli.command {
-        Command::Run(a) => run::run(a, &rt),
+        Command::Run(a) => {
+            stop_on_signals(&rt);
+            run::run(a, &rt)
+        }
         Command::Status(a) => run::status(a, &rt),
         Command::Report(a) => run::report(a, &rt),
         Command::Show(a) => inspect::show(a, &rt),
