@@ -35,8 +35,101 @@ pub enum InputRef {
         version: u64,
         digest: String,
     },
-    /// An external location (path or URL, credentials stripped).
-    Location { location: String },
+    /// An external location (path or URL, credentials stripped), with what it held when the
+    /// stage ran.
+    Location {
+        location: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        listing: Option<SourceListing>,
+    },
+}
+
+/// A location input's content, summarised from one listing (never by reading the files): new,
+/// removed, resized or rewritten files change `digest`, so the stage becomes stale.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceListing {
+    /// Objects listed.
+    pub files: u64,
+    /// Their total size.
+    pub bytes: u64,
+    /// `sha256:<hex>` over the sorted `path \t size \t ETag-or-mtime` lines.
+    pub digest: String,
+}
+
+impl SourceListing {
+    /// Summarise listing lines (as [`listing_lines`] writes them).
+    pub fn of(lines: &str, files: u64, bytes: u64) -> SourceListing {
+        SourceListing {
+            files,
+            bytes,
+            digest: crate::shards::checksum(lines.as_bytes()),
+        }
+    }
+}
+
+/// The listing of a location as text, one `path \t size \t tag` line per object (sorted), with
+/// the object count and total bytes.
+pub fn listing_lines(listed: &[crate::storage::Listed]) -> (String, u64, u64) {
+    let mut text = String::with_capacity(listed.len() * 64);
+    let mut bytes = 0u64;
+    for l in listed {
+        bytes += l.size;
+        text.push_str(&l.path);
+        text.push('\t');
+        text.push_str(&l.size.to_string());
+        text.push('\t');
+        text.push_str(&l.tag);
+        text.push('\n');
+    }
+    (text, listed.len() as u64, bytes)
+}
+
+/// What changed between two listings (as [`listing_lines`] writes them): "3 files added, 1
+/// removed, 2 changed (e.g. `a/b.png` added)".
+pub fn listing_diff(old: &str, new: &str) -> String {
+    let parse = |t: &str| -> BTreeMap<String, String> {
+        t.lines()
+            .filter_map(|l| {
+                let (p, rest) = l.split_once('\t')?;
+                Some((p.to_string(), rest.to_string()))
+            })
+            .collect()
+    };
+    let (a, b) = (parse(old), parse(new));
+    let mut example: Option<String> = None;
+    let (mut added, mut removed, mut changed) = (0usize, 0usize, 0usize);
+    for (p, v) in &b {
+        match a.get(p) {
+            None => {
+                added += 1;
+                example.get_or_insert_with(|| format!("`{p}` added"));
+            }
+            Some(w) if w != v => {
+                changed += 1;
+                example.get_or_insert_with(|| format!("`{p}` changed"));
+            }
+            _ => {}
+        }
+    }
+    for p in a.keys().filter(|p| !b.contains_key(*p)) {
+        removed += 1;
+        example.get_or_insert_with(|| format!("`{p}` removed"));
+    }
+    let plural = |n: usize| if n == 1 { "file" } else { "files" };
+    let mut parts = Vec::new();
+    if added > 0 {
+        parts.push(format!("{added} {} added", plural(added)));
+    }
+    if removed > 0 {
+        parts.push(format!("{removed} removed"));
+    }
+    if changed > 0 {
+        parts.push(format!("{changed} changed"));
+    }
+    match example {
+        Some(e) => format!("{} (e.g. {e})", parts.join(", ")),
+        None => "listing differs".into(),
+    }
 }
 
 /// An input row the stage skipped under `on_error = "skip"`.
@@ -340,6 +433,7 @@ mod tests {
             "x".to_string(),
             InputRef::Location {
                 location: "/d".into(),
+                listing: None,
             },
         );
         assert_ne!(

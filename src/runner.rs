@@ -138,13 +138,20 @@ pub struct RunReport {
     pub ran: Vec<StageOutcome>,
 }
 
-/// Resolve a stage's inputs from the latest committed manifests (or opened locations).
-fn resolve_inputs(
-    stage: &Stage,
-    root: &Root,
-) -> Result<(BTreeMap<String, ResolvedInput>, BTreeMap<String, InputRef>)> {
+/// A stage's inputs: opened, as the fingerprint records them, and each location's listing.
+type Inputs = (
+    BTreeMap<String, ResolvedInput>,
+    BTreeMap<String, InputRef>,
+    BTreeMap<String, String>,
+);
+
+/// Resolve a stage's inputs from the latest committed manifests (or opened locations). Each
+/// location is listed (never read): its listing's digest is part of the fingerprint, so new,
+/// removed or rewritten raw files make the stage stale.
+fn resolve_inputs(stage: &Stage, root: &Root) -> Result<Inputs> {
     let mut resolved = BTreeMap::new();
     let mut refs = BTreeMap::new();
+    let mut listings = BTreeMap::new();
     for (role, input) in &stage.inputs {
         match input {
             Input::Stage(s) => {
@@ -170,12 +177,15 @@ fn resolve_inputs(
             }
             Input::Location(loc) => {
                 let opened = Root::open(loc, root.runtime().clone())?;
+                let (lines, files, bytes) = manifest::listing_lines(&opened.list("")?);
                 refs.insert(
                     role.clone(),
                     InputRef::Location {
                         location: redact(loc),
+                        listing: Some(manifest::SourceListing::of(&lines, files, bytes)),
                     },
                 );
+                listings.insert(role.clone(), lines);
                 resolved.insert(
                     role.clone(),
                     ResolvedInput::Location {
@@ -186,11 +196,42 @@ fn resolve_inputs(
             }
         }
     }
-    Ok((resolved, refs))
+    Ok((resolved, refs, listings))
 }
 
-/// Explain why `latest` does not match the expected parts.
-fn stale_reason(latest: &Manifest, stage: &Stage, refs: &BTreeMap<String, InputRef>) -> String {
+/// Where a version keeps the listing of its location input `role` (gzipped text).
+fn listing_path(prefix: &str, role: &str) -> String {
+    format!("{prefix}/_source/{role}.tsv.gz")
+}
+
+/// The listing a committed version recorded for `role`, if it has one.
+fn recorded_listing(root: &Root, m: &Manifest, role: &str) -> Result<Option<String>> {
+    use std::io::Read;
+    let rel = listing_path(&m.data_prefix, role);
+    let Some(info) = m.artifacts.iter().find(|a| a.path == rel) else {
+        return Ok(None);
+    };
+    let gz = shards::fetch(root, info)?;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_string(&mut text)
+        .map_err(|source| Error::Input {
+            file: root.url_of(&rel),
+            field: "listing".into(),
+            reason: source.to_string(),
+        })?;
+    Ok(Some(text))
+}
+
+/// Explain why `latest` does not match the expected parts (a location's change from the listing
+/// the version recorded: files added, removed, changed).
+fn stale_reason(
+    root: &Root,
+    latest: &Manifest,
+    stage: &Stage,
+    refs: &BTreeMap<String, InputRef>,
+    listings: &BTreeMap<String, String>,
+) -> String {
     if latest.kind != stage.kind.name() {
         return format!("kind changed ({} → {})", latest.kind, stage.kind.name());
     }
@@ -229,6 +270,20 @@ fn stale_reason(latest: &Manifest, stage: &Stage, refs: &BTreeMap<String, InputR
                 },
             ) if s0 == s1 && v0 != v1 => {
                 return format!("input `{role}` has a new version ({s1} v{v0} → v{v1})");
+            }
+            (
+                Some(InputRef::Location {
+                    location: l0,
+                    listing: Some(_),
+                }),
+                InputRef::Location { location: l1, .. },
+            ) if l0 == l1 && latest.inputs.get(role) != Some(r) => {
+                let old = recorded_listing(root, latest, role).ok().flatten();
+                let diff = match (old, listings.get(role)) {
+                    (Some(old), Some(new)) => manifest::listing_diff(&old, new),
+                    _ => "listing differs".into(),
+                };
+                return format!("source `{role}` changed: {diff}");
             }
             (old, new) if old != Some(new) => return format!("input `{role}` changed"),
             _ => {}
@@ -301,8 +356,8 @@ fn plan_with(
 /// up-to-date stage's stored objects are checked too.
 fn status_of(stage: &Stage, root: &Root, verify: bool) -> Result<(State, String)> {
     let latest = manifest::latest(root, &stage.name)?;
-    let refs = match resolve_inputs(stage, root) {
-        Ok((_, refs)) => refs,
+    let (refs, listings) = match resolve_inputs(stage, root) {
+        Ok((_, refs, listings)) => (refs, listings),
         Err(Error::InputMissing { input, .. }) => {
             let state = if latest.is_some() {
                 State::Stale
@@ -340,7 +395,10 @@ fn status_of(stage: &Stage, root: &Root, verify: bool) -> Result<(State, String)
                 _ => (State::UpToDate, String::new()),
             }
         }
-        Some(c) => (State::Stale, stale_reason(&c.manifest, stage, &refs)),
+        Some(c) => (
+            State::Stale,
+            stale_reason(root, &c.manifest, stage, &refs, &listings),
+        ),
     })
 }
 
@@ -522,6 +580,8 @@ struct Prepared<'a> {
     lease: Option<&'a Lease>,
     inputs: BTreeMap<String, ResolvedInput>,
     refs: BTreeMap<String, InputRef>,
+    /// Listings of the location inputs, by role (recorded with the version).
+    listings: BTreeMap<String, String>,
     params: serde_json::Value,
     fingerprint: String,
     declared: crate::schema::DeclaredSchema,
@@ -538,7 +598,7 @@ impl<'a> Prepared<'a> {
     fn new(stage: &'a Stage, root: &'a Root) -> Result<Prepared<'a>> {
         let started = Instant::now();
         let started_at = chrono::Utc::now().to_rfc3339();
-        let (inputs, refs) = resolve_inputs(stage, root)?;
+        let (inputs, refs, listings) = resolve_inputs(stage, root)?;
         let params = stage.params.to_json();
         let kind = stage.kind.as_ref();
         let fingerprint = FingerprintParts {
@@ -570,6 +630,7 @@ impl<'a> Prepared<'a> {
             lease: None,
             inputs,
             refs,
+            listings,
             params,
             fingerprint,
             declared,
@@ -873,9 +934,28 @@ impl<'a> Prepared<'a> {
     ) -> Result<StageOutcome> {
         self.guard()?;
         self.remove_unrecorded(&records)?;
+        let mut artifacts = Vec::new();
+        for (role, lines) in &self.listings {
+            use std::io::Write;
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            let rel = listing_path(&self.prefix, role);
+            let io = |source| Error::Io {
+                op: "compress listing",
+                path: rel.clone().into(),
+                source,
+            };
+            gz.write_all(lines.as_bytes()).map_err(io)?;
+            let bytes = gz.finish().map_err(io)?;
+            artifacts.push(ShardInfo {
+                path: rel.clone(),
+                rows: 0,
+                bytes: bytes.len() as u64,
+                checksum: shards::checksum(&bytes),
+            });
+            self.root.put(&rel, bytes)?;
+        }
         self.root.sync_local(&self.prefix)?;
         let mut shards_out = Vec::new();
-        let mut artifacts = Vec::new();
         let mut skipped = Vec::new();
         for rec in records.into_values() {
             shards_out.extend(rec.shard);

@@ -252,7 +252,7 @@ fn stream_checked(
     use futures::TryStreamExt;
     use object_store::ObjectStoreExt;
     let (store, path) = root.raw(&info.path);
-    let fut = async {
+    let fut = || async {
         let got = match store.get(&path).await {
             Ok(got) => got,
             Err(object_store::Error::NotFound { .. }) => {
@@ -293,8 +293,7 @@ fn stream_checked(
         }
         Ok(Ok(buf.freeze()))
     };
-    root.runtime()
-        .block_on(fut)
+    crate::storage::retry_read(|| root.runtime().block_on(fut()))
         .map_err(|e| Error::storage("get", root.url_of(&info.path), e))
 }
 

@@ -27,6 +27,46 @@ use tokio::runtime::Handle;
 
 use crate::error::{Error, Result};
 
+/// Attempts of an idempotent read (get, head, list) that failed in transit: object_store retries
+/// requests that fail with 5xx, timeouts or resets (its `RetryConfig`: up to 10 retries within
+/// 3 minutes, exponential backoff from 100 ms), but not a response body cut off mid-stream; reads
+/// are tried this many times in all, 250 ms, 500 ms, 1 s apart.
+const READ_ATTEMPTS: u32 = 4;
+
+/// Whether a failed request may succeed if repeated (not a definite answer from the store).
+pub fn transient(e: &object_store::Error) -> bool {
+    !matches!(
+        e,
+        object_store::Error::NotFound { .. }
+            | object_store::Error::AlreadyExists { .. }
+            | object_store::Error::Precondition { .. }
+            | object_store::Error::NotModified { .. }
+            | object_store::Error::NotSupported { .. }
+            | object_store::Error::InvalidPath { .. }
+            | object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }
+            | object_store::Error::NotImplemented { .. }
+            | object_store::Error::UnknownConfigurationKey { .. }
+    )
+}
+
+/// Run an idempotent read, repeating it (with backoff) while it fails in transit.
+pub fn retry_read<T>(
+    mut read: impl FnMut() -> std::result::Result<T, object_store::Error>,
+) -> std::result::Result<T, object_store::Error> {
+    let mut attempt = 1;
+    loop {
+        match read() {
+            Err(e) if attempt < READ_ATTEMPTS && transient(&e) => {
+                tracing::debug!(attempt, error = %e, "read failed in transit; retrying");
+                std::thread::sleep(std::time::Duration::from_millis(125 << attempt));
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// One listed object, relative to the root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
@@ -34,6 +74,9 @@ pub struct Listed {
     pub path: String,
     /// Size in bytes.
     pub size: u64,
+    /// What changes when the object's content is replaced: its ETag where the store has one,
+    /// else its last-modified time (RFC 3339).
+    pub tag: String,
 }
 
 /// A run root (or any other location) on object storage.
@@ -233,35 +276,52 @@ impl Root {
     }
 
     /// Write `bytes` at `rel` only if nothing is there. `Ok(false)` if it already existed.
+    ///
+    /// object_store repeats a conditional put answered with a 5xx but not one whose connection
+    /// failed (it may have been applied), so this repeats those, up to [`READ_ATTEMPTS`] times.
+    /// When a create finds the object already there with exactly these bytes, an earlier attempt
+    /// of this very call landed and its answer was lost: it counts as created.
     pub fn put_if_absent(&self, rel: &str, bytes: impl Into<Bytes>) -> Result<bool> {
         let p = self.path(rel);
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match self.rt.block_on(
-            self.store
-                .put_opts(&p, PutPayload::from_bytes(bytes.into()), opts),
-        ) {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. })
-            | Err(object_store::Error::Precondition { .. }) => Ok(false),
-            Err(e) => Err(Error::storage("create", self.url_of(rel), e)),
+        let bytes: Bytes = bytes.into();
+        let mut attempt = 1;
+        loop {
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            };
+            let put = self
+                .store
+                .put_opts(&p, PutPayload::from_bytes(bytes.clone()), opts);
+            match self.rt.block_on(put) {
+                Ok(_) => return Ok(true),
+                Err(object_store::Error::AlreadyExists { .. })
+                | Err(object_store::Error::Precondition { .. }) => {
+                    // object_store itself repeats a create answered with a 5xx: a lost
+                    // attempt may be ours at any attempt number.
+                    return Ok(self.get(rel)?.is_some_and(|there| there == bytes));
+                }
+                Err(e) if attempt < READ_ATTEMPTS && transient(&e) => {
+                    tracing::debug!(attempt, error = %e, "conditional put failed in transit; retrying");
+                    std::thread::sleep(std::time::Duration::from_millis(125 << attempt));
+                    attempt += 1;
+                }
+                Err(e) => return Err(Error::storage("create", self.url_of(rel), e)),
+            }
         }
     }
 
     /// Read the object at `rel`; `Ok(None)` if it does not exist.
     pub fn get(&self, rel: &str) -> Result<Option<Bytes>> {
         let p = self.path(rel);
-        let fut = async {
+        let fut = || async {
             match self.store.get(&p).await {
                 Ok(r) => r.bytes().await.map(Some),
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(e),
             }
         };
-        self.rt
-            .block_on(fut)
+        retry_read(|| self.rt.block_on(fut()))
             .map_err(|e| Error::storage("get", self.url_of(rel), e))
     }
 
@@ -277,7 +337,7 @@ impl Root {
     /// Size of the object at `rel`, or `None` if it does not exist.
     pub fn size(&self, rel: &str) -> Result<Option<u64>> {
         let p = self.path(rel);
-        match self.rt.block_on(self.store.head(&p)) {
+        match retry_read(|| self.rt.block_on(self.store.head(&p))) {
             Ok(m) => Ok(Some(m.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(Error::storage("head", self.url_of(rel), e)),
@@ -301,15 +361,20 @@ impl Root {
         } else {
             Some(&p)
         };
-        let metas: Vec<_> = self
-            .rt
-            .block_on(self.store.list(prefix).try_collect::<Vec<_>>())
-            .map_err(|e| Error::storage("list", self.url_of(rel), e))?;
+        let metas: Vec<_> = retry_read(|| {
+            self.rt
+                .block_on(self.store.list(prefix).try_collect::<Vec<_>>())
+        })
+        .map_err(|e| Error::storage("list", self.url_of(rel), e))?;
         let mut out: Vec<Listed> = metas
             .into_iter()
             .map(|m| Listed {
                 path: self.rel_of(&m.location),
                 size: m.size,
+                tag: m
+                    .e_tag
+                    .clone()
+                    .unwrap_or_else(|| m.last_modified.to_rfc3339()),
             })
             .collect();
         out.sort_by(|a, b| a.path.cmp(&b.path));
@@ -324,9 +389,7 @@ impl Root {
         } else {
             Some(&p)
         };
-        let res = self
-            .rt
-            .block_on(self.store.list_with_delimiter(prefix))
+        let res = retry_read(|| self.rt.block_on(self.store.list_with_delimiter(prefix)))
             .map_err(|e| Error::storage("list", self.url_of(rel), e))?;
         let mut out: Vec<String> = res
             .common_prefixes

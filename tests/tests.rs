@@ -6,6 +6,7 @@ mod cli;
 mod distributed;
 mod e2e;
 mod e2e_images;
+mod faults;
 mod ingest;
 mod ingest_images;
 mod readme;

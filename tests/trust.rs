@@ -639,3 +639,61 @@ fn sigterm_finishes_the_unit_releases_the_lease_and_the_rerun_resumes() {
     assert!(out.contains(&format!("({done} units resumed)")), "{out}");
     ok(simgan(d).args(["verify", "runs/trust"]));
 }
+
+#[test]
+fn new_or_changed_raw_files_make_an_ingest_stale_with_what_changed() {
+    let dir = util::tempdir();
+    let d = dir.path();
+    let raw = d.join("raw");
+    let png = |rel: &str, k: u8| {
+        let img = image::GrayImage::from_fn(8, 8, |x, y| {
+            image::Luma([(x as u8 * 9) ^ (y as u8 * 5) ^ k])
+        });
+        let path = raw.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        img.save(&path).unwrap();
+    };
+    for k in 0..4 {
+        png(&format!("a/{k}.png"), k);
+        png(&format!("b/{k}.png"), k + 100);
+    }
+    let p = util::write(
+        &d.join("p.toml"),
+        &format!(
+            "name = \"raw\"\n[stages.images]\nkind = \"ingest-images\"\ninputs = {{ source = \"{}\" }}\nparams = {{ domain = \"synthetic\" }}\n",
+            raw.display()
+        ),
+    );
+    let p = p.to_str().unwrap();
+    ok(simgan(d).args(["run", p]));
+    assert!(ok(simgan(d).args(["run", p])).contains("up to date"));
+    // Three new files and one rewritten: stale, and `status` says what changed.
+    for k in 4..7 {
+        png(&format!("a/{k}.png"), k);
+    }
+    png("b/0.png", 200);
+    let status = json(&ok(simgan(d).args(["status", p, "--json"])));
+    let reason = status["stages"][0]["reason"].as_str().unwrap();
+    assert_eq!(status["stages"][0]["state"], "stale");
+    assert!(
+        reason.contains("source `source` changed: 3 files added, 1 changed"),
+        "{reason}"
+    );
+    ok(simgan(d).args(["run", p]));
+    let r = json(&ok(simgan(d).args([
+        "query",
+        "runs/raw/images",
+        "SELECT count(*) AS n FROM data",
+        "--format",
+        "json",
+    ])));
+    assert_eq!(r[0]["n"], 11);
+    // A removed file too.
+    std::fs::remove_file(raw.join("a/1.png")).unwrap();
+    let status = json(&ok(simgan(d).args(["status", p, "--json"])));
+    let reason = status["stages"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("1 removed (e.g. `a/1.png` removed)"),
+        "{reason}"
+    );
+}

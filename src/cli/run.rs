@@ -72,13 +72,16 @@ fn worker_slot(a: &RunArgs) -> anyhow::Result<Option<WorkerSlot>> {
             .ok()
             .and_then(|v| v.trim().parse::<usize>().ok())
     };
-    let slurm = env("SLURM_ARRAY_TASK_ID").map(|i| {
-        (
-            i - env("SLURM_ARRAY_TASK_MIN").unwrap_or(0),
-            env("SLURM_ARRAY_TASK_COUNT"),
-        )
-    });
-    let index = slurm.map(|s| s.0).or_else(|| env("JOB_COMPLETION_INDEX"));
+    let slurm = match env("SLURM_ARRAY_TASK_ID") {
+        Some(i) => {
+            let min = env("SLURM_ARRAY_TASK_MIN").unwrap_or(0);
+            Some(i.checked_sub(min).ok_or_else(|| {
+                anyhow::anyhow!("SLURM_ARRAY_TASK_ID {i} is below SLURM_ARRAY_TASK_MIN {min}")
+            })?)
+        }
+        None => None,
+    };
+    let index = slurm.or_else(|| env("JOB_COMPLETION_INDEX"));
     match (a.workers, index) {
         (Some(count), Some(slot)) if slot < count => Ok(Some(WorkerSlot { slot, count })),
         (Some(count), Some(slot)) => {

@@ -172,6 +172,15 @@ fn jpeg_truncated(bytes: &[u8]) -> bool {
     !bytes[..end].ends_with(&[0xFF, 0xD9])
 }
 
+/// Read an input file: a storage failure (after object_store's retries) is the outer error and
+/// fails the stage; a file gone missing is the inner one, bad input.
+fn read_input(source: &Root, rel: &str) -> Result<std::result::Result<bytes::Bytes, String>> {
+    Ok(source
+        .get(rel)?
+        .ok_or_else(|| format!("{}: not found", source.url_of(rel))))
+}
+
+/// One UnityEyes render: fetch its two files (storage failures fail the stage), then parse.
 fn ue_one(
     source: &Root,
     stem: &str,
@@ -180,23 +189,59 @@ fn ue_one(
     crop: CropMode,
     max_head: f32,
     split: &str,
+) -> Result<std::result::Result<Option<EyeRow>, String>> {
+    let (Some(jpg), Some(json)) = (jpg, json) else {
+        let missing = if jpg.is_none() {
+            format!("image `{stem}.jpg` is missing")
+        } else {
+            format!("labels `{stem}.json` are missing")
+        };
+        return Ok(Err(format!("{}: {missing}", source.url_of(stem))));
+    };
+    let img_bytes = match read_input(source, jpg)? {
+        Ok(b) => b,
+        Err(e) => return Ok(Err(e)),
+    };
+    let json_bytes = match read_input(source, json)? {
+        Ok(b) => b,
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(ue_parse(
+        source,
+        stem,
+        jpg,
+        json,
+        &img_bytes,
+        &json_bytes,
+        crop,
+        max_head,
+        split,
+    ))
+}
+
+/// Parse one UnityEyes render's fetched files into a row (`None`: outside the head-pose range).
+#[allow(clippy::too_many_arguments)]
+fn ue_parse(
+    source: &Root,
+    stem: &str,
+    jpg: &str,
+    json: &str,
+    img_bytes: &[u8],
+    json_bytes: &[u8],
+    crop: CropMode,
+    max_head: f32,
+    split: &str,
 ) -> std::result::Result<Option<EyeRow>, String> {
-    let jpg =
-        jpg.ok_or_else(|| format!("{}: image `{stem}.jpg` is missing", source.url_of(stem)))?;
-    let json =
-        json.ok_or_else(|| format!("{}: labels `{stem}.json` are missing", source.url_of(stem)))?;
-    let img_bytes = source.get_required(jpg).map_err(|e| e.to_string())?;
-    if jpeg_truncated(&img_bytes) {
+    if jpeg_truncated(img_bytes) {
         // The decoder fills a truncated scan with grey instead of failing: refuse it here.
         return Err(format!(
             "{}: image: truncated JPEG (no end-of-image marker)",
             source.url_of(jpg)
         ));
     }
-    let img = unityeyes::decode_gray(&img_bytes)
+    let img = unityeyes::decode_gray(img_bytes)
         .map_err(|e| format!("{}: image: {e}", source.url_of(jpg)))?;
-    let json_bytes = source.get_required(json).map_err(|e| e.to_string())?;
-    let label = unityeyes::parse_json(&json_bytes, img.height())
+    let label = unityeyes::parse_json(json_bytes, img.height())
         .map_err(|e| format!("{}: {e}", source.url_of(json)))?;
     if label.head_pose[0].abs() > max_head || label.head_pose[1].abs() > max_head {
         return Ok(None);
@@ -276,7 +321,7 @@ impl StageKind for IngestUnityEyes {
                         split,
                     )
                 })
-                .collect();
+                .collect::<Result<_>>()?;
             let mut rows = Vec::with_capacity(results.len());
             for ((stem, _, _), r) in chunk.iter().zip(results) {
                 if let Some(Some(row)) = handle(ctx, out, skip, &source.url_of(stem), r)? {
@@ -423,16 +468,13 @@ impl StageKind for IngestMpiiGaze {
                     .unwrap_or(f)
                     .trim_end_matches(".mat")
                     .to_string();
-                let r = source
-                    .get_required(f)
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| {
-                        mpiigaze::parse_day(&b, &person, &day, &opts)
-                            .map_err(|e| format!("{}: {e}", source.url_of(f)))
-                    });
-                (f.clone(), r)
+                let r = read_input(source, f)?.and_then(|b| {
+                    mpiigaze::parse_day(&b, &person, &day, &opts)
+                        .map_err(|e| format!("{}: {e}", source.url_of(f)))
+                });
+                Ok((f.clone(), r))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         for (file, r) in parsed {
             let Some(samples) = handle(ctx, out, skip, &source.url_of(&file), r)? else {
                 continue;

@@ -1217,27 +1217,37 @@ fn image_bad(source: &Root, path: &str, reason: String) -> Bad {
     }
 }
 
-/// Fetch and decode one image.
-fn fetch_decode(source: &Root, path: &str) -> std::result::Result<SampleImage, Bad> {
+/// Fetch and decode one image. A storage failure (after object_store's retries) is the outer
+/// error and fails the stage; a missing or undecodable file is the inner one, bad input.
+fn fetch_decode(source: &Root, path: &str) -> Result<std::result::Result<SampleImage, Bad>> {
+    Ok(match source.get(path)? {
+        Some(bytes) => decode_checked(source, path, &bytes),
+        None => Err(image_bad(source, path, "not found".into())),
+    })
+}
+
+/// Decode fetched image bytes, refusing truncated files.
+fn decode_checked(
+    source: &Root,
+    path: &str,
+    bytes: &[u8],
+) -> std::result::Result<SampleImage, Bad> {
     let url = source.url_of(path);
-    let bytes = source
-        .get_required(path)
-        .map_err(|e| image_bad(source, path, e.to_string()))?;
-    if png_truncated(&bytes) {
+    if png_truncated(bytes) {
         return Err(image_bad(
             source,
             path,
             "truncated PNG (it does not end with an IEND chunk)".into(),
         ));
     }
-    if jpeg_truncated(&bytes) {
+    if jpeg_truncated(bytes) {
         return Err(image_bad(
             source,
             path,
             "truncated JPEG (no end-of-image marker)".into(),
         ));
     }
-    SampleImage::decode(&bytes, &url).map_err(|e| {
+    SampleImage::decode(bytes, &url).map_err(|e| {
         let reason = match e {
             Error::Image { source: err, .. } => format!("does not decode: {err}"),
             other => format!("does not decode: {other}"),
@@ -1271,11 +1281,27 @@ fn resized(img: SampleImage, width: u32, height: u32) -> SampleImage {
 }
 
 /// One entry → its PNG in the stage's format and size.
-fn load_one(source: &Root, plan: &UnitPlan, e: &Entry) -> std::result::Result<Vec<u8>, Bad> {
+fn load_one(
+    source: &Root,
+    plan: &UnitPlan,
+    e: &Entry,
+) -> Result<std::result::Result<Vec<u8>, Bad>> {
     if let Some(b) = &e.bad {
-        return Err(b.clone());
+        return Ok(Err(b.clone()));
     }
-    let img = fetch_decode(source, &e.path)?;
+    Ok(match fetch_decode(source, &e.path)? {
+        Ok(img) => convert_one(source, plan, e, img),
+        Err(bad) => Err(bad),
+    })
+}
+
+/// A decoded entry → its PNG in the stage's format and size.
+fn convert_one(
+    source: &Root,
+    plan: &UnitPlan,
+    e: &Entry,
+    img: SampleImage,
+) -> std::result::Result<Vec<u8>, Bad> {
     if plan.resize.is_none()
         && let Some(r) = &plan.reference
         && (img.width, img.height) != (r.width, r.height)
@@ -1607,7 +1633,7 @@ impl StageKind for IngestImages {
         let mut first: Option<(String, SampleImage)> = None;
         if channels == "auto" || bits == "auto" || resize.is_none() {
             for e in entries.iter().filter(|e| e.bad.is_none()) {
-                match fetch_decode(source, &e.path) {
+                match fetch_decode(source, &e.path)? {
                     Ok(img) => {
                         first = Some((e.path.clone(), img));
                         break;
@@ -1684,7 +1710,7 @@ impl StageKind for IngestImages {
             let results: Vec<std::result::Result<Vec<u8>, Bad>> = chunk
                 .par_iter()
                 .map(|e| load_one(source, &plan, e))
-                .collect();
+                .collect::<Result<_>>()?;
             let mut rows: Vec<(&Entry, Vec<u8>)> = Vec::with_capacity(chunk.len());
             for (e, r) in chunk.iter().zip(results) {
                 match r {
