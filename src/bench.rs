@@ -5,7 +5,9 @@
 //! Sections: `train` (burn refiner training iteration and inference vs PyTorch), `refine`
 //! (Parquet → Parquet end to end vs compute only), `generate` (images/s per core), `ingest`
 //! (UnityEyes 640×480 jpg+json vs a PIL + pyarrow script), `runner` (no-op rerun of a 200-shard
-//! pipeline, commit overhead per shard).
+//! pipeline, commit overhead per shard), `verify` (shard reads and `query` with verification on
+//! vs off, and `simgan verify`'s hashing rate), `listing` (the source-listing fingerprint of
+//! many raw files, local and on the remote root).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -40,8 +42,123 @@ pub struct BenchOptions {
     pub seeds: Vec<u64>,
     /// Pipeline file for the `demo` section.
     pub demo_pipeline: PathBuf,
+    /// Raw files for the `listing` section (local disk).
+    pub listing_files: usize,
+    /// Raw objects for the `listing` section on `remote_root`.
+    pub listing_remote_files: usize,
     /// Scratch folder.
     pub scratch: PathBuf,
+}
+
+/// Median of `reps` timings of `f`, in seconds (each call's result discarded).
+fn median_s<T>(reps: usize, mut f: impl FnMut() -> Result<T>) -> Result<f64> {
+    let mut t = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let start = Instant::now();
+        f()?;
+        t.push(start.elapsed().as_secs_f64());
+    }
+    t.sort_by(|a, b| a.total_cmp(b));
+    Ok(t[t.len() / 2])
+}
+
+fn bench_verify(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> {
+    let (dir, root) = temp_root(&o.scratch, "verify", rt)?;
+    let text = format!(
+        "name = \"v\"\n[stages.synthetic]\nkind = \"generate-eyes\"\nparams = {{ domain = \"synthetic\", rows = {}, rows_per_shard = 5000 }}\n",
+        o.refine_rows
+    );
+    run_pipeline(&text, &root)?;
+    let committed = crate::manifest::latest(&root, "synthetic")?
+        .ok_or_else(|| Error::stage("bench", "no synthetic stage"))?;
+    let bytes: u64 = committed.manifest.shards.iter().map(|s| s.bytes).sum();
+    let rows = committed.manifest.rows as f64;
+    let reps = 5;
+    // What every stage reading an input does (refine's prepare, sample::load): fetch + decode.
+    let read = |verified: bool| {
+        median_s(reps, || {
+            for s in &committed.manifest.shards {
+                // Unverified: the same direct file read, without the hash.
+                let b = match (verified, root.local_path(&s.path)) {
+                    (true, _) => crate::shards::fetch(&root, s)?,
+                    (false, Some(f)) => {
+                        bytes::Bytes::from(std::fs::read(&f).map_err(|source| Error::Io {
+                            op: "read",
+                            path: f.clone(),
+                            source,
+                        })?)
+                    }
+                    (false, None) => root.get_required(&s.path)?,
+                };
+                crate::shards::read_bytes(b, &s.path, None)?;
+            }
+            Ok(())
+        })
+    };
+    let (read_on, read_off) = (read(true)?, read(false)?);
+    let url = dir.join("synthetic").to_string_lossy().into_owned();
+    let sql = "SELECT count(*) AS n, avg(pitch) AS p FROM data";
+    let query = |verified: bool| {
+        median_s(reps, || {
+            let mut ds = crate::dataset::open(&url, rt.clone())?;
+            ds.verify = verified;
+            crate::query::sql(&ds, sql)
+        })
+    };
+    let (query_on, query_off) = (query(true)?, query(false)?);
+    let check = median_s(reps, || crate::verify::version(&root, &committed))?;
+    Ok(json!({
+        "rows": rows, "shards": committed.manifest.shards.len(), "bytes": bytes,
+        "read_decode_rows_per_s": { "verified": rows / read_on, "unverified": rows / read_off, "verified_over_unverified_time": read_on / read_off },
+        "query_s": { "sql": sql, "verified": query_on, "unverified_scan_in_place": query_off, "ratio": query_on / query_off },
+        "verify_mb_per_s": bytes as f64 / 1e6 / check,
+        "peak_rss_mib": peak_rss_mib(),
+    }))
+}
+
+/// Listing cost of `root` (median of 3): seconds for list + lines + digest.
+fn listing_cost(root: &Root) -> Result<(f64, u64)> {
+    let mut files = 0;
+    let s = median_s(3, || {
+        let listed = root.list("")?;
+        let (lines, n, b) = crate::manifest::listing_lines(&listed);
+        files = n;
+        Ok(crate::manifest::SourceListing::of(&lines, n, b))
+    })?;
+    Ok((s, files))
+}
+
+fn bench_listing(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> {
+    let (dir, root) = temp_root(&o.scratch, "listing", rt)?;
+    // Class-folder layout, 1,000 files per folder, each a few bytes (a listing never reads them).
+    for i in 0..o.listing_files {
+        let sub = dir.join(format!("c{:05}", i / 1000));
+        if i % 1000 == 0 {
+            std::fs::create_dir_all(&sub).map_err(|source| Error::Io {
+                op: "create",
+                path: sub.clone(),
+                source,
+            })?;
+        }
+        let f = sub.join(format!("{i:08}.png"));
+        std::fs::write(&f, b"x").map_err(|source| Error::Io {
+            op: "write",
+            path: f.clone(),
+            source,
+        })?;
+    }
+    let (local_s, files) = listing_cost(&root)?;
+    let mut v = json!({ "local": { "files": files, "seconds": local_s, "us_per_file": local_s * 1e6 / files.max(1) as f64 } });
+    if let Some(r) = &o.remote_root {
+        let remote = Root::open(r, rt.clone())?.sub("listing");
+        remote.delete_prefix("")?;
+        for i in 0..o.listing_remote_files {
+            remote.put(&format!("c{:05}/{i:08}.png", i / 1000), &b"x"[..])?;
+        }
+        let (s, n) = listing_cost(&remote)?;
+        v["remote"] = json!({ "root": remote.url(), "files": n, "seconds": s, "us_per_file": s * 1e6 / n.max(1) as f64 });
+    }
+    Ok(v)
 }
 
 fn temp_root(scratch: &Path, name: &str, rt: &tokio::runtime::Handle) -> Result<(PathBuf, Root)> {
@@ -459,11 +576,13 @@ pub fn run(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> {
             "runner" => bench_runner(o, rt)?,
             "demo" => bench_demo(o, rt)?,
             "scale" => bench_scale(o, rt)?,
+            "verify" => bench_verify(o, rt)?,
+            "listing" => bench_listing(o, rt)?,
             other => {
                 return Err(Error::stage(
                     "bench",
                     format!(
-                        "unknown section `{other}` (train, refine, generate, ingest, runner, demo, scale)"
+                        "unknown section `{other}` (train, refine, generate, ingest, runner, demo, scale, verify, listing)"
                     ),
                 ));
             }

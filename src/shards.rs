@@ -251,6 +251,9 @@ fn stream_checked(
 ) -> Result<std::result::Result<Bytes, String>> {
     use futures::TryStreamExt;
     use object_store::ObjectStoreExt;
+    if let Some(file) = root.local_path(&info.path) {
+        return local_checked(&file, info, keep);
+    }
     let (store, path) = root.raw(&info.path);
     let fut = || async {
         let got = match store.get(&path).await {
@@ -295,6 +298,65 @@ fn stream_checked(
     };
     crate::storage::retry_read(|| root.runtime().block_on(fut()))
         .map_err(|e| Error::storage("get", root.url_of(&info.path), e))
+}
+
+/// [`stream_checked`] for a file on local disk: read in 1 MiB blocks straight from the file
+/// (object_store's local stream reads 8 KiB per blocking task, ~6× slower for this).
+fn local_checked(
+    file: &std::path::Path,
+    info: &ShardInfo,
+    keep: bool,
+) -> Result<std::result::Result<Bytes, String>> {
+    use std::io::Read;
+    let io = |source| Error::Io {
+        op: "read",
+        path: file.to_path_buf(),
+        source,
+    };
+    let mut f = match std::fs::File::open(file) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Err("missing (recorded, but not in storage)".to_string()));
+        }
+        Err(e) => return Err(io(e)),
+    };
+    let size = f.metadata().map_err(io)?.len();
+    if size != info.bytes {
+        return Ok(Err(format!(
+            "{size} bytes in storage, {} recorded",
+            info.bytes
+        )));
+    }
+    let mut hasher = Sha256::new();
+    let mut out = Vec::with_capacity(if keep {
+        usize::try_from(size).unwrap_or(0)
+    } else {
+        0
+    });
+    let mut block = vec![0u8; 1 << 20];
+    let mut seen = 0u64;
+    loop {
+        let n = f.read(&mut block).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&block[..n]);
+        seen += n as u64;
+        if keep {
+            out.extend_from_slice(&block[..n]);
+        }
+    }
+    let found = format!("sha256:{}", hex::encode(hasher.finalize()));
+    if seen != info.bytes {
+        return Ok(Err(format!("read {seen} bytes, {} recorded", info.bytes)));
+    }
+    if found != info.checksum {
+        return Ok(Err(format!(
+            "sha256 differs from the recorded one (recorded {}, found {found})",
+            info.checksum.escape_debug()
+        )));
+    }
+    Ok(Ok(Bytes::from(out)))
 }
 
 /// Verify that the object at `info.path` still has the recorded size and checksum.

@@ -410,7 +410,7 @@ impl Root {
     }
 
     /// The local file or folder behind `rel`, when the root is on local disk.
-    fn local_path(&self, rel: &str) -> Option<std::path::PathBuf> {
+    pub fn local_path(&self, rel: &str) -> Option<std::path::PathBuf> {
         let mut p = self.local.clone()?;
         p.extend(rel.split('/').filter(|s| !s.is_empty()));
         Some(p)

@@ -8,7 +8,8 @@ use crate::bench::{self, BenchOptions};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Sections: train, refine, generate, ingest, runner, demo, scale (comma-separated).
+    /// Sections: train, refine, generate, ingest, runner, demo, scale, verify, listing
+    /// (comma-separated).
     #[arg(
         long,
         value_delimiter = ',',
@@ -42,6 +43,12 @@ pub struct BenchArgs {
     /// Pipeline for the demo section.
     #[arg(long, default_value = "pipelines/eye-gaze-demo.toml")]
     demo_pipeline: PathBuf,
+    /// Raw files for the listing section (local disk).
+    #[arg(long, default_value_t = 100_000)]
+    listing_files: usize,
+    /// Raw objects for the listing section on --remote-root.
+    #[arg(long, default_value_t = 10_000)]
+    listing_remote_files: usize,
     /// Scratch folder (deleted first).
     #[arg(long, default_value = "/tmp/simgan-bench")]
     scratch: PathBuf,
@@ -59,6 +66,8 @@ pub fn bench(a: BenchArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         remote_root: a.remote_root,
         seeds: a.seeds,
         demo_pipeline: a.demo_pipeline,
+        listing_files: a.listing_files,
+        listing_remote_files: a.listing_remote_files,
         scratch: a.scratch,
     };
     let report = bench::run(&o, rt.handle())?;
