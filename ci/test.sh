@@ -3,7 +3,7 @@
 # venv with moto (the S3 server the tests start on 127.0.0.1), pyarrow (the second Parquet
 # reader) and Hugging Face `datasets` (the third), Debian's Slurm and munge (single-node cluster),
 # chromium and chromium-driver (the report's checks; the Turing page driven by clicks) — then runs
-# the whole test suite. Installing the Debian packages needs root (apt-get); the script skips any
+# the whole test suite (one test also uses util-linux's `unshare`, in every Debian). Installing the Debian packages needs root (apt-get); the script skips any
 # already installed. Extra arguments go to `cargo test` (e.g. `ci/test.sh e2e -- --nocapture`).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -35,6 +35,18 @@ fn readme_commands() -> Vec<String> {
     out
 }
 
+/// The command without its optional flags written as ` [--flag]` (run as the plain command).
+fn without_optional(cmd: &str) -> String {
+    let mut s = cmd.to_string();
+    while let Some(i) = s.find(" [--") {
+        match s[i..].find(']') {
+            Some(j) => s.replace_range(i..i + j + 1, ""),
+            None => break,
+        }
+    }
+    s
+}
+
 /// Why a README command is not run here, or `None` if it is.
 fn skipped(cmd: &str) -> Option<&'static str> {
     if cmd.contains("--workers") || cmd.contains("--worker ") || cmd.contains("--finalize") {
@@ -84,9 +96,7 @@ fn every_cheap_readme_command_runs() {
         // `cargo run -- X` is `simgan X`; the demos are planned, not run (see the module docs).
         let line = match cmd.strip_prefix("cargo run -- ") {
             Some(rest) => format!("simgan {rest} --dry-run"),
-            None => cmd
-                .replace(" P ", " pipelines/eye-gaze-demo.toml ")
-                .replace(" [--json]", ""),
+            None => without_optional(&cmd.replace(" P ", " pipelines/eye-gaze-demo.toml ")),
         };
         assert!(
             line.starts_with("simgan "),
