@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng};
 use crate::nn::{
     self, BackendJob, DeviceSpec, GazeNetConfig, GazeTrainConfig, GazeTrainer, HeadLoss, NnError,
 };
-use crate::sample::{self, SampleImage};
+use crate::sample::{self, SampleImage, ValueRange};
 
 /// How a judge is trained.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,6 +32,8 @@ pub struct JudgeConfig {
     pub seed: u64,
     /// Learning rate (Adam).
     pub lr: f64,
+    /// Pixel values ↦ `[-1, 1]` for both sets (the real set's; `None`: the bit depth's range).
+    pub range: Option<ValueRange>,
 }
 
 impl Default for JudgeConfig {
@@ -42,6 +44,7 @@ impl Default for JudgeConfig {
             divisor: 4,
             seed: 1,
             lr: 1e-3,
+            range: None,
         }
     }
 }
@@ -161,6 +164,10 @@ impl BackendJob for JudgeJob<'_> {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let s = &self.a[0];
         let (c, h, w) = (s.channels as usize, s.height as usize, s.width as usize);
+        let range = self
+            .cfg
+            .range
+            .unwrap_or_else(|| ValueRange::full(s.format().bits));
         let net = GazeNetConfig::for_input(c, h, w, 2, self.cfg.divisor);
         net.validate()?;
         let cfg = GazeTrainConfig::new()
@@ -184,7 +191,7 @@ impl BackendJob for JudgeJob<'_> {
                     targets.extend(if class == 0 { [1.0, 0.0] } else { [0.0, 1.0] });
                 }
             }
-            let x = sample::to_tensor::<B>(&imgs, &device)?; // [2·half, c, h, w]
+            let x = sample::to_tensor::<B>(&imgs, range, &device)?; // [2·half, c, h, w]
             let y = Tensor::<B, 2>::from_data(TensorData::new(targets, [2 * half, 2]), &device); // [2·half, 2]
             trainer.step(x, y)?;
         }
@@ -193,7 +200,7 @@ impl BackendJob for JudgeJob<'_> {
             let mut out = Vec::with_capacity(idx.len());
             for chunk in idx.chunks(256) {
                 let imgs: Vec<SampleImage> = chunk.iter().map(|&i| set[i].clone()).collect();
-                let x = sample::to_tensor::<B::InnerBackend>(&imgs, &device)?; // [n, c, h, w]
+                let x = sample::to_tensor::<B::InnerBackend>(&imgs, range, &device)?; // [n, c, h, w]
                 let logits = nn::predict_raw(&model, x)?; // [n, 2] row-major
                 out.extend(logits.chunks_exact(2).map(|l| p_second(l[0], l[1])));
             }

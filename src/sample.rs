@@ -6,9 +6,11 @@
 //! Image height, width, channels (1 = grey, 3 = RGB) and bit depth (8 or 16) come from the PNG
 //! bytes, never from constants: [`SampleImage`] holds decoded pixels, [`to_tensor`] /
 //! [`from_tensor`] convert a batch to and from `[batch, channels, height, width]` tensors in
-//! `[-1, 1]` (8-bit `v / 127.5 − 1`, 16-bit `v / 32767.5 − 1`), and [`Loaded`] is a stage input
-//! read into memory: its rows as one Arrow batch (label columns included) beside the decoded
-//! images.
+//! `[-1, 1]` through the dataset's [`ValueRange`] (by default the bit depth's full range: 8-bit
+//! `v / 127.5 − 1`, 16-bit `v / 32767.5 − 1`; a dataset whose values fill only part of it, such
+//! as depth maps in millimetres, names its range in the schema metadata, `simgan` key:
+//! `{"pixel_range": [lo, hi]}`), and [`Loaded`] is a stage input read into memory: its rows as
+//! one Arrow batch (label columns included) beside the decoded images.
 
 use std::sync::Arc;
 
@@ -57,17 +59,62 @@ impl PixelFormat {
         channels: 1,
         bits: 16,
     };
-
-    /// Half the largest sample value: pixel `v` maps to `v / half − 1` in the networks.
-    fn half(self) -> f32 {
-        if self.bits == 16 { 32767.5 } else { 127.5 }
-    }
 }
 
 impl std::fmt::Display for PixelFormat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let c = if self.channels == 1 { "grey" } else { "RGB" };
         write!(f, "{}-bit {c}", self.bits)
+    }
+}
+
+/// The pixel values that map to `[-1, 1]` in the networks: `lo ↦ −1`, `hi ↦ 1`, linear between;
+/// written images are clamped to `[lo, hi]` (and to the bit depth) and rounded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ValueRange {
+    /// Pixel value that maps to −1.
+    pub lo: f32,
+    /// Pixel value that maps to 1.
+    pub hi: f32,
+}
+
+impl ValueRange {
+    /// The bit depth's whole range (`[0, 255]` or `[0, 65535]`).
+    pub fn full(bits: u8) -> ValueRange {
+        let hi = if bits == 16 { 65535.0 } else { 255.0 };
+        ValueRange { lo: 0.0, hi }
+    }
+
+    /// The range a dataset's schema names (`simgan` metadata `pixel_range`), else the bit depth's
+    /// whole range. A malformed or empty range (`hi <= lo`) counts as absent.
+    pub fn of(schema: &Schema, bits: u8) -> ValueRange {
+        let named = schema
+            .metadata()
+            .get("simgan")
+            .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
+            .and_then(|v| {
+                let r = v.get("pixel_range")?.as_array()?.clone();
+                Some((r.first()?.as_f64()? as f32, r.get(1)?.as_f64()? as f32))
+            });
+        match named {
+            Some((lo, hi)) if lo.is_finite() && hi.is_finite() && hi > lo => ValueRange { lo, hi },
+            _ => ValueRange::full(bits),
+        }
+    }
+
+    /// Half the range's width (127.5 for 8-bit: pixel `v` ↦ `v / 127.5 − 1`).
+    fn half(self) -> f32 {
+        (self.hi - self.lo) / 2.0
+    }
+
+    /// Network value of pixel value `v`.
+    fn to_net(self, v: f32) -> f32 {
+        (v - self.lo) / self.half() - 1.0
+    }
+
+    /// Pixel value of network value `t` (clamped to the range, not rounded).
+    fn to_pixel(self, t: f32) -> f32 {
+        (t.clamp(-1.0, 1.0) + 1.0) * self.half() + self.lo
     }
 }
 
@@ -253,9 +300,10 @@ impl SampleImage {
     }
 }
 
-/// Images of one size and format → `[n, channels, height, width]` in `[-1, 1]`.
+/// Images of one size and format → `[n, channels, height, width]`, `range` mapped to `[-1, 1]`.
 pub fn to_tensor<B: Backend>(
     images: &[SampleImage],
+    range: ValueRange,
     device: &B::Device,
 ) -> std::result::Result<Tensor<B, 4>, NnError> {
     let shape_err = |message: String| NnError::Shape {
@@ -271,7 +319,6 @@ pub fn to_tensor<B: Backend>(
         first.channels as usize,
     );
     let format = first.format();
-    let half = format.half();
     let plane = w * h;
     let mut data = vec![0f32; images.len() * c * plane];
     for (i, (img, out)) in images
@@ -289,12 +336,12 @@ pub fn to_tensor<B: Backend>(
         }
         let put = |k: usize, v: f32, out: &mut [f32]| {
             // Interleaved index k = pixel * c + channel → planar channel * plane + pixel.
-            out[(k % c) * plane + k / c] = v / half - 1.0;
+            out[(k % c) * plane + k / c] = range.to_net(v);
         };
         match &img.pixels {
             Pixels::U8(p) if c == 1 => {
                 for (o, v) in out.iter_mut().zip(p) {
-                    *o = *v as f32 / half - 1.0;
+                    *o = range.to_net(*v as f32);
                 }
             }
             Pixels::U8(p) => p
@@ -313,10 +360,12 @@ pub fn to_tensor<B: Backend>(
     ))
 }
 
-/// `[n, channels, height, width]` in `[-1, 1]` → images of `bits` bits (clamped, rounded).
+/// `[n, channels, height, width]` in `[-1, 1]` → images of `bits` bits, `[-1, 1]` mapped back to
+/// `range` (clamped, rounded).
 pub fn from_tensor<B: Backend>(
     tensor: Tensor<B, 4>,
     bits: u8,
+    range: ValueRange,
 ) -> std::result::Result<Vec<SampleImage>, NnError> {
     let [n, c, h, w] = tensor.dims();
     if c != 1 && c != 3 {
@@ -331,8 +380,8 @@ pub fn from_tensor<B: Backend>(
         channels: c as u8,
         bits,
     };
-    let half = format.half();
-    let level = |v: f32| (v.clamp(-1.0, 1.0) + 1.0) * half;
+    let top = ValueRange::full(format.bits).hi;
+    let level = |v: f32| range.to_pixel(v).clamp(0.0, top);
     Ok(values
         .chunks_exact(c * plane)
         .take(n)
@@ -468,6 +517,12 @@ impl Loaded {
     /// The pixel format of the images (of the first; [`load`] checks they agree).
     pub fn format(&self) -> Option<PixelFormat> {
         self.images.first().map(SampleImage::format)
+    }
+
+    /// The pixel values that map to `[-1, 1]` (see [`ValueRange::of`]).
+    pub fn range(&self) -> ValueRange {
+        let bits = self.format().map(|f| f.bits).unwrap_or(8);
+        ValueRange::of(&self.batch.schema(), bits)
     }
 }
 
@@ -611,28 +666,58 @@ mod tests {
     fn tensor_round_trip_is_exact_and_planar() {
         let device = Default::default();
         for img in [rgb16(), rgb16().convert(PixelFormat::RGB8)] {
-            let t = to_tensor::<CpuBackend>(&[img.clone(), img.clone()], &device)
+            let range = ValueRange::full(img.format().bits);
+            let t = to_tensor::<CpuBackend>(&[img.clone(), img.clone()], range, &device)
                 .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(t.dims(), [2, 3, 2, 3]);
             // Channel 0 of pixel (0, 0) is the first sample; channel 1 is the second.
             let v = t.clone().into_data().to_vec::<f32>().unwrap_or_default();
-            let half = img.format().half();
+            let half = range.hi / 2.0;
             let first = |k: usize| match &img.pixels {
                 Pixels::U8(p) => p[k] as f32,
                 Pixels::U16(p) => p[k] as f32,
             };
             assert!((v[0] - (first(0) / half - 1.0)).abs() < 1e-6);
             assert!((v[6] - (first(1) / half - 1.0)).abs() < 1e-6);
-            let back = from_tensor(t, img.format().bits).unwrap_or_default();
+            let back = from_tensor(t, img.format().bits, range).unwrap_or_default();
             assert_eq!(back, vec![img.clone(), img]);
         }
+    }
+
+    /// A depth map in millimetres with its range named in the schema: 0 ↦ −1, 1000 ↦ 1, and
+    /// back to the same millimetres; values beyond the range are clamped on write.
+    #[test]
+    fn named_range_maps_depth_and_back() {
+        let meta = std::collections::HashMap::from([(
+            "simgan".to_string(),
+            r#"{"task": "hand-pose", "pixel_range": [0, 1000]}"#.to_string(),
+        )]);
+        let schema = Schema::new_with_metadata(Vec::<Field>::new(), meta);
+        let range = ValueRange::of(&schema, 16);
+        assert_eq!(range, ValueRange { lo: 0.0, hi: 1000.0 });
+        assert_eq!(ValueRange::of(&Schema::empty(), 16), ValueRange::full(16));
+        let img = SampleImage {
+            width: 4,
+            height: 1,
+            channels: 1,
+            pixels: Pixels::U16(vec![0, 500, 731, 1000]),
+        };
+        let device = Default::default();
+        let t = to_tensor::<CpuBackend>(std::slice::from_ref(&img), range, &device)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let v = t.clone().into_data().to_vec::<f32>().unwrap_or_default();
+        assert!((v[0] + 1.0).abs() < 1e-6 && v[1].abs() < 1e-6 && (v[3] - 1.0).abs() < 1e-6);
+        assert_eq!(from_tensor(t, 16, range).unwrap_or_default(), vec![img]);
+        let over = Tensor::<CpuBackend, 4>::full([1, 1, 1, 1], 3.0, &device);
+        let back = from_tensor(over, 16, range).unwrap_or_default();
+        assert_eq!(back[0].pixels, Pixels::U16(vec![1000]));
     }
 
     #[test]
     fn mixed_sizes_are_refused() {
         let a = SampleImage::from_gray(GrayImage::new(4, 4));
         let b = SampleImage::from_gray(GrayImage::new(5, 4));
-        let err = to_tensor::<CpuBackend>(&[a, b], &Default::default())
+        let err = to_tensor::<CpuBackend>(&[a, b], ValueRange::full(8), &Default::default())
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();

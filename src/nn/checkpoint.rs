@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::NnError;
 use super::history::HistoryBuffer;
+use super::hourglass::{HourglassConfig, StackedHourglass};
 use super::model::{
     Discriminator, DiscriminatorConfig, GazeNet, GazeNetConfig, Refiner, RefinerConfig,
 };
@@ -48,6 +49,8 @@ pub const KIND_REFINER: &str = "refiner";
 pub const KIND_DISCRIMINATOR: &str = "discriminator";
 /// `simgan.kind` of a gaze net.
 pub const KIND_GAZE_NET: &str = "gaze_net";
+/// `simgan.kind` of a stacked hourglass.
+pub const KIND_HOURGLASS: &str = "hourglass";
 
 /// Archive kind of a [`RefinerTrainer`] checkpoint.
 pub const ARCHIVE_REFINER_TRAINER: &str = "refiner_trainer";
@@ -230,6 +233,26 @@ pub fn load_gaze_net<B: Backend>(
 ) -> Result<(GazeNet<B>, GazeNetConfig), NnError> {
     let config: GazeNetConfig = config_from_safetensors(bytes, KIND_GAZE_NET)?;
     let net = safetensors_into_module(config.init::<B>(device)?, bytes, KIND_GAZE_NET)?;
+    Ok((net, config))
+}
+
+/// A stacked hourglass as safetensors bytes (batch-norm running statistics included), its config
+/// in the metadata.
+pub fn save_hourglass<B: Backend>(
+    net: &StackedHourglass<B>,
+    config: &HourglassConfig,
+) -> Result<Vec<u8>, NnError> {
+    module_to_safetensors(net, KIND_HOURGLASS, to_json(config, "hourglass config")?)
+}
+
+/// Rebuild a stacked hourglass (and its config) from [`save_hourglass`] bytes.
+pub fn load_hourglass<B: Backend>(
+    bytes: &[u8],
+    device: &B::Device,
+) -> Result<(StackedHourglass<B>, HourglassConfig), NnError> {
+    let config: HourglassConfig = config_from_safetensors(bytes, KIND_HOURGLASS)?;
+    config.validate()?;
+    let net = safetensors_into_module(config.init::<B>(device), bytes, KIND_HOURGLASS)?;
     Ok((net, config))
 }
 

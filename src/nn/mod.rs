@@ -12,6 +12,8 @@
 //! - [`history`]: the paper's buffer of earlier refined images.
 //! - [`train`]: [`RefinerTrainer`] (the S+U schedule), [`GazeTrainer`], image ↔ tensor helpers,
 //!   inference.
+//! - [`hourglass`]: the stacked hourglass pose estimator (hands), its heatmap targets, read-out
+//!   and trainer.
 //! - [`checkpoint`]: trainer state and bare models to and from bytes (safetensors + JSON).
 //! - [`bench`]: CPU timing of the full-size eye refiner.
 //!
@@ -23,6 +25,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod conv;
 pub mod history;
+pub mod hourglass;
 pub mod loss;
 pub mod model;
 pub mod train;
@@ -33,9 +36,10 @@ pub use backend::{
 };
 pub use bench::{BenchReport, bench_cpu};
 pub use checkpoint::{
-    TrainerCheckpoint, load_discriminator, load_gaze_net, load_refiner, safetensors_metadata,
-    save_discriminator, save_gaze_net, save_refiner,
+    TrainerCheckpoint, load_discriminator, load_gaze_net, load_hourglass, load_refiner,
+    safetensors_metadata, save_discriminator, save_gaze_net, save_hourglass, save_refiner,
 };
+pub use hourglass::{HourglassConfig, HourglassTrainConfig, HourglassTrainer, StackedHourglass};
 pub use history::HistoryBuffer;
 pub use model::{
     Discriminator, DiscriminatorConfig, GazeNet, GazeNetConfig, Refiner, RefinerConfig,

@@ -685,6 +685,9 @@ pub enum HeadLoss {
     CrossEntropy,
     /// Squared error, mean over the outputs.
     Mse,
+    /// One Gaussian heatmap per joint, mean squared error on every stack of a stacked hourglass
+    /// ([`super::hourglass`]); targets are joints as `(u, v)` input coordinates.
+    Heatmap,
 }
 
 /// Estimator training run (the gaze CNN family, any head).
@@ -721,13 +724,18 @@ pub struct GazeTrainConfig {
 impl GazeTrainConfig {
     /// The learning rate at step `t` (see [`GazeTrainConfig::decay_steps`]).
     pub fn lr_at(&self, t: u64) -> f64 {
-        if self.decay_steps == 0 {
-            return self.lr;
-        }
-        let progress = (t as f64 / self.decay_steps as f64).min(1.0);
-        let floor = self.lr / 20.0;
-        floor + (self.lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+        cosine_lr(self.lr, self.decay_steps, t)
     }
+}
+
+/// `lr` decayed on a cosine to `lr / 20` over `decay_steps` (0 = constant), at step `t`.
+pub(crate) fn cosine_lr(lr: f64, decay_steps: u64, t: u64) -> f64 {
+    if decay_steps == 0 {
+        return lr;
+    }
+    let progress = (t as f64 / decay_steps as f64).min(1.0);
+    let floor = lr / 20.0;
+    floor + (lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
 }
 
 pub(crate) enum GazeOptim<B: AutodiffBackend> {
@@ -839,6 +847,11 @@ impl<B: AutodiffBackend> GazeTrainer<B> {
                 (logp * targets).sum_dim(1).mean().neg() // [1]
             }
             HeadLoss::Mse => (pred - targets).powf_scalar(2.0).mean(), // [1]
+            HeadLoss::Heatmap => {
+                return Err(NnError::InvalidConfig(
+                    "the heatmap loss trains a stacked hourglass (HourglassTrainer), not the gaze CNN".into(),
+                ));
+            }
         };
         let grads = GradientsParams::from_grads(loss.backward(), &self.model);
         let lr = self.config.lr_at(self.step);

@@ -149,19 +149,17 @@ impl StageKind for Judge {
         let device = common::device(ctx)?;
         let n = ctx.params.usize("samples")?;
         let seed = ctx.params.int("seed")? as u64;
+        let real_stage = ctx.stage_input("real")?;
+        let real_test = sample::load(ctx.root, real_stage, Some("test"))?;
         let cfg = JudgeConfig {
             steps: ctx.params.int("steps")? as u64,
             batch_size: ctx.params.usize("batch_size")?,
             divisor: ctx.params.usize("divisor")?,
             seed,
+            range: Some(real_test.range()),
             ..JudgeConfig::default()
         };
-        let real_stage = ctx.stage_input("real")?;
-        let real = draw(
-            sample::load(ctx.root, real_stage, Some("test"))?.images,
-            n,
-            seed,
-        );
+        let real = draw(real_test.images, n, seed);
         let real_train = draw(
             sample::load(ctx.root, real_stage, Some("train"))?.images,
             n,

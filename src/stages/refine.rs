@@ -109,6 +109,8 @@ fn lane_devices(ctx: &StageCtx) -> Result<Vec<nn::DeviceSpec>> {
 struct ShardInput {
     rows: Vec<RecordBatch>,
     images: Vec<SampleImage>,
+    /// The pixel values the networks see as `[-1, 1]` (the input schema's).
+    range: sample::ValueRange,
 }
 
 /// Refine decoded images in batches on one backend.
@@ -116,6 +118,7 @@ struct RefineJob<'a> {
     stage: &'a str,
     weights: &'a [u8],
     images: Vec<SampleImage>,
+    range: sample::ValueRange,
     batch_size: usize,
     /// Seed of this unit's noise (from the input shard's checksum).
     seed: u64,
@@ -138,7 +141,7 @@ impl BackendJob for RefineJob<'_> {
                 &device,
                 self.seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             );
-            let x = sample::to_tensor::<B::InnerBackend>(chunk, &device).map_err(err)?;
+            let x = sample::to_tensor::<B::InnerBackend>(chunk, self.range, &device).map_err(err)?;
             let y = nn::refine(&refiner, x); // [batch, c, h, w], computed lazily by the device
             // Encode the previous batch on rayon while this one computes.
             let (encoded, refined) = rayon::join(
@@ -149,7 +152,7 @@ impl BackendJob for RefineJob<'_> {
                             .collect::<Result<Vec<_>>>()
                     })
                 },
-                || sample::from_tensor(y, bits).map_err(err),
+                || sample::from_tensor(y, bits, self.range).map_err(err),
             );
             if let Some(e) = encoded {
                 pngs.extend(e?);
@@ -258,7 +261,16 @@ impl StageKind for Refine {
                     .collect::<Result<Vec<_>>>()?,
             );
         }
-        Ok(Box::new(ShardInput { rows, images }))
+        let bits = images.first().map(|i| i.format().bits).unwrap_or(8);
+        let range = match rows.first() {
+            Some(b) => sample::ValueRange::of(&b.schema(), bits),
+            None => sample::ValueRange::full(bits),
+        };
+        Ok(Box::new(ShardInput {
+            rows,
+            images,
+            range,
+        }))
     }
 
     fn run_prepared(
@@ -272,7 +284,11 @@ impl StageKind for Refine {
         let input = prepared
             .downcast::<ShardInput>()
             .map_err(|_| ctx.err("prepared input is not a decoded shard"))?;
-        let ShardInput { rows, images } = *input;
+        let ShardInput {
+            rows,
+            images,
+            range,
+        } = *input;
         let devices = lane_devices(ctx)?;
         let device = devices
             .get(lane)
@@ -295,6 +311,7 @@ impl StageKind for Refine {
             stage: ctx.stage,
             weights: &weights,
             images,
+            range,
             batch_size: ctx.params.usize("batch_size")?,
             seed,
         };

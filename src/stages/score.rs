@@ -22,12 +22,12 @@ use arrow::array::{Array, UInt32Array};
 use burn::tensor::backend::AutodiffBackend;
 
 use super::common::{self, DEVICE_PARAM};
-use super::train_estimator::{EstimatorMeta, member_artifact};
+use super::train_estimator::{EstimatorMeta, Network, member_artifact};
 use super::{InputKind, InputSpec, StageCtx, StageKind, UnitOutput, UnitSpec};
 use crate::error::{Error, Result};
 use crate::nn::{self, BackendJob, NnError};
 use crate::params::{ParamSpec, ParamType};
-use crate::sample::{self, SampleImage};
+use crate::sample::{self, SampleImage, ValueRange};
 use crate::schema::DeclaredSchema;
 use crate::task::{Predictions, ScoreInput, Task, TaskSpec, Tasks};
 
@@ -102,8 +102,16 @@ const PARAMS: &[ParamSpec] = &[
 /// `[images, outputs]`.
 struct PredictJob<'a> {
     stage: &'a str,
+    network: Network,
     members: &'a [bytes::Bytes],
-    sets: Vec<&'a [SampleImage]>,
+    /// Each set's images with the value range they are read through.
+    sets: Vec<(&'a [SampleImage], ValueRange)>,
+}
+
+/// A loaded ensemble member.
+enum Net<B: burn::tensor::backend::Backend> {
+    Cnn(nn::GazeNet<B>),
+    Hourglass(nn::StackedHourglass<B>),
 }
 
 impl BackendJob for PredictJob<'_> {
@@ -113,17 +121,28 @@ impl BackendJob for PredictJob<'_> {
         let nets = self
             .members
             .iter()
-            .map(|w| nn::load_gaze_net::<B::InnerBackend>(w, &device).map(|(net, _)| net))
+            .map(|w| match self.network {
+                Network::Cnn => {
+                    nn::load_gaze_net::<B::InnerBackend>(w, &device).map(|(net, _)| Net::Cnn(net))
+                }
+                Network::Hourglass => nn::load_hourglass::<B::InnerBackend>(w, &device)
+                    .map(|(net, _)| Net::Hourglass(net)),
+            })
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(err)?;
         self.sets
             .iter()
-            .map(|images| {
+            .map(|(images, range)| {
                 let mut out = vec![Vec::new(); nets.len()];
                 for chunk in images.chunks(256) {
-                    let x = sample::to_tensor::<B::InnerBackend>(chunk, &device).map_err(err)?; // [n, c, h, w]
+                    let x = sample::to_tensor::<B::InnerBackend>(chunk, *range, &device)
+                        .map_err(err)?; // [n, c, h, w]
                     for (o, net) in out.iter_mut().zip(&nets) {
-                        o.extend(nn::predict_raw(net, x.clone()).map_err(err)?); // [n, outputs]
+                        let pred = match net {
+                            Net::Cnn(n) => nn::predict_raw(n, x.clone()), // [n, outputs]
+                            Net::Hourglass(n) => nn::hourglass::predict_joints(n, x.clone()), // [n, joints · 2]
+                        };
+                        o.extend(pred.map_err(err)?);
                     }
                 }
                 Ok(out)
@@ -150,22 +169,6 @@ fn estimator(ctx: &StageCtx, role: &str, weights: bool) -> Result<Option<Estimat
             .iter()
             .find(|a| a.path.ends_with(suffix))
     };
-    let mut members = Vec::new();
-    for j in 0.. {
-        match find(&format!("/{}", member_artifact(j))) {
-            Some(w) if weights => members.push(crate::shards::fetch(ctx.root, w)?),
-            Some(_) => {}
-            None => {
-                if j == 0 {
-                    return Err(ctx.err(format!("input `{role}` has no gaze_net.safetensors")));
-                }
-                break;
-            }
-        }
-        if !weights {
-            break;
-        }
-    }
     let meta = match find("/estimator.json") {
         Some(m) => {
             let b = crate::shards::fetch(ctx.root, m)?;
@@ -178,6 +181,24 @@ fn estimator(ctx: &StageCtx, role: &str, weights: bool) -> Result<Option<Estimat
         }
         None => None,
     };
+    let network = meta.as_ref().map(|m| m.network).unwrap_or_default();
+    let mut members = Vec::new();
+    for j in 0.. {
+        let name = member_artifact(network, j);
+        match find(&format!("/{name}")) {
+            Some(w) if weights => members.push(crate::shards::fetch(ctx.root, w)?),
+            Some(_) => {}
+            None => {
+                if j == 0 {
+                    return Err(ctx.err(format!("input `{role}` has no {name}")));
+                }
+                break;
+            }
+        }
+        if !weights {
+            break;
+        }
+    }
     Ok(Some(Estimator { members, meta }))
 }
 
@@ -305,16 +326,18 @@ impl StageKind for Score {
                 .as_ref()
                 .map(|m| m.trained_on.clone())
                 .unwrap_or_else(|| role.to_string());
-            let mut sets: Vec<&[SampleImage]> = vec![&test.images];
+            let mut sets: Vec<(&[SampleImage], ValueRange)> = vec![(&test.images, test.range())];
             let oracle_drift = role == "real" && pairs.is_some();
             if let (true, Some((s, r))) = (oracle_drift, &pairs) {
-                sets.push(&s.images);
-                sets.push(r);
+                // The refined rows carry the synthetic schema, so both read through its range.
+                sets.push((&s.images, s.range()));
+                sets.push((r, s.range()));
             }
             let mut raw = nn::run_on(
                 &device,
                 PredictJob {
                     stage: ctx.stage,
+                    network: e.meta.as_ref().map(|m| m.network).unwrap_or_default(),
                     members: &e.members,
                     sets,
                 },

@@ -1,20 +1,24 @@
-//! `train-estimator`: the paper's gaze-CNN family trained on one labelled sample stage
-//! (synthetic, refined, or the real train split as an oracle) for the dataset's task
-//! ([`crate::task`]): the input size and channels come from the data, the head and loss from the
-//! task (`gaze`: 3 outputs, Euclidean loss on the unit vector; `classification`: one logit per
-//! class, cross-entropy; `regression`: one output per label value, MSE on standardised labels).
+//! `train-estimator`: an estimator trained on one labelled sample stage (synthetic, refined, or
+//! the real train split as an oracle) for the dataset's task ([`crate::task`]): the input size
+//! and channels come from the data, the network, head and loss from the task. Tasks with a head
+//! (`gaze`: 3 outputs, Euclidean loss on the unit vector; `classification`: one logit per class,
+//! cross-entropy; `regression`: one output per label value, MSE on standardised labels) train the
+//! paper's gaze-CNN family; pose tasks (`hand-pose`: heatmap loss) train the stacked hourglass
+//! ([`crate::nn::hourglass`], sizes from the `hourglass_*` params).
 //!
-//! One work unit; same data rules as `train-refiner` (decode once on rayon, seeded sampling).
-//! Output: per-step metrics as the shard, `gaze_net.safetensors` (config in its metadata) and
-//! `estimator.json` (what it was trained on, and the task binding: label column, classes,
-//! label normalisation) as artifacts.
+//! One work unit; same data rules as `train-refiner` (decode once on rayon, seeded sampling,
+//! pixel values mapped through the dataset's value range). Output: per-step metrics as the
+//! shard, the weights (`gaze_net.safetensors` or `hourglass.safetensors`, config in the
+//! metadata) and `estimator.json` (what it was trained on, the network, and the task binding:
+//! label column, classes, label normalisation) as artifacts.
 //!
 //! `ensemble = k` trains k networks on the same data with seeds `seed, seed + 1, …` (member j's
 //! weights are `gaze_net-j.safetensors` for j ≥ 1; member 0 stays `gaze_net.safetensors`, so
-//! k = 1 is the single estimator); `score` averages the members' predicted gaze vectors. How well
-//! a gaze CNN trained on one domain does on another depends strongly on its initialisation and
-//! batch order (on the demo, one data set gave 7.5°–12.0° on the real test split over three
-//! seeds); the ensemble measures the data, not the draw.
+//! k = 1 is the single estimator); `score` combines the members' predictions as the task says
+//! (gaze: the mean unit vector). How well an estimator trained on one domain does on another
+//! depends strongly on its initialisation and batch order (on the eye demo, one data set gave
+//! 7.5°–12.0° on the real test split over three seeds); the ensemble measures the data, not the
+//! draw.
 
 use std::time::Instant;
 
@@ -27,11 +31,11 @@ use super::common::{self, DEVICE_PARAM};
 use super::{InputKind, InputSpec, StageCtx, StageKind, UnitOutput, UnitSpec};
 use crate::error::{Error, Result};
 use crate::nn::{
-    self, BackendJob, GazeNetConfig, GazeOptimizer, GazeTrainConfig, GazeTrainer, NnError, Phase,
-    StepMetrics,
+    self, BackendJob, GazeNetConfig, GazeOptimizer, GazeTrainConfig, GazeTrainer, HeadLoss,
+    HourglassConfig, HourglassTrainConfig, HourglassTrainer, NnError, Phase, StepMetrics,
 };
 use crate::params::{ParamSpec, ParamType};
-use crate::sample::{self, SampleImage};
+use crate::sample::{self, SampleImage, ValueRange};
 use crate::task::{TaskSpec, Tasks};
 
 /// The `train-estimator` kind.
@@ -60,6 +64,9 @@ pub struct EstimatorMeta {
     /// The task binding (absent in estimators written before tasks: gaze).
     #[serde(default)]
     pub task: Option<TaskSpec>,
+    /// The network (absent in estimators written before the hourglass: the CNN).
+    #[serde(default)]
+    pub network: Network,
 }
 
 const INPUTS: &[InputSpec] = &[InputSpec {
@@ -135,6 +142,24 @@ const PARAMS: &[ParamSpec] = &[
         "Seed for initialisation and sampling",
     ),
     ParamSpec::new(
+        "hourglass_features",
+        ParamType::Int { min: 8, max: 1024 },
+        "32",
+        "Pose tasks: feature maps inside the stacked hourglass (multiple of 4; the original: 256)",
+    ),
+    ParamSpec::new(
+        "hourglass_stacks",
+        ParamType::Int { min: 1, max: 8 },
+        "2",
+        "Pose tasks: hourglasses stacked (the paper's hand estimator: 2)",
+    ),
+    ParamSpec::new(
+        "hourglass_depth",
+        ParamType::Int { min: 1, max: 6 },
+        "4",
+        "Pose tasks: halvings per hourglass (needs images of at least 4·2^depth px)",
+    ),
+    ParamSpec::new(
         "ensemble",
         ParamType::Int { min: 1, max: 32 },
         "1",
@@ -142,12 +167,37 @@ const PARAMS: &[ParamSpec] = &[
     ),
 ];
 
+/// The estimator network a task trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// The paper's gaze-CNN family with the task's head (`gaze_net*.safetensors`).
+    #[default]
+    Cnn,
+    /// The stacked hourglass on heatmaps (`hourglass*.safetensors`): pose tasks.
+    Hourglass,
+}
+
+impl Network {
+    /// The network for a task's head loss.
+    pub fn for_loss(loss: HeadLoss) -> Network {
+        match loss {
+            HeadLoss::Heatmap => Network::Hourglass,
+            _ => Network::Cnn,
+        }
+    }
+}
+
 /// Artifact name of ensemble member `j`'s weights.
-pub fn member_artifact(j: usize) -> String {
+pub fn member_artifact(network: Network, j: usize) -> String {
+    let stem = match network {
+        Network::Cnn => "gaze_net",
+        Network::Hourglass => "hourglass",
+    };
     if j == 0 {
-        "gaze_net.safetensors".to_string()
+        format!("{stem}.safetensors")
     } else {
-        format!("gaze_net-{j}.safetensors")
+        format!("{stem}-{j}.safetensors")
     }
 }
 
@@ -156,23 +206,48 @@ struct Trained {
     weights: Vec<u8>,
 }
 
+/// Which network one member trains, with its run config.
+#[derive(Clone)]
+enum NetRun {
+    Cnn(GazeTrainConfig),
+    Hourglass(HourglassTrainConfig),
+}
+
 struct EstimatorJob<'a> {
     stage: &'a str,
-    cfg: GazeTrainConfig,
+    run: NetRun,
+    seed: u64,
+    batch_size: usize,
+    range: ValueRange,
     images: &'a [SampleImage],
     /// Row-major `[rows, outputs]` training targets.
     targets: &'a [f32],
+    outputs: usize,
     steps: u64,
+}
+
+/// One of the two trainers behind [`EstimatorJob`].
+enum AnyTrainer<B: AutodiffBackend> {
+    Cnn(Box<GazeTrainer<B>>),
+    Hourglass(Box<HourglassTrainer<B>>),
 }
 
 impl BackendJob for EstimatorJob<'_> {
     type Output = Result<Trained>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let err = |e: NnError| Error::stage(self.stage, e.to_string());
-        nn::seed::<B>(&device, self.cfg.seed);
-        let mut trainer = GazeTrainer::<B>::new(self.cfg.clone(), &device).map_err(err)?;
-        let mut rng = SmallRng::seed_from_u64(self.cfg.seed);
-        let b = self.cfg.batch_size.min(self.images.len());
+        nn::seed::<B>(&device, self.seed);
+        let mut trainer = match &self.run {
+            NetRun::Cnn(cfg) => {
+                AnyTrainer::Cnn(Box::new(GazeTrainer::<B>::new(cfg.clone(), &device).map_err(err)?))
+            }
+            NetRun::Hourglass(cfg) => AnyTrainer::Hourglass(Box::new(
+                HourglassTrainer::<B>::new(cfg.clone(), &device).map_err(err)?,
+            )),
+        };
+        let mut rng = SmallRng::seed_from_u64(self.seed);
+        let b = self.batch_size.min(self.images.len());
+        let k = self.outputs;
         let mut metrics = Vec::with_capacity(self.steps as usize);
         for step in 0..self.steps {
             let t = Instant::now();
@@ -180,14 +255,18 @@ impl BackendJob for EstimatorJob<'_> {
                 .map(|_| rng.random_range(0..self.images.len()))
                 .collect();
             let imgs: Vec<SampleImage> = idx.iter().map(|&i| self.images[i].clone()).collect();
-            let x = sample::to_tensor::<B>(&imgs, &device).map_err(err)?; // [b, c, h, w]
-            let k = self.cfg.net.outputs;
+            let x = sample::to_tensor::<B>(&imgs, self.range, &device).map_err(err)?; // [b, c, h, w]
             let targets: Vec<f32> = idx
                 .iter()
                 .flat_map(|&i| self.targets[i * k..(i + 1) * k].iter().copied())
                 .collect();
-            let y = Tensor::<B, 2>::from_data(TensorData::new(targets, [b, k]), &device); // [b, outputs]
-            let loss = trainer.step(x, y).map_err(err)?;
+            let loss = match &mut trainer {
+                AnyTrainer::Cnn(t) => {
+                    let y = Tensor::<B, 2>::from_data(TensorData::new(targets, [b, k]), &device); // [b, outputs]
+                    t.step(x, y).map_err(err)?
+                }
+                AnyTrainer::Hourglass(t) => t.step(x, &targets).map_err(err)?,
+            };
             let m = StepMetrics {
                 step,
                 phase: Phase::Refiner,
@@ -202,7 +281,14 @@ impl BackendJob for EstimatorJob<'_> {
             };
             metrics.push((m, t.elapsed().as_secs_f64()));
         }
-        let weights = nn::save_gaze_net(trainer.model(), &self.cfg.net).map_err(err)?;
+        let weights = match (&trainer, &self.run) {
+            (AnyTrainer::Cnn(t), NetRun::Cnn(cfg)) => nn::save_gaze_net(t.model(), &cfg.net),
+            (AnyTrainer::Hourglass(t), NetRun::Hourglass(cfg)) => {
+                nn::save_hourglass(t.model(), &cfg.net)
+            }
+            _ => Err(NnError::InvalidConfig("trainer and network differ".into())),
+        }
+        .map_err(err)?;
         Ok(Trained { metrics, weights })
     }
 }
@@ -252,43 +338,82 @@ impl StageKind for TrainEstimator {
         let targets = task.targets(&spec, &loaded.batch, &what)?;
         let domains = sample::strings(&loaded.batch, "domain", &what)?;
         let trained_on = domains.value(0).to_string();
+        let range = loaded.range();
         let images = loaded.images;
         let (c, h, w) = (
             images[0].channels as usize,
             images[0].height as usize,
             images[0].width as usize,
         );
-        let optimizer = match ctx.params.str("optimizer")? {
-            "sgd" => GazeOptimizer::Sgd,
-            _ => GazeOptimizer::Adam,
-        };
-        let net = GazeNetConfig::for_input(c, h, w, spec.outputs, ctx.params.usize("divisor")?);
-        net.validate()
-            .map_err(|e| ctx.err(format!("estimator for {w}×{h} images: {e}")))?;
-        let cfg = GazeTrainConfig::new()
-            .with_net(net)
-            .with_loss(task.loss())
-            .with_optimizer(optimizer)
-            .with_lr(ctx.params.float("lr")?)
-            .with_batch_size(ctx.params.usize("batch_size")?)
-            .with_seed(ctx.params.int("seed")? as u64);
         let steps = ctx.params.int("steps")? as u64;
-        let cfg = match ctx.params.str("lr_schedule")? {
-            "cosine" => cfg.with_decay_steps(steps),
-            _ => cfg,
+        let decay = match ctx.params.str("lr_schedule")? {
+            "cosine" => steps,
+            _ => 0,
+        };
+        let lr = ctx.params.float("lr")?;
+        let seed = ctx.params.int("seed")? as u64;
+        let network = Network::for_loss(task.loss());
+        let run = match network {
+            Network::Cnn => {
+                let optimizer = match ctx.params.str("optimizer")? {
+                    "sgd" => GazeOptimizer::Sgd,
+                    _ => GazeOptimizer::Adam,
+                };
+                let net =
+                    GazeNetConfig::for_input(c, h, w, spec.outputs, ctx.params.usize("divisor")?);
+                net.validate()
+                    .map_err(|e| ctx.err(format!("estimator for {w}×{h} images: {e}")))?;
+                NetRun::Cnn(
+                    GazeTrainConfig::new()
+                        .with_net(net)
+                        .with_loss(task.loss())
+                        .with_optimizer(optimizer)
+                        .with_lr(lr)
+                        .with_batch_size(ctx.params.usize("batch_size")?)
+                        .with_seed(seed)
+                        .with_decay_steps(decay),
+                )
+            }
+            Network::Hourglass => {
+                let net = HourglassConfig::new()
+                    .with_channels(c)
+                    .with_height(h)
+                    .with_width(w)
+                    .with_joints(spec.outputs / 2)
+                    .with_features(ctx.params.usize("hourglass_features")?)
+                    .with_stacks(ctx.params.usize("hourglass_stacks")?)
+                    .with_depth(ctx.params.usize("hourglass_depth")?);
+                net.validate()
+                    .map_err(|e| ctx.err(format!("estimator for {w}×{h} images: {e}")))?;
+                NetRun::Hourglass(
+                    HourglassTrainConfig::new(net)
+                        .with_lr(lr)
+                        .with_seed(seed)
+                        .with_decay_steps(decay),
+                )
+            }
         };
         let members = ctx.params.usize("ensemble")?;
         let mut metrics = Vec::with_capacity(members * steps as usize);
         let mut weights = Vec::with_capacity(members);
         for j in 0..members {
-            tracing::info!(stage = ctx.stage, rows = images.len(), task = task.name(), trained_on = %trained_on, steps, member = j, members, "training estimator");
+            tracing::info!(stage = ctx.stage, rows = images.len(), task = task.name(), network = ?network, trained_on = %trained_on, steps, member = j, members, "training estimator");
+            let member_seed = seed + j as u64;
+            let run = match &run {
+                NetRun::Cnn(cfg) => NetRun::Cnn(cfg.clone().with_seed(member_seed)),
+                NetRun::Hourglass(cfg) => NetRun::Hourglass(cfg.clone().with_seed(member_seed)),
+            };
             let trained = nn::run_on(
                 &device,
                 EstimatorJob {
                     stage: ctx.stage,
-                    cfg: cfg.clone().with_seed(cfg.seed + j as u64),
+                    run,
+                    seed: member_seed,
+                    batch_size: ctx.params.usize("batch_size")?,
+                    range,
                     images: &images,
                     targets: &targets,
+                    outputs: spec.outputs,
                     steps,
                 },
             )??;
@@ -301,7 +426,7 @@ impl StageKind for TrainEstimator {
         }
         out.write(&common::metrics_batch(&metrics, Some("estimator"))?)?;
         for (j, w) in weights.into_iter().enumerate() {
-            out.artifact(&member_artifact(j), w)?;
+            out.artifact(&member_artifact(network, j), w)?;
         }
         let meta = EstimatorMeta {
             trained_on,
@@ -309,6 +434,7 @@ impl StageKind for TrainEstimator {
             data_stage: data.manifest.stage.clone(),
             data_version: data.manifest.version,
             task: Some(spec),
+            network,
         };
         let json = serde_json::to_vec_pretty(&meta).map_err(|source| Error::Json {
             path: "estimator.json".into(),

@@ -34,7 +34,7 @@ use crate::nn::{
     StepMetrics, TrainConfig,
 };
 use crate::params::{ParamSpec, ParamType};
-use crate::sample::{self, PixelFormat, SampleImage};
+use crate::sample::{self, PixelFormat, SampleImage, ValueRange};
 use crate::storage::Root;
 
 /// The `train-refiner` kind.
@@ -245,6 +245,10 @@ fn train_config(ctx: &StageCtx, shape: [usize; 3]) -> Result<TrainConfig> {
 pub(crate) struct ImageBank {
     synthetic: Vec<SampleImage>,
     real: Vec<SampleImage>,
+    /// Pixel values ↦ `[-1, 1]` for each set (their schemas'); refined images are written in the
+    /// synthetic set's.
+    synthetic_range: ValueRange,
+    real_range: ValueRange,
     rng: SmallRng,
 }
 
@@ -264,6 +268,7 @@ impl<B: burn::tensor::backend::Backend> BatchSource<B> for ImageBank {
     ) -> std::result::Result<Tensor<B, 4>, NnError> {
         sample::to_tensor(
             &Self::draw(&self.synthetic, &mut self.rng, batch_size),
+            self.synthetic_range,
             device,
         )
     }
@@ -272,7 +277,11 @@ impl<B: burn::tensor::backend::Backend> BatchSource<B> for ImageBank {
         batch_size: usize,
         device: &B::Device,
     ) -> std::result::Result<Tensor<B, 4>, NnError> {
-        sample::to_tensor(&Self::draw(&self.real, &mut self.rng, batch_size), device)
+        sample::to_tensor(
+            &Self::draw(&self.real, &mut self.rng, batch_size),
+            self.real_range,
+            device,
+        )
     }
 }
 
@@ -325,8 +334,9 @@ impl TrainJob<'_> {
         let synth: Vec<SampleImage> = self.bank.synthetic[..n].to_vec();
         let real: Vec<SampleImage> = self.bank.real[..n].to_vec();
         let bits = synth.first().map(|i| i.format().bits).unwrap_or(8);
-        let x = sample::to_tensor::<B::InnerBackend>(&synth, trainer.device())?;
-        let refined = sample::from_tensor(trainer.refine(x), bits)?;
+        let range = self.bank.synthetic_range;
+        let x = sample::to_tensor::<B::InnerBackend>(&synth, range, trainer.device())?;
+        let refined = sample::from_tensor(trainer.refine(x), bits, range)?;
         let png = common::grid_png(&[&synth, &refined, &real], 2, "sample grid")?;
         Ok((format!("samples-{step:07}.png"), png))
     }
@@ -343,9 +353,10 @@ impl TrainJob<'_> {
         let bits = synth.first().map(|i| i.format().bits).unwrap_or(8);
         let refiner = trainer.output_refiner();
         let mut refined = Vec::with_capacity(synth.len());
+        let range = self.bank.synthetic_range;
         for chunk in synth.chunks(64) {
-            let x = sample::to_tensor::<B::InnerBackend>(chunk, trainer.device())?;
-            refined.extend(sample::from_tensor(nn::refine(&refiner, x), bits)?);
+            let x = sample::to_tensor::<B::InnerBackend>(chunk, range, trainer.device())?;
+            refined.extend(sample::from_tensor(nn::refine(&refiner, x), bits, range)?);
         }
         let check = RefinerCheck::measure(step, &synth, &refined, &real);
         let distance = check.distance();
@@ -494,14 +505,15 @@ impl BackendJob for TrainJob<'_> {
     }
 }
 
-/// Load the train split of a sample input and decode it.
-fn load_images(ctx: &StageCtx, role: &str) -> Result<Vec<SampleImage>> {
+/// Load the train split of a sample input and decode it; with its value range.
+fn load_images(ctx: &StageCtx, role: &str) -> Result<(Vec<SampleImage>, ValueRange)> {
     let committed = ctx.stage_input(role)?;
     let loaded = sample::load(ctx.root, committed, Some("train"))?;
     if loaded.images.is_empty() {
         return Err(ctx.err(format!("input `{role}` has no split=train rows")));
     }
-    Ok(loaded.images)
+    let range = loaded.range();
+    Ok((loaded.images, range))
 }
 
 /// `[channels, height, width]` of both inputs, which must agree.
@@ -555,12 +567,14 @@ impl StageKind for TrainRefiner {
 
     fn run_unit(&self, ctx: &StageCtx, _unit: &UnitSpec, out: &mut UnitOutput) -> Result<()> {
         let device = common::device(ctx)?;
-        let synthetic = load_images(ctx, "synthetic")?;
-        let real = load_images(ctx, "real")?;
+        let (synthetic, synthetic_range) = load_images(ctx, "synthetic")?;
+        let (real, real_range) = load_images(ctx, "real")?;
         let cfg = train_config(ctx, image_shape(ctx, &synthetic, &real)?)?;
         let bank = ImageBank {
             synthetic,
             real,
+            synthetic_range,
+            real_range,
             rng: SmallRng::seed_from_u64(cfg.seed),
         };
         tracing::info!(stage = ctx.stage, synthetic = bank.synthetic.len(), real = bank.real.len(), iterations = cfg.total_iterations(), %device, "training refiner");
