@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::domains::{eyes, images};
+use crate::domains::{eyes, hands, images};
 use crate::stages::{self, Registry};
 use crate::task::Tasks;
 
@@ -14,6 +14,7 @@ use crate::task::Tasks;
 pub fn tasks() -> Tasks {
     Tasks::new(vec![
         Arc::new(eyes::task::Gaze),
+        Arc::new(hands::task::HandPose),
         Arc::new(crate::task::Classification),
         Arc::new(crate::task::Regression),
     ])
@@ -27,6 +28,8 @@ pub fn builtin() -> Registry {
         Arc::new(eyes::generate::GenerateEyes),
         Arc::new(eyes::ingest::IngestUnityEyes),
         Arc::new(eyes::ingest::IngestMpiiGaze),
+        // Hand pose on depth (the paper's second experiment).
+        Arc::new(hands::generate::GenerateHands),
         // Any image folder, and the built-in procedural shapes.
         Arc::new(images::ingest::IngestImages),
         Arc::new(images::generate::GenerateShapes),

@@ -262,6 +262,25 @@ impl SampleImage {
         }
     }
 
+    /// The image for people to look at (grids, statistics, the Turing page): 8-bit, with
+    /// `range` stretched to 0…255 when it is not the bit depth's full range (depth maps in mm:
+    /// 0 = background black, the far end of the range white); otherwise unchanged.
+    pub fn for_view(self, range: ValueRange) -> SampleImage {
+        let bits = self.format().bits;
+        if range == ValueRange::full(bits) {
+            return self;
+        }
+        let stretch = |v: f32| ((range.to_net(v).clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
+        let pixels = match &self.pixels {
+            Pixels::U8(p) => p.iter().map(|v| stretch(*v as f32)).collect(),
+            Pixels::U16(p) => p.iter().map(|v| stretch(*v as f32)).collect(),
+        };
+        SampleImage {
+            pixels: Pixels::U8(pixels),
+            ..self
+        }
+    }
+
     /// 8-bit RGB view (sample grids).
     pub fn to_rgb8(&self) -> RgbImage {
         self.to_dynamic().into_rgb8()

@@ -31,6 +31,8 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../schemas/train_metrics.json"),
     ),
     ("gaze_scores", include_str!("../schemas/gaze_scores.json")),
+    ("hand_sample", include_str!("../schemas/hand_sample.json")),
+    ("hand_scores", include_str!("../schemas/hand_scores.json")),
     ("judge_scores", include_str!("../schemas/judge_scores.json")),
     (
         "report_summary",

@@ -3,8 +3,10 @@
 //! domain's dataset; [`crate::registry`] lists every domain's kinds.
 //!
 //! - [`eyes`]: eye gaze — procedural eyes, UnityEyes, MPIIGaze; the `gaze` task.
+//! - [`hands`]: hand pose on depth — the procedural hand; the `hand-pose` task.
 //! - [`images`]: any image folder (`ingest-images`) and the built-in procedural shapes
 //!   (`generate-shapes`); classification and regression labels.
 
 pub mod eyes;
+pub mod hands;
 pub mod images;

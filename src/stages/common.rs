@@ -142,3 +142,26 @@ pub fn grid_png(rows: &[&[SampleImage]], scale: u32, what: &str) -> Result<Vec<u
     }
     SampleImage::from_rgb(out).encode_png(what)
 }
+
+/// Whether row `i` of a seeded generator belongs to the test split: a SplitMix64 hash of seed
+/// and index below `fraction` (independent of the row's content and of how rows are sharded).
+pub fn is_test_row(seed: u64, i: u64, fraction: f64) -> bool {
+    let mut z = (seed ^ 0x7E57_5EED).wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    fraction > 0.0 && (z >> 11) as f64 / (1u64 << 53) as f64 <= fraction
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::is_test_row;
+
+    #[test]
+    fn test_split_fraction_is_close() {
+        let n = 20_000;
+        let t = (0..n).filter(|&i| is_test_row(3, i, 0.25)).count() as f64 / n as f64;
+        assert!((t - 0.25).abs() < 0.02, "{t}");
+        assert_eq!((0..1000).filter(|&i| is_test_row(3, i, 0.0)).count(), 0);
+    }
+}

@@ -151,12 +151,13 @@ impl StageKind for Judge {
         let seed = ctx.params.int("seed")? as u64;
         let real_stage = ctx.stage_input("real")?;
         let real_test = sample::load(ctx.root, real_stage, Some("test"))?;
+        let range = real_test.range();
         let cfg = JudgeConfig {
             steps: ctx.params.int("steps")? as u64,
             batch_size: ctx.params.usize("batch_size")?,
             divisor: ctx.params.usize("divisor")?,
             seed,
-            range: Some(real_test.range()),
+            range: Some(range),
             ..JudgeConfig::default()
         };
         let real = draw(real_test.images, n, seed);
@@ -182,10 +183,18 @@ impl StageKind for Judge {
         if real_train.len() >= 4 {
             sets.push(("real", real_train));
         }
+        // Statistics on the images as people see them (a depth range stretched to 8 bits).
+        let view = |v: &[SampleImage]| -> Vec<SampleImage> {
+            v.iter().map(|i| i.clone().for_view(range)).collect()
+        };
+        let real_view = view(&real);
         let mut report = JudgeReport {
             pairs: Vec::new(),
-            stats: vec![("real".to_string(), ImageStats::of(&real))],
-            spectra: vec![("real".to_string(), radial_spectrum(&real, SPECTRUM_BINS))],
+            stats: vec![("real".to_string(), ImageStats::of(&real_view))],
+            spectra: vec![(
+                "real".to_string(),
+                radial_spectrum(&real_view, SPECTRUM_BINS),
+            )],
         };
         for (name, images) in &sets {
             if images.len() < 4 {
@@ -200,12 +209,11 @@ impl StageKind for Judge {
             tracing::info!(stage = ctx.stage, pair = %format!("{name}-vs-real"), auc = verdict.auc, accuracy = verdict.accuracy, "judged");
             report.pairs.push((format!("{name}-vs-real"), verdict));
             if *name != "real" {
-                report
-                    .stats
-                    .push((name.to_string(), ImageStats::of(images)));
+                let v = view(images);
+                report.stats.push((name.to_string(), ImageStats::of(&v)));
                 report
                     .spectra
-                    .push((name.to_string(), radial_spectrum(images, SPECTRUM_BINS)));
+                    .push((name.to_string(), radial_spectrum(&v, SPECTRUM_BINS)));
             }
         }
         let json = serde_json::to_vec_pretty(&report).map_err(|source| Error::Json {

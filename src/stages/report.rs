@@ -193,7 +193,11 @@ fn pool(
     }
     let ids = loaded.ids()?;
     let ids: Vec<String> = (0..ids.len()).map(|i| ids.value(i).to_string()).collect();
-    Ok(ids.into_iter().zip(loaded.images).collect())
+    let range = loaded.range();
+    Ok(ids
+        .into_iter()
+        .zip(loaded.images.into_iter().map(|i| i.for_view(range)))
+        .collect())
 }
 
 /// The visual Turing test page: `per_class` refined and as many real images (the real test
@@ -364,8 +368,13 @@ fn sample_grid(ctx: &StageCtx) -> Result<Option<Vec<u8>>> {
             return Ok(vec![]);
         };
         let bytes = sample::image_bytes(b, &url)?;
+        let bits = match bytes.is_empty() {
+            true => 8,
+            false => SampleImage::decode(bytes.value(0), &url)?.format().bits,
+        };
+        let range = sample::ValueRange::of(&b.schema(), bits);
         (0..b.num_rows().min(8))
-            .map(|i| SampleImage::decode(bytes.value(i), &url))
+            .map(|i| SampleImage::decode(bytes.value(i), &url).map(|s| s.for_view(range)))
             .collect()
     };
     let lists: Vec<Vec<SampleImage>> = ["synthetic", "refined", "real"]

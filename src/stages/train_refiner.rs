@@ -337,6 +337,14 @@ impl TrainJob<'_> {
         let range = self.bank.synthetic_range;
         let x = sample::to_tensor::<B::InnerBackend>(&synth, range, trainer.device())?;
         let refined = sample::from_tensor(trainer.refine(x), bits, range)?;
+        let view = |v: Vec<SampleImage>, r: ValueRange| -> Vec<SampleImage> {
+            v.into_iter().map(|i| i.for_view(r)).collect()
+        };
+        let (synth, refined, real) = (
+            view(synth, range),
+            view(refined, range),
+            view(real, self.bank.real_range),
+        );
         let png = common::grid_png(&[&synth, &refined, &real], 2, "sample grid")?;
         Ok((format!("samples-{step:07}.png"), png))
     }

@@ -79,15 +79,6 @@ const PARAMS: &[ParamSpec] = &[
     ),
 ];
 
-/// Whether row `i` belongs to the test split (a SplitMix64 hash of seed and index).
-fn is_test(seed: u64, i: u64, fraction: f64) -> bool {
-    let mut z = (seed ^ 0x7E57_5EED).wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    fraction > 0.0 && (z >> 11) as f64 / (1u64 << 53) as f64 <= fraction
-}
-
 /// The look's parameters with the pipeline's `render` overrides applied.
 fn shape_params(ctx: &StageCtx) -> Result<ShapeParams> {
     let size = ctx.params.usize("size")? as u32;
@@ -177,7 +168,7 @@ impl StageKind for GenerateShapes {
                     let (img, class) = shapes::render(&params, seed, i);
                     let id = format!("{domain}-{seed}-{i:08}");
                     let png = SampleImage::from_rgb(img).encode_png(&id)?;
-                    let split = if is_test(seed, i, test_fraction) {
+                    let split = if crate::stages::common::is_test_row(seed, i, test_fraction) {
                         "test"
                     } else {
                         "train"
@@ -225,14 +216,6 @@ pub fn shapes_schema() -> Result<DeclaredSchema> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn test_split_fraction_is_close() {
-        let n = 20_000;
-        let t = (0..n).filter(|&i| is_test(3, i, 0.25)).count() as f64 / n as f64;
-        assert!((t - 0.25).abs() < 0.02, "{t}");
-        assert_eq!((0..1000).filter(|&i| is_test(3, i, 0.0)).count(), 0);
-    }
 
     #[test]
     fn schema_declares_the_task_and_the_label() {

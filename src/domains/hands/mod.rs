@@ -1,0 +1,20 @@
+//! Hand pose on depth images, the paper's second experiment: the procedural hand
+//! ([`render`], kind `generate-hands` in [`generate`]) in the `hand_sample` layout
+//! (`schemas/hand_sample.json`: a 16-bit depth crop in mm, `joints_uvd`, `joints_xyz`, the crop's
+//! centre, box and cube), and the `hand-pose` task ([`task`]) that the stacked hourglass
+//! ([`crate::nn::hourglass`]) is trained and scored for.
+//!
+//! Joint order (NYU's 14 evaluated joints, [`render::JOINT_NAMES`]): pinky tip, pinky mid, ring
+//! tip, ring mid, middle tip, middle mid, index tip, index mid, thumb tip, thumb mid, thumb root,
+//! wrist back, wrist, palm. In the procedural hand "mid" is the PIP joint of a finger and the IP
+//! joint of the thumb, "thumb root" its MCP joint, "wrist" the thumb side of the wrist and
+//! "wrist back" the little-finger side (NYU's exact anatomical points are not documented).
+//!
+//! Coordinates: `joints_uvd` are `u, v` in the stored crop's pixels (pixel centres at integers,
+//! u = column, v = row) and depth in mm; `joints_xyz` are mm in the camera frame with NYU's
+//! convention (x right, y up, z forward). The networks see depth through the dataset's value
+//! range (`simgan` metadata `pixel_range`, default 0…1000 mm ↦ −1…1).
+
+pub mod generate;
+pub mod render;
+pub mod task;
