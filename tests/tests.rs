@@ -5,6 +5,7 @@ mod util;
 mod cli;
 mod distributed;
 mod e2e;
+mod e2e_hands;
 mod e2e_images;
 mod faults;
 mod ingest;

@@ -124,12 +124,29 @@ fn safetensors_into_module<B: Backend, M: Module<B>>(
     let result = module
         .load_from(&mut store)
         .map_err(|source| NnError::Safetensors { what, source })?;
-    if !result.errors.is_empty() || !result.missing.is_empty() || !result.unused.is_empty() {
+    // Batch-norm parameters are stored under PyTorch's names (`weight`, `bias`); the adapter
+    // loads them into burn's `gamma`, `beta` but still lists the PyTorch names as unused.
+    let burn_paths: std::collections::HashSet<String> = module
+        .collect(None, None, false)
+        .into_iter()
+        .map(|s| s.full_path())
+        .collect();
+    let renamed = |path: &str| {
+        let (stem, leaf) = path.rsplit_once('.').unwrap_or(("", path));
+        let burn = match leaf {
+            "weight" => "gamma",
+            "bias" => "beta",
+            _ => return false,
+        };
+        burn_paths.contains(&format!("{stem}.{burn}"))
+    };
+    let unused: Vec<&String> = result.unused.iter().filter(|p| !renamed(p)).collect();
+    if !result.errors.is_empty() || !result.missing.is_empty() || !unused.is_empty() {
         return Err(NnError::WeightsMismatch {
             what,
             message: format!(
                 "errors {:?}, missing {:?}, unused {:?}",
-                result.errors, result.missing, result.unused
+                result.errors, result.missing, unused
             ),
         });
     }

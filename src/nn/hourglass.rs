@@ -525,6 +525,31 @@ mod tests {
         assert_eq!(readout(&at, rows, cols), vec![from_heatmap(3.0), from_heatmap(7.0)]);
     }
 
+    /// Saved and loaded weights (batch-norm statistics included) predict exactly the same joints.
+    #[test]
+    fn weights_round_trip_through_safetensors() {
+        type Ad = CpuAutodiffBackend;
+        let device = Default::default();
+        let cfg = HourglassTrainConfig::new(tiny());
+        let mut trainer = HourglassTrainer::<Ad>::new(cfg.clone(), &device).unwrap_or_else(|e| panic!("{e}"));
+        let x = Tensor::<Ad, 4>::random([4, 1, 32, 32], burn::tensor::Distribution::Default, &device);
+        let uv: Vec<f32> = (0..4 * 3 * 2).map(|k| (k * 5 % 30) as f32).collect();
+        for _ in 0..3 {
+            trainer.step(x.clone(), &uv).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let bytes = crate::nn::save_hourglass(&trainer.model().valid(), &cfg.net).unwrap_or_else(|e| panic!("{e}"));
+        let (back, back_cfg) = crate::nn::load_hourglass::<CpuBackend>(&bytes, &device).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back_cfg, cfg.net);
+        let a = trainer.predict(x.clone()).unwrap_or_default();
+        let b = predict_joints(&back, x.inner()).unwrap_or_default();
+        assert_eq!(a, b);
+        let maps = |n: &StackedHourglass<CpuBackend>, x: Tensor<CpuBackend, 4>| {
+            n.forward(x).pop().map(|t| t.into_data().to_vec::<f32>().unwrap_or_default()).unwrap_or_default()
+        };
+        let x2 = Tensor::<CpuBackend, 4>::ones([1, 1, 32, 32], &device);
+        assert_eq!(maps(&trainer.model().valid(), x2.clone()), maps(&back, x2));
+    }
+
     /// A short run on images whose one bright dot is the joint lowers the loss.
     #[test]
     fn short_training_lowers_the_loss() {

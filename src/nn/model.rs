@@ -283,10 +283,15 @@ impl DiscriminatorConfig {
 
     /// The eye discriminator with every channel count divided by `divisor` (at least 2 maps).
     pub fn narrow(divisor: usize) -> Self {
+        Self::new().divided(divisor)
+    }
+
+    /// This discriminator with the paper's channel counts (96, 64, 32, 32) divided by
+    /// `divisor` (at least 2 maps each).
+    pub fn divided(self, divisor: usize) -> Self {
         let d = divisor.max(1);
         let c = |n: usize| (n / d).max(2);
-        Self::new()
-            .with_conv1_channels(c(96))
+        self.with_conv1_channels(c(96))
             .with_conv2_channels(c(64))
             .with_conv3_channels(c(32))
             .with_conv4_channels(c(32))

@@ -63,6 +63,12 @@ const INT: ParamType = ParamType::Int {
 const PARAMS: &[ParamSpec] = &[
     DEVICE_PARAM,
     ParamSpec::new(
+        "architecture",
+        ParamType::Choice(&["eye", "hand"]),
+        "\"eye\"",
+        "eye: the paper's eye R (3×3 input conv) and D (3×3 s2, 3×3 s2, pool 3×3 s1: 9×14 patches on 35×55); hand: its hand R (7×7 input conv) and D (7×7 s4, 5×5 s2, pool 3×3 s2, 3×3 s2: 7×7 patches on 224×224). Sizes ÷ width, blocks and d_divisor as set",
+    ),
+    ParamSpec::new(
         "width",
         ParamType::Int { min: 1, max: 1024 },
         "16",
@@ -211,17 +217,23 @@ struct MetricRow {
 /// The training run for images of `shape` = `[channels, height, width]`.
 fn train_config(ctx: &StageCtx, shape: [usize; 3]) -> Result<TrainConfig> {
     let p = ctx.params;
+    let (first_kernel, d) = match p.str("architecture")? {
+        "hand" => (7, DiscriminatorConfig::hand()),
+        _ => (3, DiscriminatorConfig::eye()),
+    };
     let cfg = TrainConfig::new()
         .with_image_shape(shape)
         .with_refiner(
             RefinerConfig::narrow(p.usize("width")?)
+                .with_first_kernel_size(first_kernel)
                 .with_channels(shape[0])
                 .with_blocks(p.usize("blocks")?)
                 .with_residual(p.bool("residual")?)
                 .with_noise_channels(p.usize("noise_channels")?),
         )
         .with_discriminator(
-            DiscriminatorConfig::narrow(p.usize("d_divisor")?).with_channels(shape[0]),
+            d.divided(p.usize("d_divisor")?)
+                .with_channels(shape[0]),
         )
         .with_batch_size(p.usize("batch_size")?)
         .with_lambda(p.float("lambda")?)
