@@ -7,7 +7,8 @@
 //! (UnityEyes 640×480 jpg+json vs a PIL + pyarrow script), `runner` (no-op rerun of a 200-shard
 //! pipeline, commit overhead per shard), `verify` (shard reads and `query` with verification on
 //! vs off, and `simgan verify`'s hashing rate), `listing` (the source-listing fingerprint of
-//! many raw files, local and on the remote root).
+//! many raw files, local and on the remote root), `hands` (the procedural hand's frames/s, the
+//! hand refiner's inference and the stacked hourglass's training step at 64 and 224 px).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -317,6 +318,75 @@ fn bench_generate(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value
     Ok(v)
 }
 
+/// Hands: the procedural hand's frames/s, the hand refiner's inference rate and the stacked
+/// hourglass's training step, at the demo's size and at the paper's 224×224 (one batch).
+fn bench_hands(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> {
+    use crate::nn::{
+        CpuAutodiffBackend, CpuBackend, HourglassConfig, HourglassTrainConfig, HourglassTrainer,
+        RefinerConfig, init_seeded,
+    };
+    use burn::tensor::{Distribution, Tensor};
+    let mut v = json!({ "threads": threads() });
+    let rows = 20000;
+    for domain in ["synthetic", "real-like"] {
+        let (_dir, root) = temp_root(&o.scratch, &format!("hands-{domain}"), rt)?;
+        let text = format!(
+            "name = \"h\"\n[stages.g]\nkind = \"generate-hands\"\nparams = {{ domain = \"{domain}\", rows = {rows}, rows_per_shard = 5000 }}\n"
+        );
+        let (_, r) = run_pipeline(&text, &root)?;
+        let fps = rows as f64 / stage_seconds(&r, "g");
+        v["generate"][domain] = json!({ "size": 64, "frames_per_s": fps, "frames_per_s_per_core": fps / threads() as f64 });
+    }
+    let device = Default::default();
+    let nn_err = |e: crate::nn::NnError| Error::stage("bench", e.to_string());
+    // Refiner inference: the demo's (train-refiner defaults) at 64 px, the paper's at 224 px.
+    for (name, cfg, size, batch) in [
+        (
+            "demo_64",
+            RefinerConfig::narrow(16)
+                .with_residual(true)
+                .with_noise_channels(1),
+            64,
+            64,
+        ),
+        ("paper_224", RefinerConfig::hand(), 224, 8),
+    ] {
+        let r = init_seeded::<CpuBackend, _>(&device, 1, || cfg.init::<CpuBackend>(&device));
+        let x =
+            Tensor::<CpuBackend, 4>::random([batch, 1, size, size], Distribution::Default, &device);
+        let s = median_s(3, || {
+            crate::nn::refine(&r, x.clone())
+                .into_data()
+                .to_vec::<f32>()
+                .map_err(|e| Error::stage("bench", format!("{e:?}")))
+        })?;
+        v["refiner_inference"][name] =
+            json!({ "size": size, "batch": batch, "images_per_s": batch as f64 / s });
+    }
+    // Hourglass training step: the demo's, and the paper's width at 224 px (one batch).
+    for (name, features, size, batch, reps) in
+        [("demo_64", 32, 64, 32, 3), ("paper_224", 256, 224, 4, 1)]
+    {
+        let net = HourglassConfig::new()
+            .with_features(features)
+            .with_height(size)
+            .with_width(size);
+        let mut t =
+            HourglassTrainer::<CpuAutodiffBackend>::new(HourglassTrainConfig::new(net), &device)
+                .map_err(nn_err)?;
+        let x = Tensor::<CpuAutodiffBackend, 4>::random(
+            [batch, 1, size, size],
+            Distribution::Default,
+            &device,
+        );
+        let uv: Vec<f32> = (0..batch * 28).map(|k| (k * 7 % size) as f32).collect();
+        t.step(x.clone(), &uv).map_err(nn_err)?;
+        let s = median_s(reps, || t.step(x.clone(), &uv).map_err(nn_err))?;
+        v["hourglass_step"][name] = json!({ "size": size, "features": features, "stacks": 2, "batch": batch, "ms_per_step": s * 1e3, "images_per_s": batch as f64 / s });
+    }
+    Ok(v)
+}
+
 fn bench_ingest(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> {
     use crate::domains::eyes::unityeyes::{fixture_image, fixture_json, fixture_label};
     let src = o.scratch.join("unityeyes");
@@ -453,7 +523,8 @@ fn demo_errors(root: &Root) -> Result<DemoFigures> {
             ) else {
                 continue;
             };
-            // The task's headline metric: gaze error, classification accuracy, regression MAE.
+            // The task's headline metric: gaze error, classification accuracy, regression MAE,
+            // hand joint error (px).
             for i in 0..b.num_rows() {
                 if est.value(i) == "judge" && metric.value(i) == "auc" && !value.is_null(i) {
                     judge.insert(set.value(i).to_string(), json!(value.value(i)));
@@ -468,7 +539,18 @@ fn demo_errors(root: &Root) -> Result<DemoFigures> {
                 if let (Some(k), false) = (label_figure, value.is_null(i)) {
                     labels.insert(k, json!(value.value(i)));
                 }
-                let headline = matches!(metric.value(i), "mean_deg" | "accuracy" | "mae");
+                let headline =
+                    matches!(metric.value(i), "mean_deg" | "accuracy" | "mae" | "mean_px");
+                // Hands: the paper's figure beside the headline error.
+                if set.value(i) == "real-test"
+                    && matches!(metric.value(i), "within_5px" | "within_5px_224")
+                    && !value.is_null(i)
+                {
+                    out.insert(
+                        format!("{}:{}", est.value(i), metric.value(i)),
+                        json!(value.value(i)),
+                    );
+                }
                 if set.value(i) == "real-test" && headline && !value.is_null(i) {
                     out.insert(est.value(i).to_string(), json!(value.value(i)));
                     name = metric.value(i).to_string();
@@ -579,11 +661,12 @@ pub fn run(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> {
             "scale" => bench_scale(o, rt)?,
             "verify" => bench_verify(o, rt)?,
             "listing" => bench_listing(o, rt)?,
+            "hands" => bench_hands(o, rt)?,
             other => {
                 return Err(Error::stage(
                     "bench",
                     format!(
-                        "unknown section `{other}` (train, refine, generate, ingest, runner, demo, scale, verify, listing)"
+                        "unknown section `{other}` (train, refine, generate, ingest, runner, demo, scale, verify, listing, hands)"
                     ),
                 ));
             }

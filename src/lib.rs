@@ -11,9 +11,10 @@
 //! - [`stages`]: the stage-kind interface and the S+U drivers (refiner, refine, estimators,
 //!   score, report), which work on any domain's dataset; [`registry`]: the built-in kinds.
 //! - [`sample`]: the sample layout every image dataset shares; [`task`]: estimator tasks
-//!   (gaze, classification, regression).
+//!   (gaze, classification, regression); [`mat`]: the MATLAB v5 reader the ingesters share.
 //! - [`domains`]: one folder per domain — [`domains::eyes`] (generator, UnityEyes, MPIIGaze, the
-//!   gaze task), [`domains::images`] (image folders, procedural shapes).
+//!   gaze task), [`domains::hands`] (procedural hands, NYU, the hand-pose task),
+//!   [`domains::images`] (image folders, procedural shapes).
 //! - [`nn`]: the burn models and loops; [`judge`]: the realism judge (a fresh classifier on
 //!   held-out images); [`imagestats`]: label-free pixel statistics; [`charts`]: SVG charts;
 //!   [`turing`]: the visual Turing test page.
@@ -30,6 +31,7 @@ pub mod imagestats;
 pub mod judge;
 pub mod lease;
 pub mod manifest;
+pub mod mat;
 pub mod nn;
 pub mod params;
 pub mod pipeline;

@@ -30,6 +30,7 @@ pub fn builtin() -> Registry {
         Arc::new(eyes::ingest::IngestMpiiGaze),
         // Hand pose on depth (the paper's second experiment).
         Arc::new(hands::generate::GenerateHands),
+        Arc::new(hands::ingest::IngestNyu),
         // Any image folder, and the built-in procedural shapes.
         Arc::new(images::ingest::IngestImages),
         Arc::new(images::generate::GenerateShapes),

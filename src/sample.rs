@@ -713,7 +713,13 @@ mod tests {
         )]);
         let schema = Schema::new_with_metadata(Vec::<Field>::new(), meta);
         let range = ValueRange::of(&schema, 16);
-        assert_eq!(range, ValueRange { lo: 0.0, hi: 1000.0 });
+        assert_eq!(
+            range,
+            ValueRange {
+                lo: 0.0,
+                hi: 1000.0
+            }
+        );
         assert_eq!(ValueRange::of(&Schema::empty(), 16), ValueRange::full(16));
         let img = SampleImage {
             width: 4,

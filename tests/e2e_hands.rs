@@ -112,7 +112,11 @@ fn hands_through_every_sus_stage_to_a_pose_report() {
     for stage in ["synthetic", "refined", "real"] {
         let imgs = depth_images(d, stage);
         for img in &imgs {
-            assert_eq!((img.width, img.height, img.channels), (32, 32, 1), "{stage}");
+            assert_eq!(
+                (img.width, img.height, img.channels),
+                (32, 32, 1),
+                "{stage}"
+            );
             let simgan::sample::Pixels::U16(px) = &img.pixels else {
                 panic!("{stage}: not 16-bit");
             };

@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
-use simgan::domains::eyes::mat::{MatValue, NumericData, write_mat};
 use simgan::domains::eyes::mpiigaze::{fixture_day_mat, fixture_day_vars, fixture_eye};
 use simgan::domains::eyes::unityeyes::{fixture_image, fixture_json, fixture_label};
 use simgan::manifest;
+use simgan::mat::{MatValue, NumericData, write_mat};
 use simgan::pipeline::Pipeline;
 use simgan::runner::{self, RunOptions};
 use simgan::storage::Root;

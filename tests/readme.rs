@@ -1,6 +1,6 @@
 //! README's commands, run: every `simgan …` line of its `sh` blocks is executed, in order, in a
 //! folder holding a toy-sized `pipelines/eye-gaze-demo.toml` (the demo's stage names, seconds of
-//! work), so a renamed stage, flag or param in README fails here. The two demo commands run
+//! work), so a renamed stage, flag or param in README fails here. The demo commands run
 //! with `--dry-run` (their full runs are `simgan bench --sections demo`). Lines that need an
 //! object store, a scheduler's environment, or minutes of work are listed in [`skipped`] with
 //! the reason, and the test asserts that nothing else was left out.
@@ -73,11 +73,13 @@ fn every_cheap_readme_command_runs() {
     assert!(tiny.contains("name = \"eye-gaze-demo\""));
     util::write(&d.join("pipelines/eye-gaze-demo.toml"), &tiny);
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    std::fs::copy(
-        repo.join("pipelines/images-demo.toml"),
-        d.join("pipelines/images-demo.toml"),
-    )
-    .expect("copy images-demo.toml");
+    for demo in ["images-demo.toml", "hand-pose-demo.toml"] {
+        std::fs::copy(
+            repo.join("pipelines").join(demo),
+            d.join("pipelines").join(demo),
+        )
+        .expect("copy a demo pipeline");
+    }
     let bin = Path::new(env!("CARGO_BIN_EXE_simgan"))
         .parent()
         .expect("binary folder")

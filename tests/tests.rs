@@ -10,6 +10,7 @@ mod e2e_images;
 mod faults;
 mod ingest;
 mod ingest_images;
+mod ingest_nyu;
 mod readme;
 mod runner;
 mod storage;

@@ -8,7 +8,7 @@ use crate::bench::{self, BenchOptions};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Sections: train, refine, generate, ingest, runner, demo, scale, verify, listing
+    /// Sections: train, refine, generate, ingest, runner, demo, scale, verify, listing, hands
     /// (comma-separated).
     #[arg(
         long,

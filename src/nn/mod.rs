@@ -39,8 +39,8 @@ pub use checkpoint::{
     TrainerCheckpoint, load_discriminator, load_gaze_net, load_hourglass, load_refiner,
     safetensors_metadata, save_discriminator, save_gaze_net, save_hourglass, save_refiner,
 };
-pub use hourglass::{HourglassConfig, HourglassTrainConfig, HourglassTrainer, StackedHourglass};
 pub use history::HistoryBuffer;
+pub use hourglass::{HourglassConfig, HourglassTrainConfig, HourglassTrainer, StackedHourglass};
 pub use model::{
     Discriminator, DiscriminatorConfig, GazeNet, GazeNetConfig, Refiner, RefinerConfig,
 };

@@ -143,6 +143,57 @@ pub fn grid_png(rows: &[&[SampleImage]], scale: u32, what: &str) -> Result<Vec<u
     SampleImage::from_rgb(out).encode_png(what)
 }
 
+/// The `source` input of an ingester.
+pub const SOURCE: &[super::InputSpec] = &[super::InputSpec {
+    role: "source",
+    kind: super::InputKind::Location,
+    required: true,
+    doc: "Folder or object-store prefix of the raw dataset",
+}];
+
+/// The `on_error` param of an ingester.
+pub const ON_ERROR: ParamSpec = ParamSpec::new(
+    "on_error",
+    ParamType::Choice(&["fail", "skip"]),
+    "\"fail\"",
+    "Bad input: stop naming the file and field, or skip it and list it in the manifest",
+);
+
+/// Apply the `on_error` policy to one input's outcome: `Ok(None)` for an input skipped (and
+/// recorded in the manifest), an error naming the input under `"fail"`.
+pub fn handle<T>(
+    ctx: &StageCtx,
+    out: &mut super::UnitOutput,
+    skip: bool,
+    file: &str,
+    r: std::result::Result<T, String>,
+) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(reason) if skip => {
+            tracing::warn!(stage = ctx.stage, file, %reason, "skipped bad input");
+            out.skip(file, reason);
+            Ok(None)
+        }
+        // The reason already names the file (and the field, for label errors).
+        Err(reason) => Err(Error::stage(
+            ctx.stage,
+            format!("{reason} (set on_error = \"skip\" to skip bad inputs; input {file})"),
+        )),
+    }
+}
+
+/// Read an input file: a storage failure (after object_store's retries) is the outer error and
+/// fails the stage; a file gone missing is the inner one, bad input.
+pub fn read_input(
+    source: &crate::storage::Root,
+    rel: &str,
+) -> Result<std::result::Result<bytes::Bytes, String>> {
+    Ok(source
+        .get(rel)?
+        .ok_or_else(|| format!("{}: not found", source.url_of(rel))))
+}
+
 /// Whether row `i` of a seeded generator belongs to the test split: a SplitMix64 hash of seed
 /// and index below `fraction` (independent of the row's content and of how rows are sharded).
 pub fn is_test_row(seed: u64, i: u64, fraction: f64) -> bool {

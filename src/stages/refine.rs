@@ -141,7 +141,8 @@ impl BackendJob for RefineJob<'_> {
                 &device,
                 self.seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             );
-            let x = sample::to_tensor::<B::InnerBackend>(chunk, self.range, &device).map_err(err)?;
+            let x =
+                sample::to_tensor::<B::InnerBackend>(chunk, self.range, &device).map_err(err)?;
             let y = nn::refine(&refiner, x); // [batch, c, h, w], computed lazily by the device
             // Encode the previous batch on rayon while this one computes.
             let (encoded, refined) = rayon::join(

@@ -118,18 +118,17 @@ impl BackendJob for PredictJob<'_> {
     type Output = Result<Vec<Vec<Vec<f32>>>>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let err = |e: NnError| Error::stage(self.stage, e.to_string());
-        let nets = self
-            .members
-            .iter()
-            .map(|w| match self.network {
-                Network::Cnn => {
-                    nn::load_gaze_net::<B::InnerBackend>(w, &device).map(|(net, _)| Net::Cnn(net))
-                }
-                Network::Hourglass => nn::load_hourglass::<B::InnerBackend>(w, &device)
-                    .map(|(net, _)| Net::Hourglass(net)),
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(err)?;
+        let nets =
+            self.members
+                .iter()
+                .map(|w| match self.network {
+                    Network::Cnn => nn::load_gaze_net::<B::InnerBackend>(w, &device)
+                        .map(|(net, _)| Net::Cnn(net)),
+                    Network::Hourglass => nn::load_hourglass::<B::InnerBackend>(w, &device)
+                        .map(|(net, _)| Net::Hourglass(net)),
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(err)?;
         self.sets
             .iter()
             .map(|(images, range)| {

@@ -238,9 +238,9 @@ impl BackendJob for EstimatorJob<'_> {
         let err = |e: NnError| Error::stage(self.stage, e.to_string());
         nn::seed::<B>(&device, self.seed);
         let mut trainer = match &self.run {
-            NetRun::Cnn(cfg) => {
-                AnyTrainer::Cnn(Box::new(GazeTrainer::<B>::new(cfg.clone(), &device).map_err(err)?))
-            }
+            NetRun::Cnn(cfg) => AnyTrainer::Cnn(Box::new(
+                GazeTrainer::<B>::new(cfg.clone(), &device).map_err(err)?,
+            )),
             NetRun::Hourglass(cfg) => AnyTrainer::Hourglass(Box::new(
                 HourglassTrainer::<B>::new(cfg.clone(), &device).map_err(err)?,
             )),

@@ -231,10 +231,7 @@ fn train_config(ctx: &StageCtx, shape: [usize; 3]) -> Result<TrainConfig> {
                 .with_residual(p.bool("residual")?)
                 .with_noise_channels(p.usize("noise_channels")?),
         )
-        .with_discriminator(
-            d.divided(p.usize("d_divisor")?)
-                .with_channels(shape[0]),
-        )
+        .with_discriminator(d.divided(p.usize("d_divisor")?).with_channels(shape[0]))
         .with_batch_size(p.usize("batch_size")?)
         .with_lambda(p.float("lambda")?)
         .with_lr_r(p.float("lr_r")?)

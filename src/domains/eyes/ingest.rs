@@ -15,45 +15,10 @@ use crate::domains::eyes::rows::{EyeRow, to_batch};
 use crate::domains::eyes::unityeyes::{self, CropMode};
 use crate::error::{Error, Result};
 use crate::params::{ParamSpec, ParamType};
-use crate::stages::{InputKind, InputSpec, StageCtx, StageKind, UnitOutput, UnitSpec};
+use crate::stages::{InputSpec, StageCtx, StageKind, UnitOutput, UnitSpec};
 use crate::storage::Root;
 
-const SOURCE: &[InputSpec] = &[InputSpec {
-    role: "source",
-    kind: InputKind::Location,
-    required: true,
-    doc: "Folder or object-store prefix of the raw dataset",
-}];
-
-const ON_ERROR: ParamSpec = ParamSpec::new(
-    "on_error",
-    ParamType::Choice(&["fail", "skip"]),
-    "\"fail\"",
-    "Bad input: stop naming the file and field, or skip it and list it in the manifest",
-);
-
-/// Apply the `on_error` policy to one input's outcome.
-fn handle<T>(
-    ctx: &StageCtx,
-    out: &mut UnitOutput,
-    skip: bool,
-    file: &str,
-    r: std::result::Result<T, String>,
-) -> Result<Option<T>> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(reason) if skip => {
-            tracing::warn!(stage = ctx.stage, file, %reason, "skipped bad input");
-            out.skip(file, reason);
-            Ok(None)
-        }
-        // The reason already names the file (and the field, for label errors).
-        Err(reason) => Err(Error::stage(
-            ctx.stage,
-            format!("{reason} (set on_error = \"skip\" to skip bad inputs; input {file})"),
-        )),
-    }
-}
+use crate::stages::common::{ON_ERROR, SOURCE, handle, read_input};
 
 // ------------------------------------------------------------------------------------------------
 // UnityEyes
@@ -170,14 +135,6 @@ fn jpeg_truncated(bytes: &[u8]) -> bool {
     }
     let end = bytes.len() - bytes.iter().rev().take_while(|&&b| b == 0).count();
     !bytes[..end].ends_with(&[0xFF, 0xD9])
-}
-
-/// Read an input file: a storage failure (after object_store's retries) is the outer error and
-/// fails the stage; a file gone missing is the inner one, bad input.
-fn read_input(source: &Root, rel: &str) -> Result<std::result::Result<bytes::Bytes, String>> {
-    Ok(source
-        .get(rel)?
-        .ok_or_else(|| format!("{}: not found", source.url_of(rel))))
 }
 
 /// One UnityEyes render: fetch its two files (storage failures fail the stage), then parse.

@@ -1,6 +1,6 @@
 //! The eye-gaze domain (the paper's first experiment): the `eye_sample` schema ([`rows`]), the
 //! procedural eye generator ([`render`], kind `generate-eyes` in [`generate`]), the UnityEyes and
-//! MPIIGaze ingesters ([`unityeyes`], [`mpiigaze`], [`mat`]; kinds in [`ingest`]), the `gaze`
+//! MPIIGaze ingesters ([`unityeyes`], [`mpiigaze`], reading `.mat` files with [`crate::mat`]; kinds in [`ingest`]), the `gaze`
 //! task ([`task`]) and the pupil-centre measure of label preservation ([`pupil`]).
 //!
 //! **Gaze convention (the one used in every shard):** a unit 3-vector in the OpenCV camera frame of
@@ -13,7 +13,6 @@
 
 pub mod generate;
 pub mod ingest;
-pub mod mat;
 pub mod mpiigaze;
 pub mod pupil;
 pub mod render;

@@ -26,8 +26,8 @@ use std::fmt;
 use image::{GrayImage, imageops::FilterType};
 use rand::{Rng, SeedableRng};
 
-use super::mat::{self, MatError, MatValue, NumericData};
 use super::{EYE_H, EYE_W, EyeSample};
+use crate::mat::{self, MatError, MatValue, NumericData};
 
 /// MPIIGaze normalised eye image width.
 pub const MPII_W: usize = 60;

@@ -133,13 +133,16 @@ pub fn hand_params(ctx: &StageCtx) -> Result<HandParams> {
     for (key, value) in ctx.params.table("sensor")? {
         if key == "quantise" {
             p.sensor.quantise = value.as_bool().ok_or_else(|| {
-                ctx.err(format!("param `sensor`: `quantise` = {value} is not true/false"))
+                ctx.err(format!(
+                    "param `sensor`: `quantise` = {value} is not true/false"
+                ))
             })?;
             continue;
         }
-        let num = value.as_f64().map(|v| v as f32).ok_or_else(|| {
-            ctx.err(format!("param `sensor`: `{key}` = {value} is not a number"))
-        })?;
+        let num = value
+            .as_f64()
+            .map(|v| v as f32)
+            .ok_or_else(|| ctx.err(format!("param `sensor`: `{key}` = {value} is not a number")))?;
         let slot = match key.as_str() {
             "noise_mm" => &mut p.sensor.noise_mm,
             "bias_mm" => &mut p.sensor.bias_mm,
@@ -231,17 +234,20 @@ impl StageKind for GenerateHands {
                     Ok((id, png, test, frame))
                 })
                 .collect::<Result<_>>()?;
-            out.write(&frames_batch(&schema, &rows, domain)?)?;
+            out.write(&frames_batch(&schema, &rows, domain, None, None)?)?;
         }
         Ok(())
     }
 }
 
-/// Rows `(id, png, is_test, frame)` as a `hand_sample` batch.
-fn frames_batch(
+/// Rows `(id, png, is_test, frame)` as a `hand_sample` batch: `split` for every row if given
+/// (else test / train from the flag), `sources` per row if given (else `builtin`).
+pub(crate) fn frames_batch(
     schema: &DeclaredSchema,
     rows: &[(String, Vec<u8>, bool, Frame)],
     domain: &str,
+    split: Option<&str>,
+    sources: Option<&[&str]>,
 ) -> Result<RecordBatch> {
     let n = rows.len();
     let s = |v: Vec<&str>| -> ArrayRef { Arc::new(StringArray::from(v)) };
@@ -259,11 +265,13 @@ fn frames_batch(
             rows.iter().map(|r| r.1.as_slice()),
             rows.iter().map(|r| r.0.as_str()),
         ),
-        s(vec!["builtin"; n]),
+        s(sources
+            .map(<[&str]>::to_vec)
+            .unwrap_or_else(|| vec!["builtin"; n])),
         s(vec![domain; n]),
         s(rows
             .iter()
-            .map(|r| if r.2 { "test" } else { "train" })
+            .map(|r| split.unwrap_or(if r.2 { "test" } else { "train" }))
             .collect()),
         list(42, &|f| f.joints_uvd.to_vec()),
         list(42, &|f| f.joints_xyz.to_vec()),

@@ -1,5 +1,6 @@
 //! Hand pose on depth images, the paper's second experiment: the procedural hand
-//! ([`render`], kind `generate-hands` in [`generate`]) in the `hand_sample` layout
+//! ([`render`], kind `generate-hands` in [`generate`]) and the NYU dataset ([`nyu`], kind
+//! `ingest-nyu` in [`ingest`]), both in the `hand_sample` layout
 //! (`schemas/hand_sample.json`: a 16-bit depth crop in mm, `joints_uvd`, `joints_xyz`, the crop's
 //! centre, box and cube), and the `hand-pose` task ([`task`]) that the stacked hourglass
 //! ([`crate::nn::hourglass`]) is trained and scored for.
@@ -16,5 +17,7 @@
 //! range (`simgan` metadata `pixel_range`, default 0…1000 mm ↦ −1…1).
 
 pub mod generate;
+pub mod ingest;
+pub mod nyu;
 pub mod render;
 pub mod task;

@@ -334,8 +334,18 @@ fn build_hand(rng: &mut SmallRng, pose: &PoseParams, hand_scale: f32) -> Hand {
     // Wrist and forearm (leaves the crop cube).
     let wrist_th = [24.0, -50.0, 0.0];
     let wrist_pk = [-24.0, -50.0, 0.0];
-    capsule(&mut spheres, scale(wrist_pk, s), scale(wrist_th, s), 16.0 * s);
-    capsule(&mut spheres, scale([0.0, -55.0, 0.0], s), scale([0.0, -260.0, -10.0], s), 27.0 * s);
+    capsule(
+        &mut spheres,
+        scale(wrist_pk, s),
+        scale(wrist_th, s),
+        16.0 * s,
+    );
+    capsule(
+        &mut spheres,
+        scale([0.0, -55.0, 0.0], s),
+        scale([0.0, -260.0, -10.0], s),
+        27.0 * s,
+    );
     joints[11] = scale(wrist_pk, s);
     joints[12] = scale(wrist_th, s);
     joints[PALM] = [0.0, 0.0, 0.0];
@@ -382,7 +392,10 @@ fn build_hand(rng: &mut SmallRng, pose: &PoseParams, hand_scale: f32) -> Hand {
     let mut points = [p; 4];
     for seg in 0..3 {
         phi += flex[seg].clamp(0.0, 90.0 * deg);
-        let dir = normalize(add(scale(base_dir, phi.cos()), scale(bend_axis_dir, phi.sin())));
+        let dir = normalize(add(
+            scale(base_dir, phi.cos()),
+            scale(bend_axis_dir, phi.sin()),
+        ));
         let q = add(p, scale(dir, lengths[seg] * s));
         capsule(&mut spheres, p, q, radii[seg] * s);
         p = q;
@@ -421,8 +434,14 @@ pub fn render(p: &HandParams, seed: u64, index: u64) -> Frame {
     let roll = sym(&mut rng, p.pose.roll_deg);
     let pitch = sym(&mut rng, p.pose.tilt_deg);
     let yaw = sym(&mut rng, p.pose.tilt_deg);
-    let rot = matmul(&rot_z(roll), &matmul(&rot_x(pitch), &matmul(&rot_y(yaw), &base)));
-    let (near, far) = (p.pose.near_mm.min(p.pose.far_mm), p.pose.far_mm.max(p.pose.near_mm));
+    let rot = matmul(
+        &rot_z(roll),
+        &matmul(&rot_x(pitch), &matmul(&rot_y(yaw), &base)),
+    );
+    let (near, far) = (
+        p.pose.near_mm.min(p.pose.far_mm),
+        p.pose.far_mm.max(p.pose.near_mm),
+    );
     let z = near + (far - near) * rng.random::<f32>();
     let origin = [
         (2.0 * rng.random::<f32>() - 1.0) * 0.25 * z,
@@ -433,7 +452,10 @@ pub fn render(p: &HandParams, seed: u64, index: u64) -> Frame {
     let spheres: Vec<Sphere> = hand
         .spheres
         .iter()
-        .map(|s| Sphere { c: to_cam(s.c), r: s.r })
+        .map(|s| Sphere {
+            c: to_cam(s.c),
+            r: s.r,
+        })
         .collect();
     let joints: Vec<V3> = hand.joints.iter().map(|&v| to_cam(v)).collect();
 
@@ -498,7 +520,14 @@ pub fn render(p: &HandParams, seed: u64, index: u64) -> Frame {
         })
         .collect();
     if p.look == Look::RealLike {
-        sense(&mut depth, &nz, n, back, &p.sensor, &mut stream(seed, index, 2));
+        sense(
+            &mut depth,
+            &nz,
+            n,
+            back,
+            &p.sensor,
+            &mut stream(seed, index, 2),
+        );
     }
 
     let mut joints_uvd = [0f32; 3 * JOINTS];
@@ -514,7 +543,10 @@ pub fn render(p: &HandParams, seed: u64, index: u64) -> Frame {
     }
     Frame {
         size: n as u32,
-        depth: depth.iter().map(|d| d.round().clamp(0.0, 65535.0) as u16).collect(),
+        depth: depth
+            .iter()
+            .map(|d| d.round().clamp(0.0, 65535.0) as u16)
+            .collect(),
         joints_uvd,
         joints_xyz,
         center_uvd: [uc, vc, palm[2]],
@@ -566,7 +598,11 @@ fn sense(depth: &mut [f32], nz: &[f32], n: usize, back: f32, s: &SensorParams, r
             }
             let z = clean[k];
             let (x, y) = ((k % n) as f32 / n as f32, (k / n) as f32 / n as f32);
-            let bias = s.bias_mm * (0.5 * (a * (x - 0.5) + b * (y - 0.5)) + 0.5 * (std::f32::consts::TAU * 1.5 * x + ph).sin() * (std::f32::consts::TAU * y).cos());
+            let bias = s.bias_mm
+                * (0.5 * (a * (x - 0.5) + b * (y - 0.5))
+                    + 0.5
+                        * (std::f32::consts::TAU * 1.5 * x + ph).sin()
+                        * (std::f32::consts::TAU * y).cos());
             let sigma = s.noise_mm * (z / 1000.0).powi(2);
             let mut d = z + bias + sigma * rng.sample::<f32, _>(StandardNormal);
             if s.quantise {
@@ -614,7 +650,8 @@ mod tests {
     fn depth_at(f: &Frame, u: f32, v: f32) -> Option<u16> {
         let (i, j) = (u.round(), v.round());
         let n = f.size as f32;
-        (i >= 0.0 && j >= 0.0 && i < n && j < n).then(|| f.depth[j as usize * f.size as usize + i as usize])
+        (i >= 0.0 && j >= 0.0 && i < n && j < n)
+            .then(|| f.depth[j as usize * f.size as usize + i as usize])
     }
 
     #[test]
@@ -635,9 +672,16 @@ mod tests {
         for i in 0..200 {
             let f = render(&p, 11, i);
             let (u, v) = (f.joints_uvd[3 * PALM], f.joints_uvd[3 * PALM + 1]);
-            assert!((u - 31.5).abs() < 1e-3 && (v - 31.5).abs() < 1e-3, "palm at {u}, {v}");
+            assert!(
+                (u - 31.5).abs() < 1e-3 && (v - 31.5).abs() < 1e-3,
+                "palm at {u}, {v}"
+            );
             for k in 0..JOINTS {
-                let (u, v, d) = (f.joints_uvd[3 * k], f.joints_uvd[3 * k + 1], f.joints_uvd[3 * k + 2]);
+                let (u, v, d) = (
+                    f.joints_uvd[3 * k],
+                    f.joints_uvd[3 * k + 1],
+                    f.joints_uvd[3 * k + 2],
+                );
                 if let Some(px) = depth_at(&f, u, v) {
                     checked += 1;
                     // Occluded joints have hand in front of them, never background.
@@ -649,7 +693,10 @@ mod tests {
         }
         assert!(checked > 2000, "{checked}");
         let share = on_hand as f64 / checked as f64;
-        assert!(share > 0.97, "only {on_hand} of {checked} joints fall on hand depth");
+        assert!(
+            share > 0.97,
+            "only {on_hand} of {checked} joints fall on hand depth"
+        );
     }
 
     /// Real-like frames differ as designed: holes and missing edges (more zeros inside the
@@ -668,7 +715,11 @@ mod tests {
             let w = f.size as usize;
             for j in 0..w {
                 for i in 1..w - 1 {
-                    let (a, b, cc) = (f.depth[j * w + i - 1], f.depth[j * w + i], f.depth[j * w + i + 1]);
+                    let (a, b, cc) = (
+                        f.depth[j * w + i - 1],
+                        f.depth[j * w + i],
+                        f.depth[j * w + i + 1],
+                    );
                     if a > 0 && b > 0 && cc > 0 {
                         d.push((a as f64 - 2.0 * b as f64 + cc as f64).abs());
                     }
@@ -689,7 +740,10 @@ mod tests {
             assert_eq!(a.joints_uvd, b.joints_uvd, "same pose, same labels");
         }
         assert!(rr > 2.0 * rs, "roughness synthetic {rs} vs real-like {rr}");
-        assert!((fr as f64) < 0.97 * fs as f64, "foreground synthetic {fs} vs real-like {fr}");
+        assert!(
+            (fr as f64) < 0.97 * fs as f64,
+            "foreground synthetic {fs} vs real-like {fr}"
+        );
     }
 
     /// Crops of any size render a hand (frames/s is measured by `simgan bench`, not here).

@@ -37,7 +37,8 @@ pub struct HandPose;
 pub const MEAN_POSE: &str = "mean-pose";
 
 /// The paper's Table 4 (NYU, % of joints within 5 px): synthetic, refined, real.
-pub const PAPER_WITHIN_5: [(&str, f64); 3] = [("synthetic", 69.7), ("refined", 72.4), ("real", 74.5)];
+pub const PAPER_WITHIN_5: [(&str, f64); 3] =
+    [("synthetic", 69.7), ("refined", 72.4), ("real", 74.5)];
 
 /// Largest threshold of the curves, px.
 const MAX_D: usize = 20;
@@ -109,7 +110,10 @@ fn joints_uv(batch: &RecordBatch, label: &str, what: &str) -> Result<(Vec<f32>, 
             .ok_or_else(|| row("not a list of float32 values without nulls".into()))?;
         let v = f.values();
         if v.is_empty() || v.len() % 3 != 0 {
-            return Err(row(format!("has {} values, not a multiple of 3 (u, v, d per joint)", v.len())));
+            return Err(row(format!(
+                "has {} values, not a multiple of 3 (u, v, d per joint)",
+                v.len()
+            )));
         }
         let j = v.len() / 3;
         match joints {
@@ -170,7 +174,10 @@ fn summarize(groups: Groups, joints: usize, size: u32, cube_mm: f64) -> Vec<Pose
             let cells = all.len().max(1) as f64;
             let within = |scale: f64| -> Vec<f64> {
                 (0..=MAX_D)
-                    .map(|d| 100.0 * all.iter().filter(|&&e| e <= d as f64 * scale).count() as f64 / cells)
+                    .map(|d| {
+                        100.0 * all.iter().filter(|&&e| e <= d as f64 * scale).count() as f64
+                            / cells
+                    })
                     .collect()
             };
             let mut per_joint = vec![0f64; joints];
@@ -206,11 +213,15 @@ impl Task for HandPose {
         "joints_uvd"
     }
     fn accepts(&self, schema: &Schema, label: &str) -> bool {
-        schema.field_with_name(label).is_ok_and(|f| match f.data_type() {
-            DataType::FixedSizeList(item, n) => *n % 3 == 0 && item.data_type() == &DataType::Float32,
-            DataType::List(item) => item.data_type() == &DataType::Float32,
-            _ => false,
-        })
+        schema
+            .field_with_name(label)
+            .is_ok_and(|f| match f.data_type() {
+                DataType::FixedSizeList(item, n) => {
+                    *n % 3 == 0 && item.data_type() == &DataType::Float32
+                }
+                DataType::List(item) => item.data_type() == &DataType::Float32,
+                _ => false,
+            })
     }
 
     fn bind(&self, batch: &RecordBatch, label: &str, what: &str) -> Result<TaskSpec> {
@@ -251,7 +262,10 @@ impl Task for HandPose {
             return Err(Error::Input {
                 file: what.to_string(),
                 field: spec.label.clone(),
-                reason: format!("labels have {joints} joints, the estimator {}", spec.outputs / 2),
+                reason: format!(
+                    "labels have {joints} joints, the estimator {}",
+                    spec.outputs / 2
+                ),
             });
         }
         Ok(uv)
@@ -288,7 +302,13 @@ impl Task for HandPose {
         let mut errors = ListBuilder::new(Float32Builder::new());
         let mut means = Vec::new();
         let mut groups = Groups::new();
-        let mut push = |keys: &mut ScoreKeys, est: &str, on: &str, set: &str, id: &str, t: &[f32], p: &[f32]| {
+        let mut push = |keys: &mut ScoreKeys,
+                        est: &str,
+                        on: &str,
+                        set: &str,
+                        id: &str,
+                        t: &[f32],
+                        p: &[f32]| {
             let e = distances(t, p);
             keys.push(est, on, set, id);
             target.values().append_slice(t);
@@ -298,7 +318,10 @@ impl Task for HandPose {
             errors.values().append_slice(&e);
             errors.append(true);
             means.push(e.iter().sum::<f32>() / e.len().max(1) as f32);
-            groups.entry((est.to_string(), set.to_string())).or_default().push(e);
+            groups
+                .entry((est.to_string(), set.to_string()))
+                .or_default()
+                .push(e);
         };
         for p in input.estimators {
             if p.spec.outputs != k {
@@ -311,8 +334,20 @@ impl Task for HandPose {
                     ),
                 });
             }
-            for (i, (t, pr)) in truth.chunks_exact(k).zip(p.test.chunks_exact(k)).enumerate() {
-                push(&mut keys, &p.estimator, &p.trained_on, "real-test", ids.value(i), t, pr);
+            for (i, (t, pr)) in truth
+                .chunks_exact(k)
+                .zip(p.test.chunks_exact(k))
+                .enumerate()
+            {
+                push(
+                    &mut keys,
+                    &p.estimator,
+                    &p.trained_on,
+                    "real-test",
+                    ids.value(i),
+                    t,
+                    pr,
+                );
             }
             if let (Some((s, r)), Some(rows)) = (&p.drift, input.drift_rows) {
                 let (dl, _) = joints_uv(rows, &label, "drift rows")?;
@@ -324,7 +359,15 @@ impl Task for HandPose {
                     .enumerate()
                 {
                     let id = dids.value(i);
-                    push(&mut keys, &p.estimator, &p.trained_on, "synthetic", id, t, sr);
+                    push(
+                        &mut keys,
+                        &p.estimator,
+                        &p.trained_on,
+                        "synthetic",
+                        id,
+                        t,
+                        sr,
+                    );
                     push(&mut keys, &p.estimator, &p.trained_on, "refined", id, t, rr);
                     push(&mut keys, &p.estimator, &p.trained_on, "drift", id, sr, rr);
                 }
@@ -338,7 +381,15 @@ impl Task for HandPose {
             }
         }
         for (i, t) in truth.chunks_exact(k).enumerate() {
-            push(&mut keys, MEAN_POSE, "constant: the test split's mean pose", "real-test", ids.value(i), t, &mean);
+            push(
+                &mut keys,
+                MEAN_POSE,
+                "constant: the test split's mean pose",
+                "real-test",
+                ids.value(i),
+                t,
+                &mean,
+            );
         }
         let rest: Vec<ArrayRef> = vec![
             Arc::new(target.finish()),
@@ -354,11 +405,7 @@ impl Task for HandPose {
             .map(|s| {
                 format!(
                     "{}: mean {:.2} px ({:.1} mm), within 5 px {:.1} % (224-px units {:.1} %)",
-                    s.estimator,
-                    s.mean_px,
-                    s.mean_mm,
-                    s.within_px[5],
-                    s.within_224px[5]
+                    s.estimator, s.mean_px, s.mean_mm, s.within_px[5], s.within_224px[5]
                 )
             })
             .collect();
@@ -375,7 +422,11 @@ impl Task for HandPose {
 
     fn report(&self, summary: &serde_json::Value) -> Result<Section> {
         let s: Summary = crate::task::from_summary(summary)?;
-        let test = |role: &str| s.rows.iter().find(|r| r.estimator == role && r.eval_set == "real-test");
+        let test = |role: &str| {
+            s.rows
+                .iter()
+                .find(|r| r.estimator == role && r.eval_set == "real-test")
+        };
         let mut sec = Section::default();
         if let (Some(syn), Some(re)) = (test("synthetic"), test("refined")) {
             sec.headline = Some(format!(
@@ -392,7 +443,8 @@ impl Task for HandPose {
         }
         if let Some(base) = test(MEAN_POSE) {
             for role in ["synthetic", "refined", "real"] {
-                if let Some(r) = test(role).filter(|r| r.mean_px >= LEARNED_FRACTION * base.mean_px) {
+                if let Some(r) = test(role).filter(|r| r.mean_px >= LEARNED_FRACTION * base.mean_px)
+                {
                     sec.checks.push(format!("The {role}-trained estimator (mean error {:.2} px) is within 10% of predicting the mean pose for every frame ({:.2} px): what it learned does not carry over to these test hands.", r.mean_px, base.mean_px));
                 }
             }
@@ -413,7 +465,14 @@ impl Task for HandPose {
                 let _ = write!(
                     b,
                     "<tr data-estimator=\"{0}\"><td>{0}</td><td>{1}</td><td class=\"mean\">{2:.2}</td><td>{3:.1}</td><td class=\"within5\">{4:.1}</td><td>{5:.1}</td><td class=\"within5-224\">{6:.1}</td><td>{7}</td></tr>",
-                    esc(role), r.n, r.mean_px, r.mean_mm, r.within_px[5], r.within_heatmap_px[5], r.within_224px[5], paper
+                    esc(role),
+                    r.n,
+                    r.mean_px,
+                    r.mean_mm,
+                    r.within_px[5],
+                    r.within_heatmap_px[5],
+                    r.within_224px[5],
+                    paper
                 );
             }
         }
@@ -424,7 +483,10 @@ impl Task for HandPose {
             5.0 * s.size as f64 / 224.0
         );
         b.push_str("<h2>Per-joint mean error (px)</h2><table id=\"per-joint\"><tr><th>joint</th>");
-        let roles: Vec<&PoseSummary> = ["synthetic", "refined", "real", MEAN_POSE].iter().filter_map(|r| test(r)).collect();
+        let roles: Vec<&PoseSummary> = ["synthetic", "refined", "real", MEAN_POSE]
+            .iter()
+            .filter_map(|r| test(r))
+            .collect();
         for r in &roles {
             let _ = write!(b, "<th>{}</th>", esc(&r.estimator));
         }
@@ -433,7 +495,11 @@ impl Task for HandPose {
             let name = JOINT_NAMES.get(j).copied().unwrap_or("joint");
             let _ = write!(b, "<tr><td>{j}: {}</td>", esc(name));
             for r in &roles {
-                let _ = write!(b, "<td>{:.2}</td>", r.per_joint_px.get(j).copied().unwrap_or(f64::NAN));
+                let _ = write!(
+                    b,
+                    "<td>{:.2}</td>",
+                    r.per_joint_px.get(j).copied().unwrap_or(f64::NAN)
+                );
             }
             b.push_str("</tr>");
         }
@@ -443,18 +509,34 @@ impl Task for HandPose {
             .map(|r| {
                 (
                     format!("trained on {}", r.estimator),
-                    r.within_px.iter().enumerate().map(|(d, v)| (d as f64, *v)).collect(),
+                    r.within_px
+                        .iter()
+                        .enumerate()
+                        .map(|(d, v)| (d as f64, *v))
+                        .collect(),
                 )
             })
             .collect();
         sec.charts.push((
             "within.svg".into(),
-            svg_chart("Real test joints within d px (crop pixels)", "d (px)", "% of joints", &curves),
+            svg_chart(
+                "Real test joints within d px (crop pixels)",
+                "d (px)",
+                "% of joints",
+                &curves,
+            ),
         ));
-        let orc = |set: &str| s.rows.iter().find(|r| r.estimator == "real" && r.eval_set == set);
+        let orc = |set: &str| {
+            s.rows
+                .iter()
+                .find(|r| r.estimator == "real" && r.eval_set == set)
+        };
         if let Some(d) = orc("drift") {
             let extra = match (orc("synthetic"), orc("refined")) {
-                (Some(a), Some(r)) => format!(" Against the synthetic labels its error is {:.2} px on the synthetic frames and {:.2} px on the refined ones.", a.mean_px, r.mean_px),
+                (Some(a), Some(r)) => format!(
+                    " Against the synthetic labels its error is {:.2} px on the synthetic frames and {:.2} px on the refined ones.",
+                    a.mean_px, r.mean_px
+                ),
                 _ => String::new(),
             };
             sec.drift = Some(format!(
@@ -509,11 +591,18 @@ mod tests {
     #[test]
     fn targets_are_uv_and_errors_are_2d_distances() {
         // Two joints per frame: (u, v, d).
-        let test = batch(&[[10.0, 10.0, 600.0, 20.0, 20.0, 610.0], [30.0, 30.0, 600.0, 40.0, 40.0, 600.0]]);
+        let test = batch(&[
+            [10.0, 10.0, 600.0, 20.0, 20.0, 610.0],
+            [30.0, 30.0, 600.0, 40.0, 40.0, 600.0],
+        ]);
         assert!(HandPose.accepts(&test.schema(), "joints_uvd"));
-        let spec = HandPose.bind(&test, "joints_uvd", "t").unwrap_or_else(|e| panic!("{e}"));
+        let spec = HandPose
+            .bind(&test, "joints_uvd", "t")
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(spec.outputs, 4);
-        let t = HandPose.targets(&spec, &test, "t").unwrap_or_else(|e| panic!("{e}"));
+        let t = HandPose
+            .targets(&spec, &test, "t")
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(t, vec![10.0, 10.0, 20.0, 20.0, 30.0, 30.0, 40.0, 40.0]);
         // Frame 0: joint 0 off by (3, 4) = 5 px, joint 1 exact; frame 1: both off by 1 px.
         let est = Predictions {
@@ -524,10 +613,19 @@ mod tests {
             drift: None,
         };
         let scored = HandPose
-            .score(&ScoreInput { test: &test, estimators: &[est], drift_rows: None, drift_images: None })
+            .score(&ScoreInput {
+                test: &test,
+                estimators: &[est],
+                drift_rows: None,
+                drift_images: None,
+            })
             .unwrap_or_else(|e| panic!("{e}"));
         let s: Summary = serde_json::from_value(scored.summary).unwrap_or_else(|e| panic!("{e}"));
-        let real = s.rows.iter().find(|r| r.estimator == "real").unwrap_or_else(|| panic!("no row"));
+        let real = s
+            .rows
+            .iter()
+            .find(|r| r.estimator == "real")
+            .unwrap_or_else(|| panic!("no row"));
         assert!((real.mean_px - 7.0 / 4.0).abs() < 1e-6, "{}", real.mean_px);
         assert_eq!(real.within_px[0], 25.0);
         assert_eq!(real.within_px[1], 75.0);
@@ -535,14 +633,17 @@ mod tests {
         assert_eq!(real.per_joint_px, vec![3.0, 0.5]);
         assert!(s.rows.iter().any(|r| r.estimator == MEAN_POSE));
         assert_eq!(scored.rows.num_rows(), 4);
-        let sec = HandPose.report(&crate::task::to_summary(&s).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+        let sec = HandPose
+            .report(&crate::task::to_summary(&s).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(sec.body.contains("id=\"per-joint\""));
     }
 
     #[test]
     fn bad_labels_are_named() {
         let mut b = FixedSizeListBuilder::new(Float32Builder::new(), 6);
-        b.values().append_slice(&[1.0, f32::NAN, 3.0, 4.0, 5.0, 6.0]);
+        b.values()
+            .append_slice(&[1.0, f32::NAN, 3.0, 4.0, 5.0, 6.0]);
         b.append(true);
         let col: ArrayRef = Arc::new(b.finish());
         let schema = Arc::new(Schema::new(vec![
@@ -551,7 +652,14 @@ mod tests {
         ]));
         let ids: ArrayRef = Arc::new(StringArray::from(vec!["frame-7"]));
         let batch = RecordBatch::try_new(schema, vec![ids, col]).unwrap_or_else(|e| panic!("{e}"));
-        let err = HandPose.bind(&batch, "joints_uvd", "stage `hands`").err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains("frame-7") && err.contains("not finite"), "{err}");
+        let err = HandPose
+            .bind(&batch, "joints_uvd", "stage `hands`")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("frame-7") && err.contains("not finite"),
+            "{err}"
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! A small, defensive reader (and fixture writer) for MATLAB v5 MAT-files — the subset MPIIGaze's
-//! `Data/Normalized/pXX/dayYY.mat` files use.
+//! `Data/Normalized/pXX/dayYY.mat` and NYU hands' `joint_data.mat` files use.
 //!
 //! No maintained crate reads v5 structs (the `matfile` crate stops at numeric arrays), so this
 //! module owns the format: the 128-byte header (endian indicator `IM` little / `MI` big), data
