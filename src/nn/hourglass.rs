@@ -16,10 +16,15 @@
 //! - per stack: hourglass → Res → conv1×1 BN ReLU (features) → conv1×1 to one map per joint;
 //!   between stacks `x + conv1×1(features) + conv1×1(maps)`.
 //!
-//! Coordinates: pixel centres are at integer coordinates (column u, row v). Heatmap cell `j` covers
-//! input pixels `4j … 4j + 3`, so its centre is at input coordinate `4j + 1.5`; a joint at input
-//! `u` is at heatmap coordinate `(u − 1.5) / 4` ([`to_heatmap`], [`from_heatmap`]). Targets are
-//! Gaussians of σ = 1 heatmap cell with peak 1 at the joint's heatmap coordinate.
+//! Coordinates: pixel centres are at integer coordinates (column u, row v). The stem's 7×7
+//! stride-2 SAME convolution pads 2 before, so its output k is centred on input `2k + 1`; the
+//! 2×2 pool's cell j covers outputs `2j, 2j + 1`, centred on input `4j + 2`. A joint at input `u`
+//! is at heatmap coordinate `(u − 2) / 4` ([`to_heatmap`], [`from_heatmap`]); maps have
+//! `⌈h/2⌉/2` rows. Targets are Gaussians of σ = 1 heatmap cell (the original; `sigma`) with peak
+//! 1 at the joint's heatmap coordinate. The loss is the mean squared error per stack, summed;
+//! `fg_weight` > 1 weights each cell by `1 + (fg_weight − 1)·target` (not in the original: with
+//! few training steps a plain MSE on maps that are zero almost everywhere settles on predicting
+//! zero everywhere, whose arg-max is noise).
 
 use burn::config::Config;
 use burn::module::{AutodiffModule, Module};
@@ -68,12 +73,15 @@ pub struct HourglassConfig {
     /// Width of the target Gaussians in heatmap cells (σ).
     #[config(default = 1.0)]
     pub sigma: f32,
+    /// Weight of a cell in the loss is `1 + (fg_weight − 1)·target` (1 = plain MSE, the original).
+    #[config(default = 1.0)]
+    pub fg_weight: f32,
 }
 
 impl HourglassConfig {
     /// `(rows, cols)` of the heatmaps.
     pub fn heatmap_size(&self) -> (usize, usize) {
-        (self.height / STRIDE, self.width / STRIDE)
+        (self.height.div_ceil(2) / 2, self.width.div_ceil(2) / 2)
     }
 
     /// Check the sizes: positive, even feature counts, an input of at least 8×8 whose heatmap
@@ -101,6 +109,9 @@ impl HourglassConfig {
         }
         if !(self.sigma.is_finite() && self.sigma > 0.0) {
             return bad(format!("sigma must be > 0, got {}", self.sigma));
+        }
+        if !(self.fg_weight.is_finite() && self.fg_weight >= 1.0) {
+            return bad(format!("fg_weight must be ≥ 1, got {}", self.fg_weight));
         }
         Ok(())
     }
@@ -336,12 +347,12 @@ impl<B: Backend> StackedHourglass<B> {
 
 /// Input coordinate → heatmap coordinate (see the module docs).
 pub fn to_heatmap(u: f32) -> f32 {
-    (u - 1.5) / STRIDE as f32
+    (u - 2.0) / STRIDE as f32
 }
 
 /// Heatmap coordinate → input coordinate.
 pub fn from_heatmap(h: f32) -> f32 {
-    h * STRIDE as f32 + 1.5
+    h * STRIDE as f32 + 2.0
 }
 
 /// Gaussian targets `[batch, joints, rows, cols]` (row-major) for joints given as input
@@ -355,14 +366,19 @@ pub fn heatmap_targets(
 ) -> Vec<f32> {
     let batch = joints_uv.len() / (2 * joints).max(1);
     let mut out = vec![0f32; batch * joints * rows * cols];
+    if rows * cols == 0 {
+        return out;
+    }
     let inv = 1.0 / (2.0 * sigma * sigma);
     let reach = (3.0 * sigma).ceil() as i64;
+    let far = (reach + rows.max(cols) as i64) as f32;
     for (k, map) in out.chunks_exact_mut(rows * cols).enumerate() {
         let (u, v) = (joints_uv[2 * k], joints_uv[2 * k + 1]);
-        if !(u.is_finite() && v.is_finite()) {
+        let (x, y) = (to_heatmap(u), to_heatmap(v));
+        // Non-finite, or too far outside the map to touch it: an all-zero map.
+        if !(x.abs() <= far && y.abs() <= far) {
             continue;
         }
-        let (x, y) = (to_heatmap(u), to_heatmap(v));
         let (cx, cy) = (x.round() as i64, y.round() as i64);
         for r in (cy - reach).max(0)..=(cy + reach).min(rows as i64 - 1) {
             for c in (cx - reach).max(0)..=(cx + reach).min(cols as i64 - 1) {
@@ -379,6 +395,9 @@ pub fn heatmap_targets(
 /// coordinates; row-major `[batch, joints, 2]` (u, v).
 pub fn readout(maps: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let plane = rows * cols;
+    if plane == 0 {
+        return Vec::new();
+    }
     let mut out = Vec::with_capacity(2 * maps.len() / plane.max(1));
     for map in maps.chunks_exact(plane) {
         let (mut best, mut at) = (f32::NEG_INFINITY, 0);
@@ -500,13 +519,21 @@ impl<B: AutodiffBackend> HourglassTrainer<B> {
         let device = images.device();
         let (rows, cols) = net.heatmap_size();
         let targets = heatmap_targets(joints_uv, net.joints, rows, cols, net.sigma);
+        let weights = (net.fg_weight > 1.0).then(|| {
+            let w: Vec<f32> = targets.iter().map(|t| 1.0 + (net.fg_weight - 1.0) * t).collect();
+            Tensor::<B, 4>::from_data(TensorData::new(w, [b, net.joints, rows, cols]), &device)
+        }); // [b, J, H, W]
         let targets = Tensor::<B, 4>::from_data(
             TensorData::new(targets, [b, net.joints, rows, cols]),
             &device,
         ); // [b, J, H, W]
         let mut loss: Option<Tensor<B, 1>> = None;
         for maps in self.model.forward(images) {
-            let l = (maps - targets.clone()).powf_scalar(2.0).mean(); // [1]
+            let sq = (maps - targets.clone()).square(); // [b, J, H, W]
+            let l = match &weights {
+                Some(w) => (sq * w.clone()).mean(),
+                None => sq.mean(),
+            }; // [1]
             loss = Some(match loss {
                 Some(total) => total + l,
                 None => l,
@@ -550,6 +577,11 @@ mod tests {
         let out = net.forward(Tensor::zeros([2, 1, 32, 32], &device));
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].dims(), [2, 3, 8, 8]);
+        // Sizes that are not multiples of 4: 63 px → 32 → 16×16 maps, like the real output.
+        let ragged = cfg.clone().with_height(63).with_width(63).with_stacks(1);
+        let net = init_seeded::<CpuBackend, _>(&device, 1, || ragged.init::<CpuBackend>(&device));
+        assert_eq!(ragged.heatmap_size(), (16, 16));
+        assert_eq!(net.forward(Tensor::zeros([1, 1, 63, 63], &device))[0].dims(), [1, 3, 16, 16]);
         // 56 px in (the paper's 224 ÷ 4): 14×14 maps, halved to 7 and 3 and resized back.
         let odd = cfg.clone().with_height(56).with_width(56).with_stacks(1);
         odd.validate().unwrap_or_else(|e| panic!("{e}"));

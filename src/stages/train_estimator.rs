@@ -82,7 +82,7 @@ const PARAMS: &[ParamSpec] = &[
         "divisor",
         ParamType::Int { min: 1, max: 64 },
         "4",
-        "Gaze CNN channels and hidden size ÷ this (1 = paper: 32,32,64,80,192 / 1000)",
+        "CNN tasks: channels and hidden size ÷ this (1 = paper: 32,32,64,80,192 / 1000); the hourglass: hourglass_features",
     ),
     ParamSpec::new(
         "task",
@@ -100,7 +100,7 @@ const PARAMS: &[ParamSpec] = &[
         "optimizer",
         ParamType::Choice(&["adam", "sgd"]),
         "\"adam\"",
-        "Optimiser (paper: SGD lr 0.001)",
+        "CNN tasks: optimiser (paper: SGD lr 0.001); the hourglass uses Adam",
     ),
     ParamSpec::new(
         "lr",
@@ -158,6 +158,18 @@ const PARAMS: &[ParamSpec] = &[
         ParamType::Int { min: 1, max: 6 },
         "4",
         "Pose tasks: halvings per hourglass (needs images of at least 4·2^depth px)",
+    ),
+    ParamSpec::new(
+        "hourglass_sigma",
+        ParamType::Float { min: 0.1, max: 16.0 },
+        "1.0",
+        "Pose tasks: σ of the target Gaussians in heatmap cells (the original: 1)",
+    ),
+    ParamSpec::new(
+        "hourglass_fg_weight",
+        ParamType::Float { min: 1.0, max: 1000.0 },
+        "1.0",
+        "Pose tasks: loss weight 1 + (w − 1)·target per heatmap cell (1 = plain MSE, the original; more keeps a short run from predicting all-zero maps)",
     ),
     ParamSpec::new(
         "ensemble",
@@ -382,7 +394,9 @@ impl StageKind for TrainEstimator {
                     .with_joints(spec.outputs / 2)
                     .with_features(ctx.params.usize("hourglass_features")?)
                     .with_stacks(ctx.params.usize("hourglass_stacks")?)
-                    .with_depth(ctx.params.usize("hourglass_depth")?);
+                    .with_depth(ctx.params.usize("hourglass_depth")?)
+                    .with_sigma(ctx.params.float("hourglass_sigma")? as f32)
+                    .with_fg_weight(ctx.params.float("hourglass_fg_weight")? as f32);
                 net.validate()
                     .map_err(|e| ctx.err(format!("estimator for {w}×{h} images: {e}")))?;
                 NetRun::Hourglass(
