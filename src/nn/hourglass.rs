@@ -520,7 +520,10 @@ impl<B: AutodiffBackend> HourglassTrainer<B> {
         let (rows, cols) = net.heatmap_size();
         let targets = heatmap_targets(joints_uv, net.joints, rows, cols, net.sigma);
         let weights = (net.fg_weight > 1.0).then(|| {
-            let w: Vec<f32> = targets.iter().map(|t| 1.0 + (net.fg_weight - 1.0) * t).collect();
+            let w: Vec<f32> = targets
+                .iter()
+                .map(|t| 1.0 + (net.fg_weight - 1.0) * t)
+                .collect();
             Tensor::<B, 4>::from_data(TensorData::new(w, [b, net.joints, rows, cols]), &device)
         }); // [b, J, H, W]
         let targets = Tensor::<B, 4>::from_data(
@@ -581,7 +584,10 @@ mod tests {
         let ragged = cfg.clone().with_height(63).with_width(63).with_stacks(1);
         let net = init_seeded::<CpuBackend, _>(&device, 1, || ragged.init::<CpuBackend>(&device));
         assert_eq!(ragged.heatmap_size(), (16, 16));
-        assert_eq!(net.forward(Tensor::zeros([1, 1, 63, 63], &device))[0].dims(), [1, 3, 16, 16]);
+        assert_eq!(
+            net.forward(Tensor::zeros([1, 1, 63, 63], &device))[0].dims(),
+            [1, 3, 16, 16]
+        );
         // 56 px in (the paper's 224 ÷ 4): 14×14 maps, halved to 7 and 3 and resized back.
         let odd = cfg.clone().with_height(56).with_width(56).with_stacks(1);
         odd.validate().unwrap_or_else(|e| panic!("{e}"));

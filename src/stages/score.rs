@@ -110,25 +110,25 @@ struct PredictJob<'a> {
 
 /// A loaded ensemble member.
 enum Net<B: burn::tensor::backend::Backend> {
-    Cnn(nn::GazeNet<B>),
-    Hourglass(nn::StackedHourglass<B>),
+    Cnn(Box<nn::GazeNet<B>>),
+    Hourglass(Box<nn::StackedHourglass<B>>),
 }
 
 impl BackendJob for PredictJob<'_> {
     type Output = Result<Vec<Vec<Vec<f32>>>>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let err = |e: NnError| Error::stage(self.stage, e.to_string());
-        let nets =
-            self.members
-                .iter()
-                .map(|w| match self.network {
-                    Network::Cnn => nn::load_gaze_net::<B::InnerBackend>(w, &device)
-                        .map(|(net, _)| Net::Cnn(net)),
-                    Network::Hourglass => nn::load_hourglass::<B::InnerBackend>(w, &device)
-                        .map(|(net, _)| Net::Hourglass(net)),
-                })
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(err)?;
+        let nets = self
+            .members
+            .iter()
+            .map(|w| match self.network {
+                Network::Cnn => nn::load_gaze_net::<B::InnerBackend>(w, &device)
+                    .map(|(net, _)| Net::Cnn(Box::new(net))),
+                Network::Hourglass => nn::load_hourglass::<B::InnerBackend>(w, &device)
+                    .map(|(net, _)| Net::Hourglass(Box::new(net))),
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(err)?;
         self.sets
             .iter()
             .map(|(images, range)| {
@@ -291,7 +291,7 @@ impl StageKind for Score {
     }
     /// The estimators' task's score schema.
     fn schema(&self) -> &'static str {
-        "the task's (gaze_scores | class_scores | regression_scores)"
+        "the task's (gaze_scores | class_scores | regression_scores | hand_scores)"
     }
 
     fn output_schema(&self, ctx: &StageCtx, _units: &[UnitSpec]) -> Result<DeclaredSchema> {
@@ -325,12 +325,21 @@ impl StageKind for Score {
                 .as_ref()
                 .map(|m| m.trained_on.clone())
                 .unwrap_or_else(|| role.to_string());
-            let mut sets: Vec<(&[SampleImage], ValueRange)> = vec![(&test.images, test.range())];
+            // Every set through the range the estimator was trained with (older estimators: each
+            // set's own, which for 8-bit data is the same full range).
+            let trained = e
+                .meta
+                .as_ref()
+                .and_then(|m| m.pixel_range)
+                .map(|[lo, hi]| ValueRange { lo, hi });
+            let mut sets: Vec<(&[SampleImage], ValueRange)> =
+                vec![(&test.images, trained.unwrap_or_else(|| test.range()))];
             let oracle_drift = role == "real" && pairs.is_some();
             if let (true, Some((s, r))) = (oracle_drift, &pairs) {
-                // The refined rows carry the synthetic schema, so both read through its range.
-                sets.push((&s.images, s.range()));
-                sets.push((r, s.range()));
+                // The refined rows carry the synthetic schema, so both read through one range.
+                let range = trained.unwrap_or_else(|| s.range());
+                sets.push((&s.images, range));
+                sets.push((r, range));
             }
             let mut raw = nn::run_on(
                 &device,

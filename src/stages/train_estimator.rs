@@ -67,6 +67,11 @@ pub struct EstimatorMeta {
     /// The network (absent in estimators written before the hourglass: the CNN).
     #[serde(default)]
     pub network: Network,
+    /// The pixel values it saw as `[-1, 1]`, `[lo, hi]` (its training set's; absent in
+    /// estimators written before value ranges: the bit depth's full range). `score` reads every
+    /// image it scores through this range, so one millimetre means the same to it everywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pixel_range: Option<[f32; 2]>,
 }
 
 const INPUTS: &[InputSpec] = &[InputSpec {
@@ -161,13 +166,19 @@ const PARAMS: &[ParamSpec] = &[
     ),
     ParamSpec::new(
         "hourglass_sigma",
-        ParamType::Float { min: 0.1, max: 16.0 },
+        ParamType::Float {
+            min: 0.1,
+            max: 16.0,
+        },
         "1.0",
         "Pose tasks: σ of the target Gaussians in heatmap cells (the original: 1)",
     ),
     ParamSpec::new(
         "hourglass_fg_weight",
-        ParamType::Float { min: 1.0, max: 1000.0 },
+        ParamType::Float {
+            min: 1.0,
+            max: 1000.0,
+        },
         "1.0",
         "Pose tasks: loss weight 1 + (w − 1)·target per heatmap cell (1 = plain MSE, the original; more keeps a short run from predicting all-zero maps)",
     ),
@@ -449,6 +460,7 @@ impl StageKind for TrainEstimator {
             data_version: data.manifest.version,
             task: Some(spec),
             network,
+            pixel_range: Some([range.lo, range.hi]),
         };
         let json = serde_json::to_vec_pretty(&meta).map_err(|source| Error::Json {
             path: "estimator.json".into(),

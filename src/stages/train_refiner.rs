@@ -586,6 +586,13 @@ impl StageKind for TrainRefiner {
         let device = common::device(ctx)?;
         let (synthetic, synthetic_range) = load_images(ctx, "synthetic")?;
         let (real, real_range) = load_images(ctx, "real")?;
+        if synthetic_range != real_range {
+            // The discriminator would see the same pixel value as two different inputs.
+            return Err(ctx.err(format!(
+                "inputs `synthetic` (pixel range {} … {}) and `real` ({} … {}) must map pixel values to the networks alike: give both stages the same range (for depth: the same depth_max_mm)",
+                synthetic_range.lo, synthetic_range.hi, real_range.lo, real_range.hi
+            )));
+        }
         let cfg = train_config(ctx, image_shape(ctx, &synthetic, &real)?)?;
         let bank = ImageBank {
             synthetic,

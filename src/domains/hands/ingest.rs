@@ -101,16 +101,17 @@ fn prefix(ctx: &StageCtx) -> Result<String> {
     Ok(format!("{maps}_{}_", ctx.params.int("kinect")?))
 }
 
-/// Frame number of `name` if it is `<prefix>NNNNNNN.png`.
+/// Frame number of `name` if it is `<prefix>NNNNNNN.png` (exactly seven digits, NYU's).
 fn frame_number(name: &str, prefix: &str) -> Option<u64> {
     name.strip_prefix(prefix)?
         .strip_suffix(".png")
-        .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))?
+        .filter(|d| d.len() == 7 && d.bytes().all(|b| b.is_ascii_digit()))?
         .parse()
         .ok()
 }
 
 /// One frame: read its PNG (storage failures fail the stage), decode, crop.
+#[allow(clippy::too_many_arguments)]
 fn one_frame(
     source: &Root,
     rel: &str,
@@ -119,6 +120,7 @@ fn one_frame(
     k: u64,
     size: u32,
     cube: f32,
+    depth_max: f32,
 ) -> Result<std::result::Result<Frame, String>> {
     let url = source.url_of(rel);
     if k == 0 || k as usize > joints.frames {
@@ -132,6 +134,13 @@ fn one_frame(
         Err(e) => return Ok(Err(e)),
     };
     let (uvd, xyz) = joints.eval_joints(kinect, k as usize - 1);
+    let back = uvd[3 * super::render::PALM + 2] + cube / 2.0;
+    if back > depth_max {
+        return Ok(Err(format!(
+            "{url}: the palm is at {} mm, so the crop cube reaches {back} mm, beyond depth_max_mm = {depth_max}",
+            uvd[3 * super::render::PALM + 2]
+        )));
+    }
     Ok(nyu::decode_depth(&png)
         .and_then(|(w, h, d)| nyu::crop(&d, w, h, &uvd, &xyz, size, cube))
         .map_err(|e| format!("{url}: {e}")))
@@ -225,6 +234,7 @@ impl StageKind for IngestNyu {
         let kinect = ctx.params.usize("kinect")? - 1;
         let size = ctx.params.usize("size")? as u32;
         let cube = ctx.params.float("cube_mm")? as f32;
+        let depth_max = ctx.params.float("depth_max_mm")? as f32;
         let domain = match ctx.params.str("source_maps")? {
             "synth" => "synthetic",
             _ => "real",
@@ -261,7 +271,7 @@ impl StageKind for IngestNyu {
                 .par_iter()
                 .map(|&k| {
                     let rel = format!("{split}/{prefix}{k:07}.png");
-                    let r = one_frame(source, &rel, &joints, kinect, k, size, cube)?;
+                    let r = one_frame(source, &rel, &joints, kinect, k, size, cube, depth_max)?;
                     let id = format!("nyu-{split}-{prefix}{k:07}");
                     Ok((id, rel, r))
                 })

@@ -14,7 +14,9 @@
 //! Coordinates: `joints_uvd` are `u, v` in the stored crop's pixels (pixel centres at integers,
 //! u = column, v = row) and depth in mm; `joints_xyz` are mm in the camera frame with NYU's
 //! convention (x right, y up, z forward). The networks see depth through the dataset's value
-//! range (`simgan` metadata `pixel_range`, default 0…1000 mm ↦ −1…1).
+//! range (`simgan` metadata `pixel_range`: 0…`depth_max_mm` ↦ −1…1; `generate-hands` 1000 mm,
+//! `ingest-nyu` 2000 mm by default). Depths below 10 mm are background: a refiner may leave a
+//! few millimetres where the input was 0.
 
 pub mod generate;
 pub mod ingest;

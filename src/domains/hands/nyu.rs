@@ -145,12 +145,18 @@ pub fn crop(
     size: u32,
     cube_mm: f32,
 ) -> Result<Frame, String> {
+    if depth.len() != width as usize * height as usize {
+        return Err(format!(
+            "depth has {} values for a {width}×{height} frame",
+            depth.len()
+        ));
+    }
     let (uc, vc, zc) = (
         joints_uvd[3 * PALM],
         joints_uvd[3 * PALM + 1],
         joints_uvd[3 * PALM + 2],
     );
-    if !(zc > cube_mm / 2.0) {
+    if zc.is_nan() || zc <= cube_mm / 2.0 {
         return Err(format!(
             "palm depth {zc} mm is not beyond half the {cube_mm} mm cube: no crop"
         ));
