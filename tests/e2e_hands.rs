@@ -205,3 +205,32 @@ fn hands_through_every_sus_stage_to_a_pose_report() {
         assert!((0.0..=100.0).contains(&r["value"].as_f64().unwrap()), "{r}");
     }
 }
+
+/// README: `train-refiner` refuses a synthetic and a real input whose pixel ranges differ (the
+/// discriminator would read one millimetre as two values), naming both ranges.
+#[test]
+fn train_refiner_refuses_inputs_with_different_pixel_ranges() {
+    let dir = util::tempdir();
+    let d = dir.path();
+    let text = r#"
+name = "ranges"
+[stages.synthetic]
+kind = "generate-hands"
+params = { domain = "synthetic", rows = 8, size = 16 }
+[stages.real]
+kind = "generate-hands"
+params = { domain = "real-like", rows = 8, size = 16, depth_max_mm = 2000.0 }
+[stages.refiner]
+kind = "train-refiner"
+inputs = { synthetic = "synthetic", real = "real" }
+params = { width = 2, blocks = 1, d_divisor = 16, batch_size = 2, pretrain_r_steps = 1, pretrain_d_steps = 1, steps = 1 }
+"#;
+    let p = util::write(&d.join("ranges.toml"), text);
+    let out = util::output(simgan(d).args(["run", p.to_str().unwrap()]));
+    assert!(!out.status.success(), "mismatched ranges were trained on");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pixel range 0 … 1000") && err.contains("0 … 2000"),
+        "{err}"
+    );
+}

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use super::render::{self, Frame, HandParams, Look};
 use crate::error::{Error, Result};
 use crate::params::{ParamSpec, ParamType};
-use crate::sample::{Pixels, SampleImage, image_column};
+use crate::sample::image_column;
 use crate::schema::DeclaredSchema;
 use crate::stages::{InputSpec, StageCtx, StageKind, UnitOutput, UnitSpec};
 
@@ -223,13 +223,7 @@ impl StageKind for GenerateHands {
                 .map(|i| {
                     let frame = render::render(&params, seed, i);
                     let id = format!("{domain}-{seed}-{i:08}");
-                    let img = SampleImage {
-                        width: frame.size,
-                        height: frame.size,
-                        channels: 1,
-                        pixels: Pixels::U16(frame.depth.clone()),
-                    };
-                    let png = img.encode_png(&id)?;
+                    let png = frame.png(&id)?;
                     let test = crate::stages::common::is_test_row(seed, i, test_fraction);
                     Ok((id, png, test, frame))
                 })

@@ -283,13 +283,7 @@ impl StageKind for IngestNyu {
                 let Some(frame) = handle(ctx, out, skip, &url, r)? else {
                     continue;
                 };
-                let png = crate::sample::SampleImage {
-                    width: frame.size,
-                    height: frame.size,
-                    channels: 1,
-                    pixels: crate::sample::Pixels::U16(frame.depth.clone()),
-                }
-                .encode_png(&id)?;
+                let png = frame.png(&id)?;
                 rows.push((id, png, split == "test", frame));
                 sources.push(url);
             }

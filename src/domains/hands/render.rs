@@ -198,6 +198,20 @@ pub struct Frame {
     pub crop_box: [f32; 4],
 }
 
+impl Frame {
+    /// The depth crop as the 16-bit grey PNG a `hand_sample` row stores (`what` names it in
+    /// errors).
+    pub fn png(&self, what: &str) -> crate::error::Result<Vec<u8>> {
+        crate::sample::SampleImage {
+            width: self.size,
+            height: self.size,
+            channels: 1,
+            pixels: crate::sample::Pixels::U16(self.depth.clone()),
+        }
+        .encode_png(what)
+    }
+}
+
 type V3 = [f32; 3];
 
 fn add(a: V3, b: V3) -> V3 {
