@@ -293,7 +293,8 @@ params = {{ batch_size = 256 }}
     for chunk in images.chunks(256) {
         let range = crate::sample::ValueRange::full(8);
         let x = crate::sample::to_tensor::<crate::nn::CpuBackend>(chunk, range, &device)?;
-        n += crate::sample::from_tensor(crate::nn::refine(&model, x), 8, range)?.len() as f64;
+        n +=
+            crate::sample::from_tensor(crate::nn::refine(&model, x), 8, range, chunk)?.len() as f64;
     }
     let compute = t.elapsed().as_secs_f64();
     Ok(json!({

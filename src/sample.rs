@@ -70,36 +70,81 @@ impl std::fmt::Display for PixelFormat {
 
 /// The pixel values that map to `[-1, 1]` in the networks: `lo ↦ −1`, `hi ↦ 1`, linear between;
 /// written images are clamped to `[lo, hi]` (and to the bit depth) and rounded.
+///
+/// A *windowed* range (`window: Some(w)`, schema metadata `pixel_window`: depth maps) instead
+/// centres every image on its own depth, as hand-pose work normalises a depth crop (DeepPrior++:
+/// `(d − centre) / 150 mm`): the centre `c` is the median of the image's non-zero samples
+/// ([`ValueRange::centre`]), `c − w ↦ −1`, `c + w ↦ 1` (clamped), and `lo` (no reading, the
+/// background) `↦ 1`, as far as the window's back. On the way back a network value
+/// ≥ [`BACKGROUND_FROM`] is background (`lo`), any other is `c + t·w` clamped to `(lo, hi]`,
+/// with `c` the centre of the image the tensor was made from. So the networks see the hand at
+/// full contrast (±150 mm, not 0…1000 mm) and without the frame's absolute distance.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ValueRange {
-    /// Pixel value that maps to −1.
+    /// Pixel value that maps to −1 (a windowed range: the background value).
     pub lo: f32,
-    /// Pixel value that maps to 1.
+    /// Pixel value that maps to 1 (a windowed range: the largest value written).
     pub hi: f32,
+    /// Half-width of the per-image window, in pixel units (`None`: the plain linear map).
+    pub window: Option<f32>,
 }
+
+/// A windowed range's network values from here up map back to background (the last 2.5 % of
+/// the window's depth: 3.75 mm of a 150 mm window).
+pub const BACKGROUND_FROM: f32 = 0.95;
 
 impl ValueRange {
     /// The bit depth's whole range (`[0, 255]` or `[0, 65535]`).
     pub fn full(bits: u8) -> ValueRange {
         let hi = if bits == 16 { 65535.0 } else { 255.0 };
-        ValueRange { lo: 0.0, hi }
+        ValueRange {
+            lo: 0.0,
+            hi,
+            window: None,
+        }
     }
 
-    /// The range a dataset's schema names (`simgan` metadata `pixel_range`), else the bit depth's
-    /// whole range. A malformed or empty range (`hi <= lo`) counts as absent.
+    /// The range a dataset's schema names (`simgan` metadata `pixel_range`, and `pixel_window`
+    /// for a windowed one), else the bit depth's whole range. A malformed or empty range
+    /// (`hi <= lo`) counts as absent, as does a window that is not positive.
     pub fn of(schema: &Schema, bits: u8) -> ValueRange {
-        let named = schema
+        let meta = schema
             .metadata()
             .get("simgan")
-            .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
-            .and_then(|v| {
-                let r = v.get("pixel_range")?.as_array()?.clone();
-                Some((r.first()?.as_f64()? as f32, r.get(1)?.as_f64()? as f32))
-            });
+            .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok());
+        let named = meta.as_ref().and_then(|v| {
+            let r = v.get("pixel_range")?.as_array()?.clone();
+            Some((r.first()?.as_f64()? as f32, r.get(1)?.as_f64()? as f32))
+        });
+        let window = meta
+            .as_ref()
+            .and_then(|v| v.get("pixel_window")?.as_f64())
+            .map(|w| w as f32)
+            .filter(|w| w.is_finite() && *w > 0.0);
         match named {
-            Some((lo, hi)) if lo.is_finite() && hi.is_finite() && hi > lo => ValueRange { lo, hi },
+            Some((lo, hi)) if lo.is_finite() && hi.is_finite() && hi > lo => {
+                ValueRange { lo, hi, window }
+            }
             _ => ValueRange::full(bits),
         }
+    }
+
+    /// The value `img` is centred on: for a windowed range the median of its first channel's
+    /// samples above `lo` (`lo + window` when it has none), else 0 (unused).
+    pub fn centre(self, img: &SampleImage) -> f32 {
+        let Some(w) = self.window else { return 0.0 };
+        let c = img.channels.max(1) as usize;
+        let mut fg: Vec<f32> = match &img.pixels {
+            Pixels::U8(p) => p.iter().step_by(c).map(|v| *v as f32).collect(),
+            Pixels::U16(p) => p.iter().step_by(c).map(|v| *v as f32).collect(),
+        };
+        fg.retain(|v| *v > self.lo);
+        if fg.is_empty() {
+            return self.lo + w;
+        }
+        let mid = fg.len() / 2;
+        let (_, m, _) = fg.select_nth_unstable_by(mid, f32::total_cmp);
+        *m
     }
 
     /// Half the range's width (127.5 for 8-bit: pixel `v` ↦ `v / 127.5 − 1`).
@@ -107,14 +152,24 @@ impl ValueRange {
         (self.hi - self.lo) / 2.0
     }
 
-    /// Network value of pixel value `v`.
-    fn to_net(self, v: f32) -> f32 {
-        (v - self.lo) / self.half() - 1.0
+    /// Network value of pixel value `v` of an image centred on `c` ([`ValueRange::centre`]).
+    fn to_net(self, v: f32, c: f32) -> f32 {
+        match self.window {
+            None => (v - self.lo) / self.half() - 1.0,
+            Some(_) if v <= self.lo => 1.0,
+            Some(w) => ((v - c) / w).clamp(-1.0, 1.0),
+        }
     }
 
-    /// Pixel value of network value `t` (clamped to the range, not rounded).
-    fn to_pixel(self, t: f32) -> f32 {
-        (t.clamp(-1.0, 1.0) + 1.0) * self.half() + self.lo
+    /// Pixel value of network value `t` of an image centred on `c` (clamped to the range, not
+    /// rounded).
+    fn to_pixel(self, t: f32, c: f32) -> f32 {
+        match self.window {
+            None => (t.clamp(-1.0, 1.0) + 1.0) * self.half() + self.lo,
+            Some(_) if t.is_nan() || t >= BACKGROUND_FROM => self.lo,
+            // At least one step above `lo`, so rounding cannot turn it into background.
+            Some(w) => (c + t.max(-1.0) * w).clamp(self.lo + 1.0, self.hi),
+        }
     }
 }
 
@@ -264,13 +319,19 @@ impl SampleImage {
 
     /// The image for people to look at (grids, statistics, the Turing page): 8-bit, with
     /// `range` stretched to 0…255 when it is not the bit depth's full range (depth maps in mm:
-    /// 0 = background black, the far end of the range white); otherwise unchanged.
+    /// 0 = background black, the far end of the range white; a windowed range: background
+    /// black, the image's window from far, dark grey 32, to near, white); otherwise unchanged.
     pub fn for_view(self, range: ValueRange) -> SampleImage {
         let bits = self.format().bits;
         if range == ValueRange::full(bits) {
             return self;
         }
-        let stretch = |v: f32| ((range.to_net(v).clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
+        let c = range.centre(&self);
+        let stretch = |v: f32| match range.window {
+            None => ((range.to_net(v, c).clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8,
+            Some(_) if v <= range.lo => 0,
+            Some(_) => (32.0 + (1.0 - range.to_net(v, c)) * 111.5).round() as u8,
+        };
         let pixels = match &self.pixels {
             Pixels::U8(p) => p.iter().map(|v| stretch(*v as f32)).collect(),
             Pixels::U16(p) => p.iter().map(|v| stretch(*v as f32)).collect(),
@@ -353,14 +414,15 @@ pub fn to_tensor<B: Backend>(
                 img.format()
             )));
         }
+        let centre = range.centre(img);
         let put = |k: usize, v: f32, out: &mut [f32]| {
             // Interleaved index k = pixel * c + channel → planar channel * plane + pixel.
-            out[(k % c) * plane + k / c] = range.to_net(v);
+            out[(k % c) * plane + k / c] = range.to_net(v, centre);
         };
         match &img.pixels {
             Pixels::U8(p) if c == 1 => {
                 for (o, v) in out.iter_mut().zip(p) {
-                    *o = range.to_net(*v as f32);
+                    *o = range.to_net(*v as f32, centre);
                 }
             }
             Pixels::U8(p) => p
@@ -380,13 +442,25 @@ pub fn to_tensor<B: Backend>(
 }
 
 /// `[n, channels, height, width]` in `[-1, 1]` → images of `bits` bits, `[-1, 1]` mapped back to
-/// `range` (clamped, rounded).
+/// `range` (clamped, rounded). `sources` are the images the tensor was made from, in order: a
+/// windowed range maps image `i` back around the centre of `sources[i]` (other ranges ignore
+/// them).
 pub fn from_tensor<B: Backend>(
     tensor: Tensor<B, 4>,
     bits: u8,
     range: ValueRange,
+    sources: &[SampleImage],
 ) -> std::result::Result<Vec<SampleImage>, NnError> {
     let [n, c, h, w] = tensor.dims();
+    if range.window.is_some() && sources.len() != n {
+        return Err(NnError::Shape {
+            context: "sample::from_tensor",
+            message: format!(
+                "a windowed range needs the {n} source images, got {}",
+                sources.len()
+            ),
+        });
+    }
     if c != 1 && c != 3 {
         return Err(NnError::Shape {
             context: "sample::from_tensor",
@@ -400,11 +474,13 @@ pub fn from_tensor<B: Backend>(
         bits,
     };
     let top = ValueRange::full(format.bits).hi;
-    let level = |v: f32| range.to_pixel(v).clamp(0.0, top);
     Ok(values
         .chunks_exact(c * plane)
         .take(n)
-        .map(|chunk| {
+        .enumerate()
+        .map(|(i, chunk)| {
+            let centre = sources.get(i).map_or(0.0, |s| range.centre(s));
+            let level = |v: f32| range.to_pixel(v, centre).clamp(0.0, top);
             // Planar → interleaved.
             let at = |k: usize| chunk[(k % c) * plane + k / c];
             let pixels = if bits == 16 {
@@ -698,7 +774,7 @@ mod tests {
             };
             assert!((v[0] - (first(0) / half - 1.0)).abs() < 1e-6);
             assert!((v[6] - (first(1) / half - 1.0)).abs() < 1e-6);
-            let back = from_tensor(t, img.format().bits, range).unwrap_or_default();
+            let back = from_tensor(t, img.format().bits, range, &[]).unwrap_or_default();
             assert_eq!(back, vec![img.clone(), img]);
         }
     }
@@ -717,7 +793,8 @@ mod tests {
             range,
             ValueRange {
                 lo: 0.0,
-                hi: 1000.0
+                hi: 1000.0,
+                window: None
             }
         );
         assert_eq!(ValueRange::of(&Schema::empty(), 16), ValueRange::full(16));
@@ -732,10 +809,61 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let v = t.clone().into_data().to_vec::<f32>().unwrap_or_default();
         assert!((v[0] + 1.0).abs() < 1e-6 && v[1].abs() < 1e-6 && (v[3] - 1.0).abs() < 1e-6);
-        assert_eq!(from_tensor(t, 16, range).unwrap_or_default(), vec![img]);
+        assert_eq!(
+            from_tensor(t, 16, range, &[]).unwrap_or_default(),
+            vec![img]
+        );
         let over = Tensor::<CpuBackend, 4>::full([1, 1, 1, 1], 3.0, &device);
-        let back = from_tensor(over, 16, range).unwrap_or_default();
+        let back = from_tensor(over, 16, range, &[]).unwrap_or_default();
         assert_eq!(back[0].pixels, Pixels::U16(vec![1000]));
+    }
+
+    /// A windowed range: each image centred on the median of its non-zero depths, ± window
+    /// ↦ ±1, background ↦ +1; back to the same millimetres around the source image's centre,
+    /// values from `BACKGROUND_FROM` up to background, in-window values never to 0.
+    #[test]
+    fn windowed_range_centres_each_image() {
+        let meta = std::collections::HashMap::from([(
+            "simgan".to_string(),
+            r#"{"pixel_range": [0, 1000], "pixel_window": 150}"#.to_string(),
+        )]);
+        let range = ValueRange::of(&Schema::new_with_metadata(Vec::<Field>::new(), meta), 16);
+        assert_eq!(range.window, Some(150.0));
+        let depth = |p: Vec<u16>| SampleImage {
+            width: p.len() as u32,
+            height: 1,
+            channels: 1,
+            pixels: Pixels::U16(p),
+        };
+        // Medians 600 and 900: the same offsets from each centre give the same values.
+        let a = depth(vec![0, 450, 600, 675, 0]);
+        let b = depth(vec![0, 750, 900, 975, 0]);
+        assert_eq!((range.centre(&a), range.centre(&b)), (600.0, 900.0));
+        assert_eq!(range.centre(&depth(vec![0, 0])), 150.0);
+        let device = Default::default();
+        let images = [a.clone(), b.clone()];
+        let t = to_tensor::<CpuBackend>(&images, range, &device).unwrap_or_else(|e| panic!("{e}"));
+        let v = t.clone().into_data().to_vec::<f32>().unwrap_or_default();
+        let want = [1.0, -1.0, 0.0, 0.5, 1.0];
+        for (got, want) in v.iter().zip(want.iter().chain(want.iter())) {
+            assert!((got - want).abs() < 1e-6, "{v:?}");
+        }
+        assert_eq!(
+            from_tensor(t, 16, range, &images).unwrap_or_default(),
+            images.to_vec()
+        );
+        // Near the window's back → background; far in front → clamped to the window's face,
+        // never to 0 (background).
+        let t = Tensor::<CpuBackend, 4>::from_data(
+            TensorData::new(vec![0.96f32, 0.9, -5.0], [1, 1, 1, 3]),
+            &device,
+        );
+        let small = depth(vec![0, 100, 0]);
+        let back =
+            from_tensor(t.clone(), 16, range, std::slice::from_ref(&small)).unwrap_or_default();
+        assert_eq!(back[0].pixels, Pixels::U16(vec![0, 235, 1]));
+        // Without the sources a windowed range cannot map back.
+        assert!(from_tensor(t, 16, range, &[]).is_err());
     }
 
     #[test]

@@ -344,6 +344,21 @@ impl Root {
         }
     }
 
+    /// Size and version tag (the store's ETag, else its modification time) of the object at
+    /// `rel`, or `None` if it does not exist: what a cache of the object's parsed contents keys
+    /// on.
+    pub fn version_tag(&self, rel: &str) -> Result<Option<(u64, String)>> {
+        let p = self.path(rel);
+        match retry_read(|| self.rt.block_on(self.store.head(&p))) {
+            Ok(m) => {
+                let tag = m.e_tag.unwrap_or_else(|| m.last_modified.to_rfc3339());
+                Ok(Some((m.size, tag)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::storage("head", self.url_of(rel), e)),
+        }
+    }
+
     /// Delete the object at `rel` (missing is not an error).
     pub fn delete(&self, rel: &str) -> Result<()> {
         let p = self.path(rel);

@@ -108,7 +108,8 @@ fn hands_through_every_sus_stage_to_a_pose_report() {
         q("runs/hands-tiny/refined", labels)
     );
     // 16-bit grey depth crops in mm: hand depths inside the cube (the palm at 500–780 mm, the
-    // cube ±150 mm), background 0 — after refinement below 20 mm (the refiner may leave a few).
+    // cube ±150 mm), background 0 — after refinement too: the networks see each crop centred
+    // on its own depth (pixel_window, half the cube) with background at +1, mapped back to 0.
     let synthetic = depth_images(d, "synthetic");
     let refined = depth_images(d, "refined");
     for (stage, imgs) in [
@@ -145,8 +146,25 @@ fn hands_through_every_sus_stage_to_a_pose_report() {
             .iter()
             .zip(r)
             .filter(|(a, _)| **a == 0)
-            .all(|(_, b)| *b < 20);
+            .all(|(_, b)| *b == 0);
         assert!(kept, "refinement turned background into hand depth");
+    }
+    let simgan_meta = |stage: &str| -> Value {
+        let m = show(d, &format!("runs/hands-tiny/{stage}"));
+        let shard: simgan::shards::ShardInfo =
+            serde_json::from_value(m["shards"][0].clone()).unwrap();
+        let root = util::open(d.join("runs/hands-tiny").to_str().unwrap());
+        let batches = simgan::shards::read(&root, &shard, None).unwrap();
+        serde_json::from_str(&batches[0].schema().metadata()["simgan"]).unwrap()
+    };
+    for stage in ["synthetic", "real", "refined"] {
+        let m = simgan_meta(stage);
+        assert_eq!(m["pixel_window"], 150.0, "{stage}: {m}");
+        assert_eq!(
+            m["pixel_range"],
+            serde_json::json!([0.0, 1000.0]),
+            "{stage}: {m}"
+        );
     }
     // The estimators are stacked hourglasses for the hand-pose task.
     let meta: Value = serde_json::from_str(
@@ -156,6 +174,7 @@ fn hands_through_every_sus_stage_to_a_pose_report() {
     assert_eq!(meta["task"]["task"], "hand-pose");
     assert_eq!(meta["network"], "hourglass");
     assert_eq!(meta["task"]["outputs"], 28);
+    assert_eq!(meta["pixel_window"], 150.0);
     assert!(artifact(d, "est-real", "hourglass-1.safetensors").is_some());
     // Hand scores: every real test frame for each estimator and the baseline, plus drift rows.
     let scored = q(
@@ -195,6 +214,18 @@ fn hands_through_every_sus_stage_to_a_pose_report() {
         "src=\"samples.png\"",
     ] {
         assert!(html.contains(needle), "report lacks {needle}");
+    }
+    // The sample grid marks the joints: each row's first joint (pinky tip) in the first mark
+    // colour, drawn on synthetic, refined and real images.
+    let grid = image::open(artifact(d, "report", "samples.png").unwrap())
+        .unwrap()
+        .into_rgb8();
+    let row_h = grid.height() / 3;
+    for r in 0..3 {
+        let marked = (r * row_h..(r + 1) * row_h)
+            .flat_map(|y| (0..grid.width()).map(move |x| (x, y)))
+            .any(|(x, y)| grid.get_pixel(x, y).0 == [230, 60, 60]);
+        assert!(marked, "sample grid row {r} has no joint marks");
     }
     let within = q(
         "runs/hands-tiny/report",

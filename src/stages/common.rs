@@ -113,6 +113,31 @@ fn phase_name(m: &StepMetrics) -> &'static str {
 /// A PNG grid: one row per image list (e.g. synthetic | refined | real), scaled ×`scale`, in
 /// RGB (grey images replicated; 16-bit scaled to 8).
 pub fn grid_png(rows: &[&[SampleImage]], scale: u32, what: &str) -> Result<Vec<u8>> {
+    grid_png_marked(rows, &[], scale, what)
+}
+
+/// Colours of marked points, by the point's place in its list (a hand's 14 joints: two per
+/// finger from the little finger to the index, then thumb, wrist and palm).
+const MARKS: [[u8; 3]; 7] = [
+    [230, 60, 60],
+    [240, 160, 40],
+    [220, 220, 50],
+    [70, 200, 80],
+    [60, 140, 240],
+    [170, 90, 230],
+    [240, 90, 200],
+];
+
+/// [`grid_png`] with points drawn on the images: `marks[row][image]` lists an image's points
+/// (`u, v` in its pixels, pixel centres at integers), each a 3×3 dot (or one pixel when
+/// `scale` is 1) in a colour for its place in the list. Rows and images without marks are drawn
+/// plain; points off the image are skipped.
+pub fn grid_png_marked(
+    rows: &[&[SampleImage]],
+    marks: &[Vec<Vec<(f32, f32)>>],
+    scale: u32,
+    what: &str,
+) -> Result<Vec<u8>> {
     let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0) as u32;
     let (w, h) = rows
         .iter()
@@ -135,6 +160,26 @@ pub fn grid_png(rows: &[&[SampleImage]], scale: u32, what: &str) -> Result<Vec<u
                 for dy in 0..scale {
                     for dx in 0..scale {
                         out.put_pixel(x0 + x * scale + dx, y0 + y * scale + dy, *p);
+                    }
+                }
+            }
+            let points = marks.get(ri).and_then(|m| m.get(ci));
+            let n = points.map_or(1, |p| p.len().max(1));
+            for (j, (u, v)) in points.into_iter().flatten().enumerate() {
+                if !(u.is_finite() && v.is_finite()) {
+                    continue;
+                }
+                let colour = image::Rgb(MARKS[j * MARKS.len() / n]);
+                let (cx, cy) = ((u + 0.5) * scale as f32, (v + 0.5) * scale as f32);
+                let r = if scale > 1 { 1 } else { 0 };
+                for dy in -r..=r {
+                    for dx in -r..=r {
+                        let (x, y) = (cx.floor() as i64 + dx, cy.floor() as i64 + dy);
+                        if (0..(w * scale) as i64).contains(&x)
+                            && (0..(h * scale) as i64).contains(&y)
+                        {
+                            out.put_pixel(x0 + x as u32, y0 + y as u32, colour);
+                        }
                     }
                 }
             }
@@ -214,5 +259,37 @@ mod split_tests {
         let t = (0..n).filter(|&i| is_test_row(3, i, 0.25)).count() as f64 / n as f64;
         assert!((t - 0.25).abs() < 0.02, "{t}");
         assert_eq!((0..1000).filter(|&i| is_test_row(3, i, 0.0)).count(), 0);
+    }
+}
+
+#[cfg(test)]
+mod grid_tests {
+    use super::{MARKS, grid_png_marked};
+    use crate::sample::SampleImage;
+
+    /// A point lands on its pixel (scaled, centred), coloured by its place in the list; points
+    /// off the image and images without marks are left alone.
+    #[test]
+    fn marks_are_drawn_on_their_pixels() {
+        let img = SampleImage::from_gray(image::GrayImage::new(4, 4));
+        let rows = [&[img.clone(), img.clone()][..], &[img][..]];
+        let marks = vec![vec![vec![(1.0, 2.0), (3.0, 0.0), (-9.0, 40.0)]], vec![]];
+        let png = grid_png_marked(&rows, &marks, 3, "test grid").unwrap_or_default();
+        let grid = SampleImage::decode(&png, "test grid")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .to_rgb8();
+        let (gap, side) = (2, 4 * 3);
+        // Point 0 of 3 gets colour 0; point 1 colour 7 * 1 / 3 = 2; 3×3 dots around the centre.
+        let at = |x: u32, y: u32| grid.get_pixel(gap + x, gap + y).0;
+        assert_eq!(at(4, 7), MARKS[0]);
+        assert_eq!(at(3, 6), MARKS[0]);
+        assert_eq!(at(10, 1), MARKS[2]);
+        assert_eq!(at(0, 0), [0, 0, 0]);
+        // The second image of row 0 and the image of row 1 are plain.
+        let plain = |x0: u32, y0: u32| {
+            (0..side).all(|y| (0..side).all(|x| grid.get_pixel(x0 + x, y0 + y).0 == [0, 0, 0]))
+        };
+        assert!(plain(gap + side + gap, gap));
+        assert!(plain(gap, gap + side + gap));
     }
 }

@@ -153,7 +153,7 @@ impl BackendJob for RefineJob<'_> {
                             .collect::<Result<Vec<_>>>()
                     })
                 },
-                || sample::from_tensor(y, bits, self.range).map_err(err),
+                || sample::from_tensor(y, bits, self.range, chunk).map_err(err),
             );
             if let Some(e) = encoded {
                 pngs.extend(e?);

@@ -352,20 +352,24 @@ fn loss_curves(ctx: &StageCtx) -> Result<Option<(String, String)>> {
     )))
 }
 
-/// Sample grid: the first eight synthetic samples, the same ids refined, eight real ones.
-fn sample_grid(ctx: &StageCtx) -> Result<Option<Vec<u8>>> {
-    let first = |role: &str| -> Result<Vec<SampleImage>> {
+/// Sample grid: the first eight synthetic samples, the same ids refined, eight real ones; where
+/// the rows' task has positions for labels (hand joints), they are drawn on each image (a
+/// refined row carries its synthetic row's labels, so its marks show where the labels say the
+/// joints still are).
+fn sample_grid(ctx: &StageCtx, tasks: &Tasks) -> Result<Option<Vec<u8>>> {
+    use crate::task::Points as Marks;
+    let first = |role: &str| -> Result<(Vec<SampleImage>, Marks)> {
         if !ctx.inputs.contains_key(role) {
-            return Ok(vec![]);
+            return Ok((vec![], vec![]));
         }
         let c = ctx.stage_input(role)?;
         let Some(s) = c.manifest.shards.first() else {
-            return Ok(vec![]);
+            return Ok((vec![], vec![]));
         };
         let url = ctx.root.url_of(&s.path);
         let batches = crate::shards::read(ctx.root, s, None)?;
         let Some(b) = batches.first() else {
-            return Ok(vec![]);
+            return Ok((vec![], vec![]));
         };
         let bytes = sample::image_bytes(b, &url)?;
         let bits = match bytes.is_empty() {
@@ -373,23 +377,30 @@ fn sample_grid(ctx: &StageCtx) -> Result<Option<Vec<u8>>> {
             false => SampleImage::decode(bytes.value(0), &url)?.format().bits,
         };
         let range = sample::ValueRange::of(&b.schema(), bits);
-        (0..b.num_rows().min(8))
+        let n = b.num_rows().min(8);
+        let images = (0..n)
             .map(|i| SampleImage::decode(bytes.value(i), &url).map(|s| s.for_view(range)))
-            .collect()
+            .collect::<Result<_>>()?;
+        // Marks are a picture's extra: rows whose labels do not read as positions get none.
+        let marks = tasks
+            .resolve(&b.schema(), "auto", "", &url)
+            .ok()
+            .and_then(|(task, label)| task.points(&b.slice(0, n), &label, &url).ok())
+            .flatten()
+            .unwrap_or_default();
+        Ok((images, marks))
     };
-    let lists: Vec<Vec<SampleImage>> = ["synthetic", "refined", "real"]
+    let lists: Vec<(Vec<SampleImage>, Marks)> = ["synthetic", "refined", "real"]
         .iter()
         .map(|r| first(r))
         .collect::<Result<_>>()?;
-    if lists.iter().all(|l| l.is_empty()) {
+    let lists: Vec<_> = lists.into_iter().filter(|(l, _)| !l.is_empty()).collect();
+    if lists.is_empty() {
         return Ok(None);
     }
-    let refs: Vec<&[SampleImage]> = lists
-        .iter()
-        .filter(|l| !l.is_empty())
-        .map(|l| l.as_slice())
-        .collect();
-    common::grid_png(&refs, 3, "report sample grid").map(Some)
+    let refs: Vec<&[SampleImage]> = lists.iter().map(|(l, _)| l.as_slice()).collect();
+    let marks: Vec<Marks> = lists.iter().map(|(_, m)| m.clone()).collect();
+    common::grid_png_marked(&refs, &marks, 3, "report sample grid").map(Some)
 }
 
 /// JSON artifact `name` of the stage behind input `role`: `None` if the report has no such
@@ -611,7 +622,7 @@ fn html(task: &str, sec: &Section, extras: &Extras, ctx: &StageCtx) -> String {
         h.push_str("</ul></div>");
     }
     if extras.grid {
-        h.push_str("<h2>Samples</h2><p>Rows: synthetic | the same images refined | real.</p><img id=\"samples\" src=\"samples.png\" alt=\"sample grid\">");
+        h.push_str("<h2>Samples</h2><p>Rows: synthetic | the same images refined | real. Where labels are positions (hand joints) they are drawn as dots, coloured by joint; the refined row shows its synthetic labels, so a dot off its joint there is label drift.</p><img id=\"samples\" src=\"samples.png\" alt=\"sample grid\">");
     }
     if let Some(n) = extras.turing {
         let _ = write!(
@@ -708,7 +719,7 @@ impl StageKind for Report {
             out.artifact("losses.svg", losses.clone())?;
             out.artifact("accuracy.svg", acc.clone())?;
         }
-        let grid = sample_grid(ctx)?;
+        let grid = sample_grid(ctx, &self.tasks)?;
         if let Some(png) = &grid {
             out.artifact("samples.png", png.clone())?;
         }

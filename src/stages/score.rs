@@ -327,11 +327,13 @@ impl StageKind for Score {
                 .unwrap_or_else(|| role.to_string());
             // Every set through the range the estimator was trained with (older estimators: each
             // set's own, which for 8-bit data is the same full range).
-            let trained = e
-                .meta
-                .as_ref()
-                .and_then(|m| m.pixel_range)
-                .map(|[lo, hi]| ValueRange { lo, hi });
+            let trained = e.meta.as_ref().and_then(|m| {
+                m.pixel_range.map(|[lo, hi]| ValueRange {
+                    lo,
+                    hi,
+                    window: m.pixel_window,
+                })
+            });
             let mut sets: Vec<(&[SampleImage], ValueRange)> =
                 vec![(&test.images, trained.unwrap_or_else(|| test.range()))];
             let oracle_drift = role == "real" && pairs.is_some();

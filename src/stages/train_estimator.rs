@@ -72,6 +72,9 @@ pub struct EstimatorMeta {
     /// image it scores through this range, so one millimetre means the same to it everywhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pixel_range: Option<[f32; 2]>,
+    /// Its range's per-image window ([`ValueRange::window`]; absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pixel_window: Option<f32>,
 }
 
 const INPUTS: &[InputSpec] = &[InputSpec {
@@ -461,6 +464,7 @@ impl StageKind for TrainEstimator {
             task: Some(spec),
             network,
             pixel_range: Some([range.lo, range.hi]),
+            pixel_window: range.window,
         };
         let json = serde_json::to_vec_pretty(&meta).map_err(|source| Error::Json {
             path: "estimator.json".into(),

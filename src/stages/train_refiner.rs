@@ -345,7 +345,7 @@ impl TrainJob<'_> {
         let bits = synth.first().map(|i| i.format().bits).unwrap_or(8);
         let range = self.bank.synthetic_range;
         let x = sample::to_tensor::<B::InnerBackend>(&synth, range, trainer.device())?;
-        let refined = sample::from_tensor(trainer.refine(x), bits, range)?;
+        let refined = sample::from_tensor(trainer.refine(x), bits, range, &synth)?;
         let view = |v: Vec<SampleImage>, r: ValueRange| -> Vec<SampleImage> {
             v.into_iter().map(|i| i.for_view(r)).collect()
         };
@@ -373,7 +373,12 @@ impl TrainJob<'_> {
         let range = self.bank.synthetic_range;
         for chunk in synth.chunks(64) {
             let x = sample::to_tensor::<B::InnerBackend>(chunk, range, trainer.device())?;
-            refined.extend(sample::from_tensor(nn::refine(&refiner, x), bits, range)?);
+            refined.extend(sample::from_tensor(
+                nn::refine(&refiner, x),
+                bits,
+                range,
+                chunk,
+            )?);
         }
         let check = RefinerCheck::measure(step, &synth, &refined, &real);
         let distance = check.distance();

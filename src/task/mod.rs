@@ -139,6 +139,9 @@ pub struct Section {
     pub figures: Vec<Figure>,
 }
 
+/// Image points per row (`[row][point] = (u, v)`), as [`Task::points`] gives them.
+pub type Points = Vec<Vec<(f32, f32)>>;
+
 /// An estimator task (see the module docs).
 pub trait Task: Send + Sync {
     /// Name used in params and metadata.
@@ -165,6 +168,11 @@ pub trait Task: Send + Sync {
     fn score(&self, input: &ScoreInput) -> Result<Scored>;
     /// The report section for a `summary.json` written by [`Task::score`].
     fn report(&self, summary: &serde_json::Value) -> Result<Section>;
+    /// Image points of every row's label (`[row][point] = (u, v)`, pixel centres at integers)
+    /// for sample grids to draw, or `None` if the task's labels are not positions (the default).
+    fn points(&self, _batch: &RecordBatch, _label: &str, _what: &str) -> Result<Option<Points>> {
+        Ok(None)
+    }
 }
 
 /// The tasks a registry knows.

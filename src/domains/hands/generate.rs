@@ -7,7 +7,7 @@
 //! `rows_per_shard` is and however units are spread over workers. Units are row ranges; rows
 //! are rendered and PNG-encoded in parallel on rayon. The schema is `hand_sample` with the
 //! `simgan` metadata `{"task": "hand-pose", "label": "joints_uvd", "pixel_range": [0,
-//! depth_max_mm]}`.
+//! depth_max_mm], "pixel_window": cube_mm / 2}` ([`hand_schema`]).
 
 use std::sync::Arc;
 
@@ -24,6 +24,22 @@ use crate::stages::{InputSpec, StageCtx, StageKind, UnitOutput, UnitSpec};
 
 /// The `generate-hands` kind.
 pub struct GenerateHands;
+
+/// How the networks see a depth crop (`generate-hands` and `ingest-nyu`).
+pub const NETWORK_DEPTH: ParamSpec = ParamSpec::new(
+    "network_depth",
+    ParamType::Choice(&["cube", "absolute"]),
+    "\"cube\"",
+    "How networks see the stored millimetres (written into the schema as pixel_range / pixel_window): cube = each crop centred on the median of its hand pixels, ± cube_mm/2 ↦ ±1, background +1 (DeepPrior++'s normalisation; the hand at full contrast); absolute = 0…depth_max_mm ↦ −1…1, the same for every crop",
+);
+
+/// The per-image window `network_depth` asks for: half the cube, or none.
+pub fn network_window(ctx: &StageCtx) -> Result<Option<f32>> {
+    Ok(match ctx.params.str("network_depth")? {
+        "absolute" => None,
+        _ => Some(ctx.params.float("cube_mm")? as f32 / 2.0),
+    })
+}
 
 const PARAMS: &[ParamSpec] = &[
     ParamSpec::required(
@@ -71,8 +87,9 @@ const PARAMS: &[ParamSpec] = &[
             max: 65535.0,
         },
         "1000.0",
-        "Depth the networks see as +1 (0 mm is −1); must exceed the farthest cube face",
+        "Largest depth stored, mm (network_depth = \"absolute\": the depth the networks see as +1, 0 mm being −1); must exceed the farthest cube face",
     ),
+    NETWORK_DEPTH,
     ParamSpec::new(
         "seed",
         ParamType::Int {
@@ -184,7 +201,7 @@ impl StageKind for GenerateHands {
         "Render the procedural hand-pose dataset (16-bit depth crops, 14 joints; synthetic or real-like look)"
     }
     fn code_version(&self) -> &'static str {
-        "1"
+        "2"
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
@@ -196,7 +213,10 @@ impl StageKind for GenerateHands {
         "hand_sample"
     }
     fn output_schema(&self, ctx: &StageCtx, _units: &[UnitSpec]) -> Result<DeclaredSchema> {
-        hand_schema(ctx.params.float("depth_max_mm")? as f32)
+        hand_schema(
+            ctx.params.float("depth_max_mm")? as f32,
+            network_window(ctx)?,
+        )
     }
     fn splittable(&self) -> bool {
         true
@@ -215,7 +235,10 @@ impl StageKind for GenerateHands {
             Look::Synthetic => "synthetic",
             Look::RealLike => "real",
         };
-        let schema = hand_schema(ctx.params.float("depth_max_mm")? as f32)?;
+        let schema = hand_schema(
+            ctx.params.float("depth_max_mm")? as f32,
+            network_window(ctx)?,
+        )?;
         for chunk_start in (start..start + count).step_by(4096) {
             let chunk_end = (chunk_start + 4096).min(start + count);
             let rows: Vec<(String, Vec<u8>, bool, Frame)> = (chunk_start..chunk_end)
@@ -287,19 +310,17 @@ pub(crate) fn frames_batch(
     })
 }
 
-/// The `hand_sample` schema with the task and the depth range the networks see.
-pub fn hand_schema(depth_max_mm: f32) -> Result<DeclaredSchema> {
-    crate::schema::get("hand_sample")?.extended(
-        "hand_sample",
-        &[],
-        &[(
-            "simgan",
-            serde_json::json!({
-                "task": "hand-pose",
-                "label": "joints_uvd",
-                "pixel_range": [0.0, depth_max_mm],
-            })
-            .to_string(),
-        )],
-    )
+/// The `hand_sample` schema with the task and the depth range the networks see: 0 (background)
+/// … `depth_max_mm`, and with `window` each crop centred on its own depth
+/// ([`crate::sample::ValueRange`]).
+pub fn hand_schema(depth_max_mm: f32, window: Option<f32>) -> Result<DeclaredSchema> {
+    let mut meta = serde_json::json!({
+        "task": "hand-pose",
+        "label": "joints_uvd",
+        "pixel_range": [0.0, depth_max_mm],
+    });
+    if let Some(w) = window {
+        meta["pixel_window"] = serde_json::json!(w);
+    }
+    crate::schema::get("hand_sample")?.extended("hand_sample", &[], &[("simgan", meta.to_string())])
 }

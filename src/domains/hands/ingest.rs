@@ -11,11 +11,12 @@
 //! unreadable `.mat` (every frame of the unit).
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 use serde_json::json;
 
-use super::generate::{frames_batch, hand_schema};
+use super::generate::{NETWORK_DEPTH, frames_batch, hand_schema, network_window};
 use super::nyu::{self, NyuJoints};
 use super::render::Frame;
 use crate::error::Result;
@@ -69,8 +70,9 @@ const PARAMS: &[ParamSpec] = &[
             max: 65535.0,
         },
         "2000.0",
-        "Depth the networks see as +1 (0 mm is −1)",
+        "Largest depth stored, mm (network_depth = \"absolute\": the depth the networks see as +1, 0 mm being −1); a frame whose cube reaches past it is bad input",
     ),
+    NETWORK_DEPTH,
     ParamSpec::new(
         "max_frames",
         ParamType::Int {
@@ -108,6 +110,45 @@ fn frame_number(name: &str, prefix: &str) -> Option<u64> {
         .filter(|d| d.len() == 7 && d.bytes().all(|b| b.is_ascii_digit()))?
         .parse()
         .ok()
+}
+
+/// A split's parsed `joint_data.mat` (NYU train's is ≈ 190 MB of f64), shared by the units of
+/// the split that run in this process: keyed by the object's URL, size and version tag, so a
+/// changed file is read again. The two most recently used splits are kept.
+type JointCache = Vec<((String, u64, String), Arc<NyuJoints>)>;
+static JOINTS: Mutex<JointCache> = Mutex::new(Vec::new());
+
+/// The joints of `rel` under `source`, from [`JOINTS`] or read and parsed (then cached);
+/// `Err(reason)` for a missing or bad file (not cached: every unit names it).
+fn split_joints(
+    source: &crate::storage::Root,
+    rel: &str,
+) -> Result<std::result::Result<Arc<NyuJoints>, String>> {
+    let url = source.url_of(rel);
+    let Some((size, tag)) = source.version_tag(rel)? else {
+        return Ok(Err(format!("{url}: not found")));
+    };
+    let key = (url.clone(), size, tag);
+    let cached = |cache: &JointCache| {
+        cache
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, j)| j.clone())
+    };
+    if let Some(j) = JOINTS.lock().ok().and_then(|c| cached(&c)) {
+        return Ok(Ok(j));
+    }
+    let parsed = read_input(source, rel)?
+        .and_then(|b| nyu::parse_joints(&b).map_err(|e| format!("{url}: {e}")))
+        .map(Arc::new);
+    if let (Ok(j), Ok(mut cache)) = (&parsed, JOINTS.lock()) {
+        cache.retain(|(k, _)| *k != key);
+        cache.push((key, j.clone()));
+        if cache.len() > 2 {
+            cache.remove(0);
+        }
+    }
+    Ok(parsed)
 }
 
 /// One frame: read its PNG (storage failures fail the stage), decode, crop.
@@ -154,7 +195,7 @@ impl StageKind for IngestNyu {
         "Ingest the NYU hand pose dataset (real or synthetic depth, one Kinect) as metric hand crops with 14 joints"
     }
     fn code_version(&self) -> &'static str {
-        "1"
+        "2"
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
@@ -166,7 +207,10 @@ impl StageKind for IngestNyu {
         "hand_sample"
     }
     fn output_schema(&self, ctx: &StageCtx, _units: &[UnitSpec]) -> Result<DeclaredSchema> {
-        hand_schema(ctx.params.float("depth_max_mm")? as f32)
+        hand_schema(
+            ctx.params.float("depth_max_mm")? as f32,
+            network_window(ctx)?,
+        )
     }
     fn splittable(&self) -> bool {
         true
@@ -240,9 +284,7 @@ impl StageKind for IngestNyu {
             _ => "real",
         };
         let mat_rel = format!("{split}/joint_data.mat");
-        let joints = read_input(source, &mat_rel)?.and_then(|b| {
-            nyu::parse_joints(&b).map_err(|e| format!("{}: {e}", source.url_of(&mat_rel)))
-        });
+        let joints = split_joints(source, &mat_rel)?;
         let joints = match joints {
             Ok(j) if kinect < j.kinects => j,
             Ok(j) => {
@@ -265,7 +307,10 @@ impl StageKind for IngestNyu {
         if unit.spec["tail"].as_bool().unwrap_or(false) {
             numbers.extend(last + 1..=joints.frames as u64);
         }
-        let schema = hand_schema(ctx.params.float("depth_max_mm")? as f32)?;
+        let schema = hand_schema(
+            ctx.params.float("depth_max_mm")? as f32,
+            network_window(ctx)?,
+        )?;
         for chunk in numbers.chunks(1024) {
             let done: Vec<(String, String, std::result::Result<Frame, String>)> = chunk
                 .par_iter()
@@ -299,5 +344,51 @@ impl StageKind for IngestNyu {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mat::{MatValue, NumericData, write_mat};
+
+    fn joint_mat(frames: usize) -> Vec<u8> {
+        let array = || MatValue::Numeric {
+            dims: vec![1, frames, 36, 3],
+            data: NumericData::F64(vec![1.0; frames * 36 * 3]),
+        };
+        write_mat(
+            &[("joint_uvd".into(), array()), ("joint_xyz".into(), array())],
+            false,
+        )
+    }
+
+    /// The units of a split share one parse of its `joint_data.mat`; a changed file is parsed
+    /// again; a missing one is named, not cached.
+    #[test]
+    fn split_joints_are_parsed_once_per_file_version() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let root = Root::open(dir.path().to_str().unwrap_or_default(), rt.handle().clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let get = |rel: &str| {
+            split_joints(&root, rel)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        root.put("train/joint_data.mat", joint_mat(2))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (a, b) = (get("train/joint_data.mat"), get("train/joint_data.mat"));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(a.frames, 2);
+        root.put("train/joint_data.mat", joint_mat(3))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(get("train/joint_data.mat").frames, 3);
+        let missing = split_joints(&root, "test/joint_data.mat").unwrap_or_else(|e| panic!("{e}"));
+        assert!(missing.is_err_and(|e| e.contains("test/joint_data.mat: not found")));
     }
 }

@@ -562,6 +562,19 @@ impl Task for HandPose {
         }
         Ok(sec)
     }
+    fn points(
+        &self,
+        batch: &RecordBatch,
+        label: &str,
+        what: &str,
+    ) -> Result<Option<crate::task::Points>> {
+        let (uv, joints) = joints_uv(batch, label, what)?;
+        Ok(Some(
+            uv.chunks_exact(2 * joints.max(1))
+                .map(|row| row.chunks_exact(2).map(|p| (p[0], p[1])).collect())
+                .collect(),
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -586,6 +599,25 @@ mod tests {
             Field::new("joints_uvd", col.data_type().clone(), true),
         ]));
         RecordBatch::try_new(schema, vec![ids, col]).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The points a sample grid draws are each row's joints' `(u, v)`.
+    #[test]
+    fn points_are_the_joints_uv() {
+        let b = batch(&[
+            [10.0, 11.0, 600.0, 20.0, 21.0, 610.0],
+            [30.0, 31.0, 600.0, 40.0, 41.0, 600.0],
+        ]);
+        let points = HandPose
+            .points(&b, "joints_uvd", "t")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            points,
+            Some(vec![
+                vec![(10.0, 11.0), (20.0, 21.0)],
+                vec![(30.0, 31.0), (40.0, 41.0)]
+            ])
+        );
     }
 
     #[test]
