@@ -16,10 +16,10 @@ const PIPELINE: &str = r#"
 name = "hands-tiny"
 [stages.synthetic]
 kind = "generate-hands"
-params = { domain = "synthetic", rows = 60, rows_per_shard = 25, size = 32, seed = 1 }
+params = { domain = "synthetic", rows = 60, rows_per_shard = 25, size = 32, seed = 1, network_depth = "cube" }
 [stages.real]
 kind = "generate-hands"
-params = { domain = "real-like", rows = 60, size = 32, seed = 2, test_fraction = 0.4 }
+params = { domain = "real-like", rows = 60, size = 32, seed = 2, test_fraction = 0.4, network_depth = "cube" }
 [stages.refiner]
 kind = "train-refiner"
 inputs = { synthetic = "synthetic", real = "real" }
@@ -108,8 +108,9 @@ fn hands_through_every_sus_stage_to_a_pose_report() {
         q("runs/hands-tiny/refined", labels)
     );
     // 16-bit grey depth crops in mm: hand depths inside the cube (the palm at 500–780 mm, the
-    // cube ±150 mm), background 0 — after refinement too: the networks see each crop centred
-    // on its own depth (pixel_window, half the cube) with background at +1, mapped back to 0.
+    // cube ±150 mm), background 0 — after refinement too: with network_depth = "cube" the
+    // networks see each crop centred on its own depth (pixel_window, half the cube) with
+    // background at +1, mapped back to exactly 0.
     let synthetic = depth_images(d, "synthetic");
     let refined = depth_images(d, "refined");
     for (stage, imgs) in [

@@ -195,7 +195,7 @@ impl StageKind for IngestNyu {
         "Ingest the NYU hand pose dataset (real or synthetic depth, one Kinect) as metric hand crops with 14 joints"
     }
     fn code_version(&self) -> &'static str {
-        "2"
+        "1"
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS

@@ -15,11 +15,11 @@
 //! u = column, v = row) and depth in mm; `joints_xyz` are mm in the camera frame with NYU's
 //! convention (x right, y up, z forward). The networks see depth through the dataset's value
 //! range ([`crate::sample::ValueRange`]; `simgan` metadata `pixel_range` 0…`depth_max_mm`,
-//! `generate-hands` 1000 mm, `ingest-nyu` 2000 mm by default, and with `network_depth = "cube"`,
-//! the default, `pixel_window` = half the cube: each crop centred on the median of its hand
-//! pixels, ±cube/2 ↦ ±1, background +1). With the window a refined crop's background is exactly
-//! 0; with an absolute range a refiner may leave a few millimetres where the input was 0, so
-//! depths below 10 mm count as background.
+//! `generate-hands` 1000 mm, `ingest-nyu` 2000 mm by default; with `network_depth = "cube"`
+//! also `pixel_window` = half the cube: each crop centred on the median of its hand pixels,
+//! ±cube/2 ↦ ±1, background +1). With the window a refined crop's background is exactly 0;
+//! with the default absolute range a refiner may leave a few millimetres where the input was 0,
+//! so depths below 10 mm count as background.
 
 pub mod generate;
 pub mod ingest;
