@@ -593,9 +593,18 @@ impl StageKind for TrainRefiner {
         let (real, real_range) = load_images(ctx, "real")?;
         if synthetic_range != real_range {
             // The discriminator would see the same pixel value as two different inputs.
+            let window = |r: ValueRange| match r.window {
+                Some(w) => format!(", window ±{w}"),
+                None => String::new(),
+            };
             return Err(ctx.err(format!(
-                "inputs `synthetic` (pixel range {} … {}) and `real` ({} … {}) must map pixel values to the networks alike: give both stages the same range (for depth: the same depth_max_mm)",
-                synthetic_range.lo, synthetic_range.hi, real_range.lo, real_range.hi
+                "inputs `synthetic` (pixel range {} … {}{}) and `real` ({} … {}{}) must map pixel values to the networks alike: give both stages the same range (for depth: the same depth_max_mm and network_depth)",
+                synthetic_range.lo,
+                synthetic_range.hi,
+                window(synthetic_range),
+                real_range.lo,
+                real_range.hi,
+                window(real_range)
             )));
         }
         let cfg = train_config(ctx, image_shape(ctx, &synthetic, &real)?)?;
