@@ -34,12 +34,14 @@ pub const NETWORK_DEPTH: ParamSpec = ParamSpec::new(
     "How networks see the stored millimetres (written into the schema as pixel_range / pixel_window): absolute = 0…depth_max_mm ↦ −1…1, the same for every crop; cube = each crop centred on the median of its hand pixels, ± cube_mm/2 ↦ ±1, background +1 (DeepPrior++'s normalisation; the hand at full contrast, but on the demo over 3 seeds no better for the estimators and the refiner learned nothing: see README)",
 );
 
-/// The per-image window `network_depth` asks for: half the cube, or none.
-pub fn network_window(ctx: &StageCtx) -> Result<Option<f32>> {
-    Ok(match ctx.params.str("network_depth")? {
+/// The `hand_sample` schema a hand stage writes: its `depth_max_mm`, and the per-image window
+/// its `network_depth` asks for (half of `cube_mm`, or none).
+pub fn stage_schema(ctx: &StageCtx) -> Result<DeclaredSchema> {
+    let window = match ctx.params.str("network_depth")? {
         "absolute" => None,
         _ => Some(ctx.params.float("cube_mm")? as f32 / 2.0),
-    })
+    };
+    hand_schema(ctx.params.float("depth_max_mm")? as f32, window)
 }
 
 const PARAMS: &[ParamSpec] = &[
@@ -214,10 +216,7 @@ impl StageKind for GenerateHands {
         "hand_sample"
     }
     fn output_schema(&self, ctx: &StageCtx, _units: &[UnitSpec]) -> Result<DeclaredSchema> {
-        hand_schema(
-            ctx.params.float("depth_max_mm")? as f32,
-            network_window(ctx)?,
-        )
+        stage_schema(ctx)
     }
     fn splittable(&self) -> bool {
         true
@@ -236,10 +235,7 @@ impl StageKind for GenerateHands {
             Look::Synthetic => "synthetic",
             Look::RealLike => "real",
         };
-        let schema = hand_schema(
-            ctx.params.float("depth_max_mm")? as f32,
-            network_window(ctx)?,
-        )?;
+        let schema = stage_schema(ctx)?;
         for chunk_start in (start..start + count).step_by(4096) {
             let chunk_end = (chunk_start + 4096).min(start + count);
             let rows: Vec<(String, Vec<u8>, bool, Frame)> = (chunk_start..chunk_end)

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use rayon::prelude::*;
 use serde_json::json;
 
-use super::generate::{NETWORK_DEPTH, frames_batch, hand_schema, network_window};
+use super::generate::{NETWORK_DEPTH, frames_batch, stage_schema};
 use super::nyu::{self, NyuJoints};
 use super::render::Frame;
 use crate::error::Result;
@@ -207,10 +207,7 @@ impl StageKind for IngestNyu {
         "hand_sample"
     }
     fn output_schema(&self, ctx: &StageCtx, _units: &[UnitSpec]) -> Result<DeclaredSchema> {
-        hand_schema(
-            ctx.params.float("depth_max_mm")? as f32,
-            network_window(ctx)?,
-        )
+        stage_schema(ctx)
     }
     fn splittable(&self) -> bool {
         true
@@ -307,10 +304,7 @@ impl StageKind for IngestNyu {
         if unit.spec["tail"].as_bool().unwrap_or(false) {
             numbers.extend(last + 1..=joints.frames as u64);
         }
-        let schema = hand_schema(
-            ctx.params.float("depth_max_mm")? as f32,
-            network_window(ctx)?,
-        )?;
+        let schema = stage_schema(ctx)?;
         for chunk in numbers.chunks(1024) {
             let done: Vec<(String, String, std::result::Result<Frame, String>)> = chunk
                 .par_iter()
