@@ -336,12 +336,7 @@ impl Root {
 
     /// Size of the object at `rel`, or `None` if it does not exist.
     pub fn size(&self, rel: &str) -> Result<Option<u64>> {
-        let p = self.path(rel);
-        match retry_read(|| self.rt.block_on(self.store.head(&p))) {
-            Ok(m) => Ok(Some(m.size)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(Error::storage("head", self.url_of(rel), e)),
-        }
+        Ok(self.version_tag(rel)?.map(|(size, _)| size))
     }
 
     /// Size and version tag (the store's ETag, else its modification time) of the object at

@@ -134,7 +134,7 @@ const MARKS: [[u8; 3]; 7] = [
 /// plain; points off the image are skipped.
 pub fn grid_png_marked(
     rows: &[&[SampleImage]],
-    marks: &[Vec<Vec<(f32, f32)>>],
+    marks: &[crate::task::Points],
     scale: u32,
     what: &str,
 ) -> Result<Vec<u8>> {

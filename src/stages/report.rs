@@ -394,12 +394,12 @@ fn sample_grid(ctx: &StageCtx, tasks: &Tasks) -> Result<Option<Vec<u8>>> {
         .iter()
         .map(|r| first(r))
         .collect::<Result<_>>()?;
-    let lists: Vec<_> = lists.into_iter().filter(|(l, _)| !l.is_empty()).collect();
+    let (lists, marks): (Vec<Vec<SampleImage>>, Vec<Marks>) =
+        lists.into_iter().filter(|(l, _)| !l.is_empty()).unzip();
     if lists.is_empty() {
         return Ok(None);
     }
-    let refs: Vec<&[SampleImage]> = lists.iter().map(|(l, _)| l.as_slice()).collect();
-    let marks: Vec<Marks> = lists.iter().map(|(_, m)| m.clone()).collect();
+    let refs: Vec<&[SampleImage]> = lists.iter().map(Vec::as_slice).collect();
     common::grid_png_marked(&refs, &marks, 3, "report sample grid").map(Some)
 }
 
