@@ -3,6 +3,9 @@ src/nn/model.rs, timed the same way (one refiner step + one discriminator step p
 inference in batches). Prints one JSON object.
 
 usage: torch_refiner.py --width 64 --batch 64 --iters 3 --threads 2 --gaze-divisor 4
+       torch_refiner.py --device cuda --width 64 --batch 512 --batches 256,1024,4096
+         (GPU: refiner inference images/s per batch and one R + D iteration, in fp32, TF32 and
+          bf16 autocast with channels_last; what ci/gpu-check.sh compares simgan against)
 """
 import argparse
 import json
@@ -72,7 +75,62 @@ class GazeNet(nn.Module):
 
 def patch_ce(logits, target):
     b, _, h, w = logits.shape
-    return F.cross_entropy(logits, torch.full((b, h, w), target, dtype=torch.long))
+    return F.cross_entropy(
+        logits, torch.full((b, h, w), target, dtype=torch.long, device=logits.device))
+
+
+def gpu_main(a):
+    """Inference and one training iteration on a CUDA device, per precision setting."""
+    dev = torch.device(a.device)
+    torch.manual_seed(0)
+    out = {"backend": f"pytorch {torch.__version__} {torch.cuda.get_device_name(dev)}",
+           "cudnn": torch.backends.cudnn.version(), "width": a.width, "batch": a.batch,
+           "iters": a.iters}
+    torch.backends.cudnn.benchmark = True
+    for mode in ("fp32", "tf32", "bf16_channels_last"):
+        tf32 = mode != "fp32"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        fmt = torch.channels_last if mode.endswith("channels_last") else torch.contiguous_format
+        amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=mode.startswith("bf16"))
+        R = Refiner(a.width).to(dev, memory_format=fmt)
+        D = Discriminator().to(dev, memory_format=fmt)
+        infer = {}
+        with torch.no_grad(), amp:
+            for b in [int(x) for x in a.batches.split(",") if x]:
+                x = (torch.rand(b, 1, 35, 55, device=dev) * 2 - 1).to(memory_format=fmt)
+                R(x); torch.cuda.synchronize()
+                t = time.perf_counter()
+                for _ in range(a.iters):
+                    y = R(x).float().cpu()
+                infer[b] = a.iters * b / (time.perf_counter() - t)
+        opt_r = torch.optim.Adam(R.parameters(), 1e-3)
+        opt_d = torch.optim.Adam(D.parameters(), 1e-3)
+        synth = (torch.rand(a.batch, 1, 35, 55, device=dev) * 2 - 1).to(memory_format=fmt)
+        real = synth * 0.9
+
+        def iteration():
+            opt_r.zero_grad()
+            with amp:
+                y = R(synth)
+                loss = patch_ce(D(y).float(), 0) + 0.5 * (y.float() - synth).abs().mean()
+            loss.backward(); opt_r.step()
+            opt_d.zero_grad()
+            with amp:
+                with torch.no_grad():
+                    y = R(synth)
+                loss = patch_ce(D(y).float(), 1) + patch_ce(D(real).float(), 0)
+            loss.backward(); opt_d.step()
+            return loss.item()
+
+        iteration(); torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(a.iters):
+            iteration()
+        torch.cuda.synchronize()
+        out[mode] = {"infer_images_per_s": infer,
+                     "train_iter_ms": (time.perf_counter() - t) * 1e3 / a.iters}
+    print(json.dumps(out))
 
 
 def main():
@@ -83,7 +141,11 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gaze-divisor", type=int, default=4)
     ap.add_argument("--gaze-batch", type=int, default=64)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batches", default="256,1024,4096")
     a = ap.parse_args()
+    if a.device != "cpu":
+        return gpu_main(a)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     R, D = Refiner(a.width), Discriminator()

@@ -49,6 +49,14 @@ pub struct BenchOptions {
     pub listing_remote_files: usize,
     /// Scratch folder.
     pub scratch: PathBuf,
+    /// Device under test for the `gpu` section (`cpu` is its dry run).
+    pub device: String,
+    /// Inference batch sizes for the `gpu` section.
+    pub batches: Vec<usize>,
+    /// Images refined on the CPU and on the device, compared, in the `gpu` section.
+    pub check_images: usize,
+    /// Training batch of the `gpu` section's R + D iteration.
+    pub train_batch: usize,
 }
 
 /// Median of `reps` timings of `f`, in seconds (each call's result discarded).
@@ -486,6 +494,277 @@ inputs = {{ data = "synthetic", refiner = "refiner" }}
     }))
 }
 
+/// CPU seconds (user + system) this process has used so far.
+fn cpu_seconds() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes one `rusage` into the pointer it is given.
+    let ok = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } == 0;
+    if !ok {
+        return f64::NAN;
+    }
+    // SAFETY: initialised by the successful call above.
+    let u = unsafe { usage.assume_init() };
+    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    s(u.ru_utime) + s(u.ru_stime)
+}
+
+/// Median CPU-µs per image of `f` over `images` (one thread), 3 repetitions.
+fn us_per_image<T>(images: usize, f: impl FnMut() -> Result<T>) -> Result<f64> {
+    Ok(median_s(3, f)? / images as f64 * 1e6)
+}
+
+/// The host side of `refine`, without the model: `refine_rows` built-in 35×55 eyes (10,000 per
+/// shard) through `refine` with `identity = true` (every batch still becomes a tensor on the
+/// device and comes back), on one lane and on two, with the wall time and the CPU time the
+/// process spent (all threads); then each host step alone on one thread, per image.
+fn bench_host(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> {
+    let (_dir, root) = temp_root(&o.scratch, "host", rt)?;
+    let base = format!(
+        r#"name = "bench-host"
+[stages.synthetic]
+kind = "generate-eyes"
+params = {{ domain = "synthetic", rows = {rows}, rows_per_shard = 10000, seed = 1 }}
+[stages.train-synthetic]
+kind = "generate-eyes"
+params = {{ domain = "synthetic", rows = 64, seed = 3 }}
+[stages.real]
+kind = "generate-eyes"
+params = {{ domain = "real-like", rows = 64, seed = 2 }}
+[stages.refiner]
+kind = "train-refiner"
+inputs = {{ synthetic = "train-synthetic", real = "real" }}
+params = {{ width = 4, blocks = 1, pretrain_r_steps = 1, pretrain_d_steps = 0, steps = 0 }}
+"#,
+        rows = o.refine_rows
+    );
+    run_pipeline(&base, &root)?;
+    let rows = o.refine_rows as f64;
+    let mut v = json!({ "rows": o.refine_rows, "rows_per_shard": 10000, "threads": threads() });
+    for (name, devices) in [
+        ("one_lane", "[\"cpu\"]"),
+        ("two_lanes", "[\"cpu\", \"cpu\"]"),
+    ] {
+        let text = format!(
+            "{base}[stages.{name}]\nkind = \"refine\"\ninputs = {{ data = \"synthetic\", refiner = \"refiner\" }}\nparams = {{ identity = true, devices = {devices} }}\n"
+        );
+        let cpu = cpu_seconds();
+        let (_, r) = run_pipeline(&text, &root)?;
+        let cpu = cpu_seconds() - cpu;
+        let wall = stage_seconds(&r, name);
+        v[name] = json!({
+            "wall_s": wall, "rows_per_s": rows / wall,
+            "cpu_s": cpu, "cpu_us_per_row": cpu / rows * 1e6,
+        });
+    }
+    // Each host step alone, one thread, over the first shard's images.
+    let committed = crate::manifest::latest(&root, "synthetic")?
+        .ok_or_else(|| Error::stage("bench", "no synthetic stage"))?;
+    let shard = committed
+        .manifest
+        .shards
+        .first()
+        .ok_or_else(|| Error::stage("bench", "no synthetic shard"))?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .map_err(|e| Error::stage("bench", e.to_string()))?;
+    let steps = pool.install(|| -> Result<Value> {
+        let bytes = crate::shards::fetch(&root, shard)?;
+        let n = shard.rows as usize;
+        let fetch = us_per_image(n, || crate::shards::fetch(&root, shard))?;
+        let decode_parquet = us_per_image(n, || {
+            crate::shards::read_bytes(bytes.clone(), &shard.path, None)
+        })?;
+        let batches = crate::shards::read_bytes(bytes.clone(), &shard.path, None)?;
+        let pngs: Vec<Vec<u8>> = batches
+            .iter()
+            .map(|b| {
+                let col = crate::sample::image_bytes(b, &shard.path)?;
+                Ok((0..b.num_rows())
+                    .map(|i| col.value(i).to_vec())
+                    .collect::<Vec<_>>())
+            })
+            .collect::<Result<Vec<_>>>()?
+            .concat();
+        let decode = || {
+            pngs.iter()
+                .map(|p| crate::sample::SampleImage::decode(p, "bench"))
+                .collect::<Result<Vec<_>>>()
+        };
+        let decode_png = us_per_image(n, decode)?;
+        let images = decode()?;
+        let range = crate::sample::ValueRange::full(8);
+        let device = Default::default();
+        let tensor = || {
+            images
+                .chunks(256)
+                .map(|c| crate::sample::to_tensor::<crate::nn::CpuBackend>(c, range, &device))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(Error::from)
+        };
+        let to_tensor = us_per_image(n, tensor)?;
+        let tensors = tensor()?;
+        let from_tensor = us_per_image(n, || {
+            tensors
+                .iter()
+                .zip(images.chunks(256))
+                .map(|(t, c)| crate::sample::from_tensor(t.clone(), 8, range, c))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(Error::from)
+        })?;
+        let encode_png = us_per_image(n, || {
+            images
+                .iter()
+                .map(|i| i.encode_png("bench"))
+                .collect::<Result<Vec<_>>>()
+        })?;
+        let encoded = images
+            .iter()
+            .map(|i| i.encode_png("bench"))
+            .collect::<Result<Vec<_>>>()?;
+        let schema = batches
+            .first()
+            .map(|b| b.schema())
+            .ok_or_else(|| Error::stage("bench", "empty synthetic shard"))?;
+        let declared = crate::schema::DeclaredSchema::found("eye_sample", 1, schema);
+        let write_parquet = us_per_image(n, || {
+            let mut w = crate::shards::ShardWriter::create(&root, "steps/out.parquet", &declared)?;
+            let mut at = 0;
+            for b in &batches {
+                let k = b.num_rows();
+                let mine = encoded.get(at..at + k).unwrap_or_default();
+                w.write(&crate::sample::with_images(b, mine, "refined")?)?;
+                at += k;
+            }
+            w.finish()
+        })?;
+        Ok(json!({
+            "fetch_verified": fetch, "parquet_decode": decode_parquet, "png_decode": decode_png,
+            "to_tensor": to_tensor, "from_tensor": from_tensor, "png_encode": encode_png,
+            "rows_to_parquet": write_parquet,
+        }))
+    })?;
+    v["steps_cpu_us_per_image_one_thread"] = steps;
+    v["peak_rss_mib"] = json!(peak_rss_mib());
+    Ok(v)
+}
+
+/// The device check (`ci/gpu-check.sh` runs it; `--device cpu` is its dry run): (a) the probe;
+/// (b) one trainer state (the paper's eye refiner at `width`, its discriminator, batch
+/// `train_batch`) and `check_images` generated eyes on the CPU and on `device`, compared — max
+/// |Δ| of the refined values, share of identical 8-bit pixels, the R → D → R losses; (c) refiner
+/// inference images/s at each of `batches` on the device; (d) `refine` end to end on
+/// `refine_rows` generated eyes, one lane and two lanes on the device; (f) one R + D iteration
+/// at `train_batch`. (e), PyTorch, is the script's: it runs `benches/torch_refiner.py` beside.
+fn bench_gpu(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> {
+    use crate::nn::device_check::DeviceCheck;
+    let device: crate::nn::DeviceSpec = o
+        .device
+        .parse()
+        .map_err(|e| Error::stage("bench", format!("--device: {e}")))?;
+    let probe = crate::nn::probe(&device)?;
+    let mut v = json!({ "device": device.to_string(), "probe": probe, "width": o.width,
+        "train_batch": o.train_batch, "check_images": o.check_images });
+    // (d) first: it generates the images (b) uses.
+    let (_dir, root) = temp_root(&o.scratch, "gpu", rt)?;
+    let base = format!(
+        r#"name = "bench-gpu"
+[stages.synthetic]
+kind = "generate-eyes"
+params = {{ domain = "synthetic", rows = {rows}, rows_per_shard = 10000, seed = 1 }}
+[stages.train-synthetic]
+kind = "generate-eyes"
+params = {{ domain = "synthetic", rows = 256, seed = 3 }}
+[stages.real]
+kind = "generate-eyes"
+params = {{ domain = "real-like", rows = 256, seed = 2 }}
+[stages.refiner]
+kind = "train-refiner"
+inputs = {{ synthetic = "train-synthetic", real = "real" }}
+params = {{ width = {w}, pretrain_r_steps = 1, pretrain_d_steps = 0, steps = 0 }}
+"#,
+        rows = o.refine_rows.max(o.check_images),
+        w = o.width
+    );
+    let (generate_s, _) = run_pipeline(&base, &root)?;
+    v["generate_s"] = json!(generate_s);
+    let batch = o.batches.iter().copied().max().unwrap_or(256);
+    for (name, lanes) in [("refine_one_lane", 1), ("refine_two_lanes", 2)] {
+        let devices = vec![format!("\"{device}\""); lanes].join(", ");
+        let text = format!(
+            "{base}[stages.{name}]\nkind = \"refine\"\ninputs = {{ data = \"synthetic\", refiner = \"refiner\" }}\nparams = {{ devices = [{devices}], batch_size = {batch} }}\n"
+        );
+        let cpu = cpu_seconds();
+        let (_, r) = run_pipeline(&text, &root)?;
+        let cpu = cpu_seconds() - cpu;
+        let wall = stage_seconds(&r, name);
+        let rows = o.refine_rows.max(o.check_images) as f64;
+        v[name] = json!({ "rows": rows, "batch_size": batch, "wall_s": wall,
+            "rows_per_s": rows / wall, "cpu_us_per_row": cpu / rows * 1e6 });
+    }
+    // (b), (c), (f): one checkpoint, the CPU as the reference.
+    let committed = crate::manifest::latest(&root, "synthetic")?
+        .ok_or_else(|| Error::stage("bench", "no synthetic stage"))?;
+    let mut images =
+        crate::sample::load_limited(&root, &committed, None, Some(o.check_images))?.images;
+    images.truncate(o.check_images);
+    let range = crate::sample::ValueRange::full(8);
+    let cpu_device = crate::nn::CpuDevice::default();
+    let x = crate::sample::to_tensor::<crate::nn::CpuBackend>(&images, range, &cpu_device)?;
+    let shape = x.dims();
+    let values = x
+        .into_data()
+        .to_vec::<f32>()
+        .map_err(crate::nn::NnError::from)?;
+    let cfg = crate::nn::TrainConfig::new()
+        .with_refiner(crate::nn::RefinerConfig::narrow(o.width))
+        .with_batch_size(o.train_batch)
+        .with_history_capacity(o.train_batch * 4);
+    let trainer =
+        crate::nn::RefinerTrainer::<crate::nn::CpuAutodiffBackend>::new(cfg, &cpu_device)?;
+    let check = DeviceCheck {
+        checkpoint: trainer.save_checkpoint(false)?,
+        images: values,
+        shape,
+        batches: o.batches.clone(),
+        reps: 3,
+    };
+    let reference = crate::nn::run_on(
+        &crate::nn::DeviceSpec::Cpu,
+        DeviceCheck {
+            batches: Vec::new(),
+            ..check.clone()
+        },
+    )??;
+    let run = crate::nn::run_on(&device, check)??;
+    let to8 = |t: f32| ((t.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
+    let (mut max_abs, mut same8, mut max_levels) = (0f32, 0usize, 0u8);
+    for (a, b) in reference.refined.iter().zip(&run.refined) {
+        max_abs = max_abs.max((a - b).abs());
+        let (p, q) = (to8(*a), to8(*b));
+        same8 += usize::from(p == q);
+        max_levels = max_levels.max(p.abs_diff(q));
+    }
+    let rel = |a: f32, b: f32| ((a - b).abs() / a.abs().max(1e-12)) as f64;
+    v["correctness"] = json!({
+        "images": o.check_images, "values": run.refined.len(),
+        "max_abs_diff": max_abs, "identical_8bit_share": same8 as f64 / run.refined.len().max(1) as f64,
+        "max_8bit_levels": max_levels,
+        "losses_cpu": [reference.r1_loss, reference.d_loss, reference.r2_loss],
+        "losses_device": [run.r1_loss, run.d_loss, run.r2_loss],
+        "losses_rel_diff": [rel(reference.r1_loss, run.r1_loss), rel(reference.d_loss, run.d_loss), rel(reference.r2_loss, run.r2_loss)],
+    });
+    v["infer_images_per_s"] = json!(
+        run.infer_images_per_s
+            .iter()
+            .map(|(b, r)| json!({ "batch": b, "images_per_s": r }))
+            .collect::<Vec<_>>()
+    );
+    v["train_iter_ms"] = json!({ "device": run.train_iter_ms, "cpu": reference.train_iter_ms });
+    v["peak_rss_mib"] = json!(peak_rss_mib());
+    Ok(v)
+}
+
 /// The task's headline figure on the real test split per estimator role (gaze: mean error in
 /// degrees; classification: accuracy; regression: MAE), from the report's `report_summary`
 /// shard, and the metric's name.
@@ -664,11 +943,13 @@ pub fn run(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> {
             "verify" => bench_verify(o, rt)?,
             "listing" => bench_listing(o, rt)?,
             "hands" => bench_hands(o, rt)?,
+            "host" => bench_host(o, rt)?,
+            "gpu" => bench_gpu(o, rt)?,
             other => {
                 return Err(Error::stage(
                     "bench",
                     format!(
-                        "unknown section `{other}` (train, refine, generate, ingest, runner, demo, scale, verify, listing, hands)"
+                        "unknown section `{other}` (train, refine, generate, ingest, runner, demo, scale, verify, listing, hands, host, gpu)"
                     ),
                 ));
             }

@@ -380,7 +380,19 @@ impl SampleImage {
     }
 }
 
+/// `round()` of a value in `[0, 2²²)`, without a libm call (x86-64's baseline has no rounding
+/// instruction, so `f32::round` is a function call per pixel); NaN stays NaN.
+#[inline]
+fn round_non_negative(x: f32) -> f32 {
+    // Adding and removing 2²³ rounds to nearest, ties to even (exact for 0 ≤ x < 2²²); a tie
+    // that went down goes up instead, as `round` does. Branch-free, so the loops vectorise.
+    const SHIFT: f32 = 8_388_608.0;
+    let even = (x + SHIFT) - SHIFT;
+    even + f32::from(u8::from(x - even == 0.5))
+}
+
 /// Images of one size and format → `[n, channels, height, width]`, `range` mapped to `[-1, 1]`.
+/// Images convert in parallel (rayon); 8-bit samples through a 256-entry table per image.
 pub fn to_tensor<B: Backend>(
     images: &[SampleImage],
     range: ValueRange,
@@ -399,42 +411,47 @@ pub fn to_tensor<B: Backend>(
         first.channels as usize,
     );
     let format = first.format();
+    if let Some((i, img)) = images.iter().enumerate().find(|(_, img)| {
+        (img.width as usize, img.height as usize) != (w, h) || img.format() != format
+    }) {
+        return Err(shape_err(format!(
+            "image {i} is {}×{} {}, image 0 is {w}×{h} {format}",
+            img.width,
+            img.height,
+            img.format()
+        )));
+    }
     let plane = w * h;
     let mut data = vec![0f32; images.len() * c * plane];
-    for (i, (img, out)) in images
-        .iter()
-        .zip(data.chunks_exact_mut(c * plane))
-        .enumerate()
-    {
-        if (img.width as usize, img.height as usize) != (w, h) || img.format() != format {
-            return Err(shape_err(format!(
-                "image {i} is {}×{} {}, image 0 is {w}×{h} {format}",
-                img.width,
-                img.height,
-                img.format()
-            )));
-        }
-        let centre = range.centre(img);
-        let put = |k: usize, v: f32, out: &mut [f32]| {
-            // Interleaved index k = pixel * c + channel → planar channel * plane + pixel.
-            out[(k % c) * plane + k / c] = range.to_net(v, centre);
-        };
-        match &img.pixels {
-            Pixels::U8(p) if c == 1 => {
-                for (o, v) in out.iter_mut().zip(p) {
-                    *o = range.to_net(*v as f32, centre);
+    data.par_chunks_exact_mut(c * plane)
+        .zip(images.par_iter())
+        .for_each(|(out, img)| {
+            let centre = range.centre(img);
+            match &img.pixels {
+                Pixels::U8(p) => {
+                    let table: [f32; 256] = std::array::from_fn(|v| range.to_net(v as f32, centre));
+                    if c == 1 {
+                        for (o, v) in out.iter_mut().zip(p) {
+                            *o = table[*v as usize];
+                        }
+                    } else {
+                        // Interleaved (pixel, channel) → planar (channel, pixel).
+                        for (k, px) in p.chunks_exact(c).enumerate() {
+                            for (ch, v) in px.iter().enumerate() {
+                                out[ch * plane + k] = table[*v as usize];
+                            }
+                        }
+                    }
+                }
+                Pixels::U16(p) => {
+                    for (k, px) in p.chunks_exact(c).enumerate() {
+                        for (ch, v) in px.iter().enumerate() {
+                            out[ch * plane + k] = range.to_net(*v as f32, centre);
+                        }
+                    }
                 }
             }
-            Pixels::U8(p) => p
-                .iter()
-                .enumerate()
-                .for_each(|(k, v)| put(k, *v as f32, out)),
-            Pixels::U16(p) => p
-                .iter()
-                .enumerate()
-                .for_each(|(k, v)| put(k, *v as f32, out)),
-        }
-    }
+        });
     Ok(Tensor::from_data(
         TensorData::new(data, [images.len(), c, h, w]),
         device,
@@ -444,7 +461,7 @@ pub fn to_tensor<B: Backend>(
 /// `[n, channels, height, width]` in `[-1, 1]` → images of `bits` bits, `[-1, 1]` mapped back to
 /// `range` (clamped, rounded). `sources` are the images the tensor was made from, in order: a
 /// windowed range maps image `i` back around the centre of `sources[i]` (other ranges ignore
-/// them).
+/// them). Images convert in parallel (rayon).
 pub fn from_tensor<B: Backend>(
     tensor: Tensor<B, 4>,
     bits: u8,
@@ -467,32 +484,45 @@ pub fn from_tensor<B: Backend>(
             message: format!("expected 1 or 3 channels, got {c}"),
         });
     }
-    let values = tensor.into_data().convert::<f32>().to_vec::<f32>()?;
+    let data = tensor.into_data().convert::<f32>();
+    let values = data.as_slice::<f32>()?;
     let plane = h * w;
-    let format = PixelFormat {
-        channels: c as u8,
-        bits,
-    };
-    let top = ValueRange::full(format.bits).hi;
+    let top = ValueRange::full(bits).hi;
     Ok(values
-        .chunks_exact(c * plane)
+        .par_chunks_exact(c * plane)
         .take(n)
         .enumerate()
         .map(|(i, chunk)| {
             let centre = sources.get(i).map_or(0.0, |s| range.centre(s));
-            let level = |v: f32| range.to_pixel(v, centre).clamp(0.0, top);
-            // Planar → interleaved.
-            let at = |k: usize| chunk[(k % c) * plane + k / c];
-            let pixels = if bits == 16 {
-                Pixels::U16(
+            let level = |v: f32| round_non_negative(range.to_pixel(v, centre).clamp(0.0, top));
+            // Planar (channel, pixel) → interleaved (pixel, channel).
+            let interleaved = |k: usize| chunk[(k % c) * plane + k / c];
+            let pixels = match (bits, c, range.window) {
+                (16, _, _) => Pixels::U16(
                     (0..c * plane)
-                        .map(|k| level(at(k)).round() as u16)
+                        .map(|k| level(interleaved(k)) as u16)
                         .collect(),
-                )
-            } else if c == 1 {
-                Pixels::U8(chunk.iter().map(|v| level(*v).round() as u8).collect())
-            } else {
-                Pixels::U8((0..c * plane).map(|k| level(at(k)).round() as u8).collect())
+                ),
+                // The plain linear map on grey, written out so that it vectorises: the same
+                // arithmetic as `to_pixel`.
+                (_, 1, None) => {
+                    let (half, lo) = (range.half(), range.lo);
+                    Pixels::U8(
+                        chunk
+                            .iter()
+                            .map(|t| {
+                                let v = (t.clamp(-1.0, 1.0) + 1.0) * half + lo;
+                                round_non_negative(v.clamp(0.0, top)) as u8
+                            })
+                            .collect(),
+                    )
+                }
+                (_, 1, Some(_)) => Pixels::U8(chunk.iter().map(|v| level(*v) as u8).collect()),
+                _ => Pixels::U8(
+                    (0..c * plane)
+                        .map(|k| level(interleaved(k)) as u8)
+                        .collect(),
+                ),
             };
             SampleImage {
                 width: w as u32,
@@ -755,6 +785,39 @@ mod tests {
             let back = SampleImage::decode(&png, "t").unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(back, img);
         }
+    }
+
+    /// The branch-free rounding is `f32::round` on every value a pixel can take, ties included
+    /// (grey 8-bit through the plain map lands on .5 for network 0).
+    #[test]
+    fn round_non_negative_is_round() {
+        let mut values: Vec<f32> = (0..=65535 * 4).map(|k| k as f32 / 4.0).collect();
+        values.extend([0.49999997, 1.4999999, 127.49999, 65534.5, 0.0, 1e-30]);
+        let mut x = 0.1f32;
+        for _ in 0..100_000 {
+            x = (x * 1.618_034 + 0.37) % 65535.0;
+            values.push(x);
+        }
+        for v in values {
+            assert_eq!(round_non_negative(v), v.round(), "{v}");
+        }
+        assert!(round_non_negative(f32::NAN).is_nan());
+        // The grey fast path: every 8-bit level and the midpoints between them.
+        let range = ValueRange::full(8);
+        let t: Vec<f32> = (0..=510).map(|k| k as f32 / 255.0 - 1.0).collect();
+        let tensor = Tensor::<CpuBackend, 4>::from_data(
+            TensorData::new(t.clone(), [1, 1, 1, t.len()]),
+            &Default::default(),
+        );
+        let back = from_tensor(tensor, 8, range, &[]).unwrap_or_default();
+        let expect: Vec<u8> = t
+            .iter()
+            .map(|v| range.to_pixel(*v, 0.0).clamp(0.0, 255.0).round() as u8)
+            .collect();
+        assert_eq!(
+            back.first().map(|i| i.pixels.clone()),
+            Some(Pixels::U8(expect))
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ use parquet::arrow::async_writer::AsyncFileWriter;
 use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -73,6 +74,22 @@ impl AsyncFileWriter for HashingUpload {
     }
 }
 
+/// The Parquet column paths of the binary leaves among `fields` (inside structs too).
+fn binary_leaves(fields: &arrow::datatypes::Fields, prefix: &[String]) -> Vec<Vec<String>> {
+    use arrow::datatypes::DataType;
+    let mut out = Vec::new();
+    for f in fields {
+        let mut path = prefix.to_vec();
+        path.push(f.name().clone());
+        match f.data_type() {
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView => out.push(path),
+            DataType::Struct(children) => out.extend(binary_leaves(children, &path)),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Writes one Parquet shard. Nothing is visible at `path` until [`ShardWriter::finish`]
 /// succeeds; dropping the writer aborts the upload.
 pub struct ShardWriter {
@@ -95,12 +112,17 @@ impl ShardWriter {
             .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
             .collect();
         kv.sort_by(|a, b| a.key.cmp(&b.key));
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .set_key_value_metadata(Some(kv))
-            .set_created_by(format!("simgan {}", env!("CARGO_PKG_VERSION")))
-            .build();
+            .set_created_by(format!("simgan {}", env!("CARGO_PKG_VERSION")));
+        // Binary columns hold encoded files (PNG, weights), each unique: no dictionary (its
+        // interner hashed every image only to give up on the first page).
+        for path in binary_leaves(declared.arrow.fields(), &[]) {
+            props = props.set_column_dictionary_enabled(ColumnPath::new(path), false);
+        }
+        let props = props.build();
         let upload = HashingUpload {
             inner: root.writer(rel),
             hasher: Sha256::new(),
@@ -362,4 +384,60 @@ fn local_checked(
 /// Verify that the object at `info.path` still has the recorded size and checksum.
 pub fn verify(root: &Root, info: &ShardInfo) -> Result<bool> {
     Ok(check(root, info)?.is_none())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use parquet::basic::Encoding;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    use super::*;
+
+    /// Encoded files (the image struct's `bytes`) are written without a dictionary; the other
+    /// columns keep parquet's default one. Read back by parquet's own file reader.
+    #[test]
+    fn binary_columns_are_written_without_a_dictionary() {
+        let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let root = Root::open(dir.path().to_str().unwrap_or_default(), rt.handle().clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ids: Vec<String> = (0..50).map(|i| format!("r{i}")).collect();
+        let pngs: Vec<Vec<u8>> = (0..50u8).map(|i| vec![i; 64]).collect();
+        let image = crate::sample::image_column(
+            pngs.iter().map(|p| p.as_slice()),
+            ids.iter().map(|s| s.as_str()),
+        );
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("image", image.data_type().clone(), true),
+        ]));
+        let id: ArrayRef = Arc::new(StringArray::from(ids.clone()));
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![id, image]).unwrap_or_else(|e| panic!("{e}"));
+        let declared = DeclaredSchema::found("t", 1, schema);
+        let mut w =
+            ShardWriter::create(&root, "t/s.parquet", &declared).unwrap_or_else(|e| panic!("{e}"));
+        w.write(&batch).unwrap_or_else(|e| panic!("{e}"));
+        w.finish().unwrap_or_else(|e| panic!("{e}"));
+        let file =
+            std::fs::File::open(dir.path().join("t/s.parquet")).unwrap_or_else(|e| panic!("{e}"));
+        let reader = SerializedFileReader::new(file).unwrap_or_else(|e| panic!("{e}"));
+        let group = reader.metadata().row_group(0);
+        let dictionary = |path: &str| {
+            let col = group
+                .columns()
+                .iter()
+                .find(|c| c.column_path().string() == path)
+                .unwrap_or_else(|| panic!("no column {path}"));
+            col.dictionary_page_offset().is_some()
+                || col.encodings().any(|e| e == Encoding::RLE_DICTIONARY)
+        };
+        assert!(!dictionary("image.bytes"));
+        assert!(dictionary("image.path"));
+        assert!(dictionary("id"));
+    }
 }

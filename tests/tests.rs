@@ -8,6 +8,7 @@ mod e2e;
 mod e2e_hands;
 mod e2e_images;
 mod faults;
+mod gpu_check;
 mod ingest;
 mod ingest_images;
 mod ingest_nyu;

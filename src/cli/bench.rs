@@ -8,8 +8,8 @@ use crate::bench::{self, BenchOptions};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Sections: train, refine, generate, ingest, runner, demo, scale, verify, listing, hands
-    /// (comma-separated).
+    /// Sections: train, refine, generate, ingest, runner, demo, scale, verify, listing, hands,
+    /// host, gpu (comma-separated).
     #[arg(
         long,
         value_delimiter = ',',
@@ -52,6 +52,35 @@ pub struct BenchArgs {
     /// Scratch folder (deleted first).
     #[arg(long, default_value = "/tmp/simgan-bench")]
     scratch: PathBuf,
+    /// Device under test for the gpu section ("cuda:0"; "cpu" is its dry run).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Inference batch sizes for the gpu section.
+    #[arg(long, value_delimiter = ',', default_value = "256,1024,4096")]
+    batches: Vec<usize>,
+    /// Images refined on the CPU and on the device and compared (gpu section).
+    #[arg(long, default_value_t = 1024)]
+    check_images: usize,
+    /// Batch of the gpu section's training iteration.
+    #[arg(long, default_value_t = 512)]
+    train_batch: usize,
+}
+
+/// `simgan probe`: whether each device can run here, one line each.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Devices ("cpu", "cuda", "cuda:N").
+    #[arg(default_value = "cpu")]
+    devices: Vec<String>,
+}
+
+/// Print each device's line; fail on the first that cannot run, naming what is missing.
+pub fn probe(a: ProbeArgs) -> anyhow::Result<()> {
+    for d in &a.devices {
+        let spec: crate::nn::DeviceSpec = d.parse()?;
+        println!("{}", crate::nn::probe(&spec)?);
+    }
+    Ok(())
 }
 
 pub fn bench(a: BenchArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
@@ -69,6 +98,10 @@ pub fn bench(a: BenchArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         listing_files: a.listing_files,
         listing_remote_files: a.listing_remote_files,
         scratch: a.scratch,
+        device: a.device,
+        batches: a.batches,
+        check_images: a.check_images,
+        train_batch: a.train_batch,
     };
     let report = bench::run(&o, rt.handle())?;
     println!("{}", serde_json::to_string_pretty(&report)?);

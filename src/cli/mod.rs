@@ -58,10 +58,12 @@ enum Command {
     Query(data::QueryArgs),
     /// Submit the pipeline to Slurm (job arrays, afterok chains) or print Kubernetes Indexed Jobs.
     Submit(submit::SubmitArgs),
-    /// Measure throughput (train, refine, generate, ingest, runner) as JSON; see the notes.
+    /// Measure throughput and check devices (sections: see `simgan bench --help`) as JSON.
     Bench(bench::BenchArgs),
     /// The stage kinds, their inputs and params.
     Kinds,
+    /// Check that devices can run here (CUDA: driver, NVRTC, the GPU index) and describe them.
+    Probe(bench::ProbeArgs),
 }
 
 /// Pipeline file and root, shared by `run` and `status`.
@@ -198,6 +200,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Export(a) => data::export(a, &rt),
         Command::Query(a) => data::query(a, &rt),
         Command::Submit(a) => submit::submit(a, &rt),
+        Command::Probe(a) => bench::probe(a),
         Command::Bench(a) => bench::bench(a, &rt),
         Command::Kinds => {
             inspect::kinds();

@@ -141,19 +141,143 @@ pub trait BackendJob {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
 }
 
-/// Run `job` on the backend and device named by `spec`.
+/// Run `job` on the backend and device named by `spec`, after [`probe`] found the device usable.
 ///
-/// Errors only when the device is not compiled in; the job's own errors are in its `Output`.
+/// Errors when the device is not compiled in or not usable here, and (CUDA) when the backend
+/// panics inside the job: cubecl reports a driver or compiler failure by panicking on its
+/// device thread, and that becomes [`NnError::DeviceUnavailable`] naming the device, not a
+/// crash. The job's own errors are in its `Output`.
 pub fn run_on<J: BackendJob>(spec: &DeviceSpec, job: J) -> Result<J::Output, NnError> {
+    probe(spec)?;
     match spec {
         DeviceSpec::Cpu => Ok(job.run::<CpuAutodiffBackend>(CpuDevice::default())),
         #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(index) => Ok(job.run::<CudaAutodiffBackend>(CudaDevice { index: *index })),
+        DeviceSpec::Cuda(index) => {
+            let device = CudaDevice { index: *index };
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                job.run::<CudaAutodiffBackend>(device)
+            }))
+            .map_err(|payload| NnError::DeviceUnavailable {
+                spec: spec.to_string(),
+                reason: format!("the CUDA backend failed: {}", panic_message(&payload)),
+            })
+        }
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Cuda(_) => Err(NnError::CudaNotCompiled {
             spec: spec.to_string(),
         }),
     }
+}
+
+/// The text of a caught panic.
+#[cfg(feature = "cuda")]
+fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Probes already made in this process (a device is checked once, not once per batch).
+static PROBED: Mutex<Vec<(DeviceSpec, Result<String, String>)>> = Mutex::new(Vec::new());
+
+/// Check that `spec` can run here, before any work, and describe it in one line: the CPU
+/// backend and its threads; for CUDA the GPU's name, compute capability, memory, driver and
+/// NVRTC versions. A CUDA device fails with [`NnError::DeviceUnavailable`] naming what is
+/// missing — the driver library (`libcuda.so`), NVRTC (`libnvrtc.so`), or the GPU index — found
+/// by asking the driver directly, without starting the backend (whose own failures are
+/// panics). Results are cached per process.
+pub fn probe(spec: &DeviceSpec) -> Result<String, NnError> {
+    let mut cache = PROBED.lock().unwrap_or_else(|p| p.into_inner());
+    let result = match cache.iter().find(|(s, _)| s == spec) {
+        Some((_, r)) => r.clone(),
+        None => {
+            let r = match spec {
+                DeviceSpec::Cpu => Ok(format!(
+                    "cpu: burn-flex, {} threads",
+                    rayon::current_num_threads()
+                )),
+                #[cfg(feature = "cuda")]
+                DeviceSpec::Cuda(index) => probe_cuda(*index),
+                #[cfg(not(feature = "cuda"))]
+                DeviceSpec::Cuda(_) => {
+                    return Err(NnError::CudaNotCompiled {
+                        spec: spec.to_string(),
+                    });
+                }
+            };
+            cache.push((*spec, r.clone()));
+            r
+        }
+    };
+    result.map_err(|reason| NnError::DeviceUnavailable {
+        spec: spec.to_string(),
+        reason,
+    })
+}
+
+/// The CUDA probe: dynamic-loading checks first (cudarc panics on a missing library), then
+/// driver calls that return errors.
+#[cfg(feature = "cuda")]
+fn probe_cuda(index: usize) -> Result<String, String> {
+    use cudarc::driver::{result, sys};
+    let driver = |what: &'static str| move |e: result::DriverError| format!("{what}: {e:?}");
+    // SAFETY: only tries to open the shared library by its usual names.
+    if !unsafe { sys::is_culib_present() } {
+        return Err(
+            "the NVIDIA driver library (libcuda.so) was not found: no driver on this machine, \
+             or the container was started without GPU access"
+                .into(),
+        );
+    }
+    // SAFETY: as above, for NVRTC (cubecl compiles its kernels with it at run time).
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(
+            "NVRTC (libnvrtc.so, part of the CUDA toolkit) was not found: install the toolkit \
+             or add its lib64 folder to LD_LIBRARY_PATH"
+                .into(),
+        );
+    }
+    result::init().map_err(driver("cuInit"))?;
+    let count = result::device::get_count().map_err(driver("cuDeviceGetCount"))?;
+    let count = usize::try_from(count).unwrap_or(0);
+    if index >= count {
+        return Err(format!(
+            "no GPU with index {index}: the driver sees {count} (CUDA_VISIBLE_DEVICES may hide some)"
+        ));
+    }
+    let ordinal = i32::try_from(index).map_err(|_| format!("GPU index {index} is too large"))?;
+    let dev = result::device::get(ordinal).map_err(driver("cuDeviceGet"))?;
+    let name = result::device::get_name(dev).map_err(driver("cuDeviceGetName"))?;
+    use sys::CUdevice_attribute::{
+        CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR as MAJOR,
+        CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR as MINOR,
+    };
+    // SAFETY: `dev` came from `cuDeviceGet` above.
+    let (major, minor, memory) = unsafe {
+        (
+            result::device::get_attribute(dev, MAJOR).map_err(driver("compute capability"))?,
+            result::device::get_attribute(dev, MINOR).map_err(driver("compute capability"))?,
+            result::device::total_mem(dev).map_err(driver("cuDeviceTotalMem"))?,
+        )
+    };
+    let mut driver_version = 0;
+    // SAFETY: writes one int.
+    unsafe { sys::cuDriverGetVersion(&mut driver_version) }
+        .result()
+        .map_err(driver("cuDriverGetVersion"))?;
+    let (mut nv_major, mut nv_minor) = (0, 0);
+    // SAFETY: writes two ints.
+    unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut nv_major, &mut nv_minor) }
+        .result()
+        .map_err(|e| format!("nvrtcVersion: {e:?}"))?;
+    Ok(format!(
+        "cuda:{index}: {name}, sm_{major}{minor}, {:.0} GiB, driver {}.{}, NVRTC {nv_major}.{nv_minor}",
+        memory as f64 / (1u64 << 30) as f64,
+        driver_version / 1000,
+        driver_version % 1000 / 10
+    ))
 }
 
 /// Seed the backend's random generator (parameter initialisation, `Tensor::random`).
@@ -243,6 +367,21 @@ mod tests {
             let t = Tensor::<B, 1>::from_floats([1.0, 2.0, 3.0], &device);
             use burn::tensor::ElementConversion;
             t.sum().into_scalar().elem::<f32>()
+        }
+    }
+
+    #[test]
+    fn probe_describes_the_cpu_and_names_a_missing_cuda() {
+        let cpu = probe(&DeviceSpec::Cpu).unwrap_or_else(|e| panic!("{e}"));
+        assert!(cpu.starts_with("cpu: burn-flex"), "{cpu}");
+        let cuda = probe(&DeviceSpec::Cuda(7)).map_err(|e| e.to_string());
+        #[cfg(not(feature = "cuda"))]
+        assert!(matches!(cuda, Err(e) if e.contains("feature `cuda`")));
+        // With the feature, on a machine without that GPU: one line naming what is missing.
+        #[cfg(feature = "cuda")]
+        if let Err(e) = cuda {
+            assert!(e.starts_with("device cuda:7: "), "{e}");
+            assert!(!e.contains('\n'), "{e}");
         }
     }
 

@@ -16,6 +16,9 @@
 //!   and trainer.
 //! - [`checkpoint`]: trainer state and bare models to and from bytes (safetensors + JSON).
 //! - [`bench`]: CPU timing of the full-size eye refiner.
+//! - [`device_check`]: one trainer state and image set on the CPU and on a device, compared
+//!   and timed (`simgan bench --sections gpu`).
+//! - [`backend::probe`]: whether a device can run here, before any work.
 //!
 //! Image convention everywhere: `Tensor<B, 4>` shaped `[batch, channels, height, width]`, values
 //! in `[-1, 1]` (u8 grey level `v` ↦ `v / 127.5 − 1`).
@@ -24,6 +27,7 @@ pub mod backend;
 pub mod bench;
 pub mod checkpoint;
 pub mod conv;
+pub mod device_check;
 pub mod history;
 pub mod hourglass;
 pub mod loss;
@@ -32,7 +36,7 @@ pub mod train;
 
 pub use backend::{
     BackendJob, CpuAutodiffBackend, CpuBackend, CpuDevice, DeviceSpec, DeviceSpecError,
-    init_seeded, run_on, seed, tune_allocator,
+    init_seeded, probe, run_on, seed, tune_allocator,
 };
 pub use bench::{BenchReport, bench_cpu};
 pub use checkpoint::{
@@ -62,6 +66,15 @@ pub enum NnError {
     CudaNotCompiled {
         /// The device string that asked for CUDA.
         spec: String,
+    },
+    /// The device cannot be used on this machine (no driver, no such GPU, no NVRTC), found
+    /// by [`probe`] before any work; or the backend failed inside (a panic, caught).
+    #[error("device {spec}: {reason}")]
+    DeviceUnavailable {
+        /// The device asked for.
+        spec: String,
+        /// What is missing or what failed, in one line.
+        reason: String,
     },
     /// A batch or image had a shape this code cannot use.
     #[error("shape error in {context}: {message}")]

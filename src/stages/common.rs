@@ -26,7 +26,8 @@ pub fn device(ctx: &StageCtx) -> Result<DeviceSpec> {
 }
 
 /// Parse one device string of param `param` (`device`, or an entry of `devices`), failing early
-/// if this binary cannot use it.
+/// if this binary cannot use it or the machine lacks it ([`crate::nn::probe`]: the driver, NVRTC,
+/// the GPU index), with one line naming what is missing.
 pub fn parse_device(ctx: &StageCtx, param: &str, s: &str) -> Result<DeviceSpec> {
     let spec: DeviceSpec = s
         .parse()
@@ -36,6 +37,7 @@ pub fn parse_device(ctx: &StageCtx, param: &str, s: &str) -> Result<DeviceSpec> 
             "param `{param}` = \"{s}\" needs a binary built with `--features cuda`"
         )));
     }
+    crate::nn::probe(&spec).map_err(|e| ctx.err(format!("param `{param}`: {e}")))?;
     Ok(spec)
 }
 

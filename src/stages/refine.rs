@@ -92,6 +92,14 @@ const PARAMS: &[ParamSpec] = &[
         "2",
         "Input shards fetched and decoded ahead of the one computing",
     ),
+    ParamSpec::new(
+        "identity",
+        ParamType::Bool,
+        "false",
+        "Benchmark mode: skip the network (each batch still goes to the device and back, and \
+         every host step runs: fetch, decode, conversion, encode, write), so the stage's time is \
+         the pipeline's own cost; the output is the input's images",
+    ),
 ];
 
 /// The devices of the lanes: `devices`, else `[device]`.
@@ -122,14 +130,22 @@ struct RefineJob<'a> {
     batch_size: usize,
     /// Seed of this unit's noise (from the input shard's checksum).
     seed: u64,
+    /// Skip the network (the `identity` param).
+    identity: bool,
 }
 
 impl BackendJob for RefineJob<'_> {
     type Output = Result<Vec<Vec<u8>>>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let err = |e: NnError| Error::stage(self.stage, e.to_string());
-        let (refiner, _cfg) =
-            nn::load_refiner::<B::InnerBackend>(self.weights, &device).map_err(err)?;
+        let refiner = match self.identity {
+            true => None,
+            false => Some(
+                nn::load_refiner::<B::InnerBackend>(self.weights, &device)
+                    .map_err(err)?
+                    .0,
+            ),
+        };
         let mut pngs: Vec<Vec<u8>> = Vec::with_capacity(self.images.len());
         let mut pending: Option<Vec<SampleImage>> = None;
         let bits = self.images.first().map(|i| i.format().bits).unwrap_or(8);
@@ -143,7 +159,11 @@ impl BackendJob for RefineJob<'_> {
             );
             let x =
                 sample::to_tensor::<B::InnerBackend>(chunk, self.range, &device).map_err(err)?;
-            let y = nn::refine(&refiner, x); // [batch, c, h, w], computed lazily by the device
+            // [batch, c, h, w], computed lazily by the device
+            let y = match &refiner {
+                Some(r) => nn::refine(r, x),
+                None => x,
+            };
             // Encode the previous batch on rayon while this one computes.
             let (encoded, refined) = rayon::join(
                 || {
@@ -315,6 +335,7 @@ impl StageKind for Refine {
             range,
             batch_size: ctx.params.usize("batch_size")?,
             seed,
+            identity: ctx.params.bool("identity")?,
         };
         let pngs = nn::run_on(device, job)??;
         let mut at = 0;
