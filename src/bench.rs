@@ -8,7 +8,10 @@
 //! pipeline, commit overhead per shard), `verify` (shard reads and `query` with verification on
 //! vs off, and `simgan verify`'s hashing rate), `listing` (the source-listing fingerprint of
 //! many raw files, local and on the remote root), `hands` (the procedural hand's frames/s, the
-//! hand refiner's inference and the stacked hourglass's training step at 64 and 224 px).
+//! hand refiner's inference and the stacked hourglass's training step at 64 and 224 px), `host`
+//! (`refine` with the identity refiner: the pipeline's own CPU-µs per image, and each host step
+//! alone), `gpu` (the device check `ci/gpu-check.sh` runs: CPU vs device, images/s per batch,
+//! refine on one and two lanes, one training iteration).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -23,7 +26,7 @@ use crate::storage::Root;
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
-    /// Sections to run (train, refine, generate, ingest, runner, demo, scale).
+    /// Sections to run (see the module docs).
     pub sections: Vec<String>,
     /// Refiner width for `train` and `refine` (64 = paper).
     pub width: usize,

@@ -118,7 +118,7 @@ impl ShardWriter {
             .set_key_value_metadata(Some(kv))
             .set_created_by(format!("simgan {}", env!("CARGO_PKG_VERSION")));
         // Binary columns hold encoded files (PNG, weights), each unique: no dictionary (its
-        // interner hashed every image only to give up on the first page).
+        // interner hashed every image for a dictionary that cannot help).
         for path in binary_leaves(declared.arrow.fields(), &[]) {
             props = props.set_column_dictionary_enabled(ColumnPath::new(path), false);
         }

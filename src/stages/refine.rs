@@ -12,7 +12,8 @@
 //! batch computes (double buffering), and rows stream into the output shard, committed as soon as
 //! the unit finishes. `devices = ["cuda:0", "cuda:1"]` runs one lane per device, fed from the same
 //! reader. The source image is referenced, not copied: same `id`, and the manifest names the input
-//! stage version and the refiner version (lineage).
+//! stage version and the refiner version (lineage). `identity = true` skips the network (a
+//! benchmark of the pipeline's own cost: `simgan bench --sections host`).
 
 use arrow::record_batch::RecordBatch;
 use burn::tensor::backend::AutodiffBackend;
