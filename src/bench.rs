@@ -400,8 +400,52 @@ fn bench_hands(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> {
     Ok(v)
 }
 
+/// A 640×480 render for the ingest bench: skin tone with low-frequency shading and per-pixel
+/// noise (so the JPEG's entropy-coded data is as dense as a textured render's, not a flat
+/// fixture's), an eye (sclera, iris, pupil) at the label's margin centre; saved at quality 75.
+fn textured_render(
+    label: &crate::domains::eyes::unityeyes::UnityEyesLabel,
+    (w, h): (u32, u32),
+    seed: u64,
+) -> image::RgbImage {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let n = label.interior_margin.len().max(1) as f32;
+    let c = label
+        .interior_margin
+        .iter()
+        .fold([0.0, 0.0], |a, p| [a[0] + p[0] / n, a[1] + p[1] / n]);
+    let phase: f32 = rng.random_range(0.0..std::f32::consts::TAU);
+    image::RgbImage::from_fn(w, h, |x, y| {
+        let (xf, yf) = (x as f32, y as f32);
+        let mut v =
+            150.0 + 25.0 * (xf / 97.0 + phase).sin() * (yf / 71.0).cos() + 15.0 * yf / h as f32;
+        let (dx, dy) = (xf - c[0], yf - c[1]);
+        if (dx / 60.0).powi(2) + (dy / 25.0).powi(2) < 1.0 {
+            let r2 = dx * dx + dy * dy;
+            v = if r2 < 64.0 {
+                20.0
+            } else if r2 < 400.0 {
+                80.0
+            } else {
+                222.0
+            };
+        }
+        let noise: f32 = rng.random_range(-6.0..6.0);
+        let p = |k: f32| (k * (v + noise)).clamp(0.0, 255.0) as u8;
+        image::Rgb([p(1.05), p(0.85), p(0.75)])
+    })
+}
+
+/// UnityEyes ingest: `ingest_files` textured 640×480 renders (+ JSON) through `ingest-unityeyes`
+/// (all threads, per core) and through `benches/pil_ingest.py` (PIL + pyarrow, one core); then on
+/// one thread, per render, the crop from the decoded crop box only (what the stage does) against
+/// the previous path (the whole render decoded to grey, then cropped): µs each, and how far the
+/// two 55×35 crops differ (the landmarks are the same computation on the same label).
 fn bench_ingest(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> {
-    use crate::domains::eyes::unityeyes::{fixture_image, fixture_json, fixture_label};
+    use crate::domains::eyes::unityeyes::{
+        CropMode, crop_eye, crop_eye_jpeg, fixture_json, fixture_label,
+    };
     let src = o.scratch.join("unityeyes");
     let _ = std::fs::remove_dir_all(&src);
     std::fs::create_dir_all(&src).map_err(|source| Error::Io {
@@ -409,6 +453,7 @@ fn bench_ingest(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> 
         path: src.clone(),
         source,
     })?;
+    let mut renders = Vec::with_capacity(o.ingest_files);
     for i in 0..o.ingest_files {
         let f = i as f32 / o.ingest_files as f32;
         let label = fixture_label(
@@ -417,18 +462,28 @@ fn bench_ingest(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> 
             crate::domains::eyes::from_pitch_yaw(0.2 * f - 0.1, 0.3 - 0.6 * f),
             [0.0, 0.0, 0.0],
         );
-        let img = fixture_image(&label, 640, 480);
-        let path = src.join(format!("{}.jpg", i + 1));
-        img.save(&path).map_err(|source| Error::Image {
-            what: path.display().to_string(),
-            source,
-        })?;
-        let jpath = src.join(format!("{}.json", i + 1));
-        std::fs::write(&jpath, fixture_json(&label, 480)).map_err(|source| Error::Io {
-            op: "write",
-            path: jpath.clone(),
-            source,
-        })?;
+        let img = textured_render(&label, (640, 480), i as u64);
+        let mut jpg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpg, 75)
+            .encode_image(&img)
+            .map_err(|source| Error::Image {
+                what: format!("bench render {}", i + 1),
+                source,
+            })?;
+        for (path, bytes) in [
+            (src.join(format!("{}.jpg", i + 1)), jpg.clone()),
+            (
+                src.join(format!("{}.json", i + 1)),
+                fixture_json(&label, 480).into_bytes(),
+            ),
+        ] {
+            std::fs::write(&path, bytes).map_err(|source| Error::Io {
+                op: "write",
+                path: path.clone(),
+                source,
+            })?;
+        }
+        renders.push((jpg, label));
     }
     let (_dir, root) = temp_root(&o.scratch, "ingest", rt)?;
     let text = format!(
@@ -437,7 +492,50 @@ fn bench_ingest(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> 
     );
     let (_, r) = run_pipeline(&text, &root)?;
     let ours = o.ingest_files as f64 / stage_seconds(&r, "ue");
-    let mut v = json!({ "files": o.ingest_files, "threads": threads(), "simgan_images_per_s": ours, "simgan_images_per_s_per_core": ours / threads() as f64 });
+    let kb = renders.iter().map(|(j, _)| j.len()).sum::<usize>() as f64
+        / renders.len().max(1) as f64
+        / 1024.0;
+    let mut v = json!({ "files": o.ingest_files, "render_kb": kb, "threads": threads(), "simgan_images_per_s": ours, "simgan_images_per_s_per_core": ours / threads() as f64 });
+    // One thread: the crop-box decode against the whole-render decode it replaced.
+    let mode = CropMode::CARPEDM20;
+    let bench_err = |reason: String| Error::Stage {
+        stage: "bench ingest".into(),
+        reason,
+    };
+    let image_err = |what: &str| {
+        let what = what.to_string();
+        move |e: crate::domains::eyes::unityeyes::UnityEyesError| bench_err(format!("{what}: {e}"))
+    };
+    let n = renders.len().max(1);
+    let region = us_per_image(n, || {
+        renders
+            .iter()
+            .map(|(j, l)| crop_eye_jpeg(j, l, mode).map_err(image_err("crop box")))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let whole = us_per_image(n, || {
+        renders
+            .iter()
+            .map(|(j, l)| {
+                let img = zune_gray(j).map_err(bench_err)?;
+                crop_eye(&img, l, mode).map_err(image_err("whole render"))
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let (mut max_diff, mut same, mut pixels, mut landmarks_equal) = (0u8, 0usize, 0usize, true);
+    for (j, l) in &renders {
+        let (a, la) = crop_eye_jpeg(j, l, mode).map_err(image_err("crop box"))?;
+        let img = zune_gray(j).map_err(bench_err)?;
+        let (b, lb) = crop_eye(&img, l, mode).map_err(image_err("whole render"))?;
+        landmarks_equal &= la == lb;
+        for (p, q) in a.as_raw().iter().zip(b.as_raw()) {
+            max_diff = max_diff.max(p.abs_diff(*q));
+            same += usize::from(p == q);
+            pixels += 1;
+        }
+    }
+    v["one_thread_us_per_render"] = json!({ "crop_box_decode": region, "whole_render_decode": whole, "speedup": whole / region });
+    v["crop_vs_whole_render"] = json!({ "max_abs_diff": max_diff, "identical_share": same as f64 / pixels.max(1) as f64, "landmarks_equal": landmarks_equal });
     if let Some(py) = &o.python {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pil_ingest.py");
         let out = o.scratch.join("pil.parquet");
@@ -454,6 +552,22 @@ fn bench_ingest(o: &BenchOptions, rt: &tokio::runtime::Handle) -> Result<Value> 
         v["speedup_per_core"] = json!(ours / threads() as f64 / theirs);
     }
     Ok(v)
+}
+
+/// The whole render decoded to grey by zune-jpeg (luma only): UnityEyes ingest's decoder before
+/// it decoded only the crop box.
+fn zune_gray(bytes: &[u8]) -> std::result::Result<image::DynamicImage, String> {
+    let options = zune_core::options::DecoderOptions::default()
+        .jpeg_set_out_colorspace(zune_core::colorspace::ColorSpace::Luma);
+    let mut dec = zune_jpeg::JpegDecoder::new_with_options(
+        zune_core::bytestream::ZCursor::new(bytes),
+        options,
+    );
+    let pixels = dec.decode().map_err(|e| format!("{e:?}"))?;
+    let info = dec.info().ok_or("JPEG without a frame header")?;
+    image::GrayImage::from_raw(u32::from(info.width), u32::from(info.height), pixels)
+        .map(image::DynamicImage::ImageLuma8)
+        .ok_or_else(|| "JPEG decoded to a buffer of the wrong size".to_string())
 }
 
 /// Scale proof: `refine_rows` built-in synthetic rows (10,000 per shard) through a minimal
@@ -597,6 +711,7 @@ params = {{ width = 4, blocks = 1, pretrain_r_steps = 1, pretrain_d_steps = 0, s
         let decode_png = us_per_image(n, decode)?;
         let images = decode()?;
         let range = crate::sample::ValueRange::full(8);
+        let plane = images.first().map_or(0, |i| (i.width * i.height) as usize);
         let device = Default::default();
         let tensor = || {
             images
@@ -615,6 +730,8 @@ params = {{ width = 4, blocks = 1, pretrain_r_steps = 1, pretrain_d_steps = 0, s
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(Error::from)
         })?;
+        // A refiner's noise channel (one map per image), as `refine` draws it.
+        let noise = us_per_image(n, || Ok(crate::nn::seeded_noise(n, plane, 1)))?;
         let encode_png = us_per_image(n, || {
             images
                 .iter()
@@ -644,6 +761,7 @@ params = {{ width = 4, blocks = 1, pretrain_r_steps = 1, pretrain_d_steps = 0, s
         Ok(json!({
             "fetch_verified": fetch, "parquet_decode": decode_parquet, "png_decode": decode_png,
             "to_tensor": to_tensor, "from_tensor": from_tensor, "png_encode": encode_png,
+            "noise_channel": noise,
             "rows_to_parquet": write_parquet,
         }))
     })?;

@@ -17,7 +17,7 @@
 //!   [`domains::images`] (image folders, procedural shapes).
 //! - [`nn`]: the burn models and loops; [`judge`]: the realism judge (a fresh classifier on
 //!   held-out images); [`imagestats`]: label-free pixel statistics; [`charts`]: SVG charts;
-//!   [`turing`]: the visual Turing test page.
+//!   [`turing`]: the visual Turing test page; [`jpeg`]: grey regions of JPEGs (UnityEyes ingest).
 //!
 //! The crate error ([`error`]) sits at the bottom: it depends on no stage, pipeline or registry.
 
@@ -28,6 +28,7 @@ pub mod dataset;
 pub mod domains;
 pub mod error;
 pub mod imagestats;
+pub mod jpeg;
 pub mod judge;
 pub mod lease;
 pub mod manifest;

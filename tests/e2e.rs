@@ -468,6 +468,19 @@ fn refining_twice_gives_identical_shards_and_a_new_refiner_makes_refine_stale() 
             .clone()
     };
     assert_eq!(state(&st, "refined"), "up-to-date");
+    // Two lanes at once (the refiner has a noise channel: each batch's noise comes from its own
+    // seeded generator, not the backend's shared one, which the lanes would interleave): still
+    // the same bytes.
+    ok(simgan(d).args([
+        "run",
+        p,
+        "--stage",
+        "refined",
+        "--set",
+        r#"refined.devices=["cpu", "cpu"]"#,
+    ]));
+    let v3 = show(d, "runs/tiny/refined@3");
+    assert_eq!(sums(&v1), sums(&v3), "two lanes refine as one does");
     // A new refiner version (forced retrain) makes `refined` stale; the data stages stay up to date.
     ok(simgan(d).args(["run", p, "--stage", "refiner", "--force"]));
     let st = status(&["status", p, "--json"]);

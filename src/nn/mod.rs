@@ -51,7 +51,7 @@ pub use model::{
 pub use train::{
     BatchSource, GazeOptimizer, GazeTrainConfig, GazeTrainer, HeadLoss, Phase, RefinerTrainer,
     StepMetrics, TrainConfig, gray_to_tensor, predict_gaze, predict_raw, refine, refine_images,
-    tensor_to_gray,
+    refine_seeded, seeded_noise, tensor_to_gray,
 };
 
 /// Errors of the nn module. Structured so callers can match on them; the sources of burn's own

@@ -62,8 +62,9 @@ pub struct RefinerConfig {
     pub residual: bool,
     /// Extra input channels of standard-normal noise concatenated to the image (0 = the paper's
     /// deterministic refiner). A deterministic R(x) cannot add sensor noise to a noise-free
-    /// render; with a noise channel it learns how much noise, and where. Inference draws the noise
-    /// from the backend's seeded generator (the `refine` stage seeds it per batch).
+    /// render; with a noise channel it learns how much noise, and where. Training draws the noise
+    /// from the backend's generator; `refine` draws it on the host from a generator seeded per
+    /// batch ([`super::train::refine_seeded`]).
     #[config(default = 0)]
     pub noise_channels: usize,
 }
@@ -172,16 +173,27 @@ pub struct Refiner<B: Backend> {
 }
 
 impl<B: Backend> Refiner<B> {
-    /// Refine a batch; shape comments are for the eye refiner on 35×55 images.
+    /// Refine a batch; shape comments are for the eye refiner on 35×55 images. Noise channels
+    /// (if any) are drawn from the backend's generator (training); see [`Self::forward_noise`].
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.forward_noise(x, None)
+    }
+
+    /// [`Self::forward`] with the noise channels given (`[batch, noise_channels, h, w]`; `None`:
+    /// drawn from the backend's generator). Inference passes noise from its own seeded
+    /// generator ([`super::train::refine_seeded`]), so the output does not depend on which lane,
+    /// thread or device ran the batch.
+    pub fn forward_noise(&self, x: Tensor<B, 4>, noise: Option<Tensor<B, 4>>) -> Tensor<B, 4> {
         // x: [batch, 1, 35, 55]
         let input = if self.noise_channels > 0 {
             let [b, _, h, w] = x.dims();
-            let z = Tensor::random(
-                [b, self.noise_channels, h, w],
-                burn::tensor::Distribution::Normal(0.0, 1.0),
-                &x.device(),
-            ); // [batch, noise, 35, 55]
+            let z = noise.unwrap_or_else(|| {
+                Tensor::random(
+                    [b, self.noise_channels, h, w],
+                    burn::tensor::Distribution::Normal(0.0, 1.0),
+                    &x.device(),
+                )
+            }); // [batch, noise, 35, 55]
             Tensor::cat(vec![x.clone(), z], 1) // [batch, 1 + noise, 35, 55]
         } else {
             x.clone()

@@ -648,6 +648,46 @@ pub fn refine<B: Backend>(refiner: &Refiner<B>, batch: Tensor<B, 4>) -> Tensor<B
     refiner.forward(batch) // [batch, 1, 35, 55]
 }
 
+/// Refine a batch for inference with the noise channels (if the refiner has any) drawn on the
+/// host: image `i`'s noise from a generator seeded `seed ^ i·φ`, in parallel. The output depends
+/// only on the weights, the images and `seed` — not on the lane, the thread, the device or what
+/// else drew from the backend's (process-wide) generator meanwhile.
+pub fn refine_seeded<B: Backend>(
+    refiner: &Refiner<B>,
+    batch: Tensor<B, 4>,
+    seed: u64,
+) -> Tensor<B, 4> {
+    let noise = refiner.noise_channels;
+    if noise == 0 {
+        return refiner.forward(batch);
+    }
+    let [b, _, h, w] = batch.dims();
+    let z = seeded_noise(b, noise * h * w, seed);
+    let device = batch.device();
+    let z = Tensor::from_data(TensorData::new(z, [b, noise, h, w]), &device); // [b, noise, h, w]
+    refiner.forward_noise(batch, Some(z)) // [b, c, h, w]
+}
+
+/// `images × per` standard-normal values, image `i`'s from a generator seeded `seed ^ (i+1)·φ`
+/// (in parallel, the same whatever the thread count).
+pub fn seeded_noise(images: usize, per: usize, seed: u64) -> Vec<f32> {
+    use rand::SeedableRng;
+    use rand_distr::Distribution;
+    use rayon::prelude::*;
+    let mut z = vec![0f32; images * per];
+    z.par_chunks_exact_mut(per.max(1))
+        .enumerate()
+        .for_each(|(i, out)| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(
+                seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
+            for v in out {
+                *v = rand_distr::StandardNormal.sample(&mut rng);
+            }
+        });
+    z
+}
+
 /// Refine grey images in chunks of `batch_size`, returning grey images in the same order.
 pub fn refine_images<B: Backend>(
     refiner: &Refiner<B>,
@@ -896,6 +936,41 @@ pub fn predict_gaze<B: Backend>(
 pub(crate) mod tests {
     use super::*;
     use crate::nn::backend::CpuAutodiffBackend;
+
+    /// Seeded refinement ignores the backend's generator: reseeding or drawing from it between
+    /// calls changes nothing; another seed changes the noise, so the output.
+    #[test]
+    fn refine_seeded_is_independent_of_the_backend_generator() {
+        type Inner = <CpuAutodiffBackend as AutodiffBackend>::InnerBackend;
+        let device = Default::default();
+        let refiner = RefinerConfig::narrow(4)
+            .with_blocks(1)
+            .with_noise_channels(1)
+            .init::<Inner>(&device);
+        let x = Tensor::<Inner, 4>::from_data(
+            TensorData::new(
+                (0..2 * 8 * 12)
+                    .map(|i| (i % 9) as f32 / 4.5 - 1.0)
+                    .collect::<Vec<f32>>(),
+                [2, 1, 8, 12],
+            ),
+            &device,
+        );
+        let run = |seed: u64| {
+            refine_seeded(&refiner, x.clone(), seed)
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap_or_default()
+        };
+        crate::nn::seed::<Inner>(&device, 1);
+        let a = run(7);
+        crate::nn::seed::<Inner>(&device, 2);
+        let _ = Tensor::<Inner, 1>::random([99], burn::tensor::Distribution::Default, &device);
+        let b = run(7);
+        assert_eq!(a, b);
+        assert_ne!(a, run(8));
+        assert_eq!(a.len(), 2 * 8 * 12);
+    }
 
     type AB = CpuAutodiffBackend;
 

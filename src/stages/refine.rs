@@ -151,18 +151,15 @@ impl BackendJob for RefineJob<'_> {
         let mut pending: Option<Vec<SampleImage>> = None;
         let bits = self.images.first().map(|i| i.format().bits).unwrap_or(8);
         for (k, chunk) in self.images.chunks(self.batch_size).enumerate() {
-            // A refiner with noise inputs draws them from the backend's generator: seed it per
-            // batch from the unit's seed, so a shard refines the same way every time (and after
-            // a resume).
-            nn::seed::<B::InnerBackend>(
-                &device,
-                self.seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            );
+            // A refiner with noise inputs gets them from a generator seeded per batch from the
+            // unit's seed (drawn on the host, per image), so a shard refines the same way every
+            // time, after a resume, on any lane or device.
+            let batch_seed = self.seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let x =
                 sample::to_tensor::<B::InnerBackend>(chunk, self.range, &device).map_err(err)?;
             // [batch, c, h, w], computed lazily by the device
             let y = match &refiner {
-                Some(r) => nn::refine(r, x),
+                Some(r) => nn::refine_seeded(r, x, batch_seed),
                 None => x,
             };
             // Encode the previous batch on rayon while this one computes.
@@ -199,8 +196,10 @@ impl StageKind for Refine {
     fn about(&self) -> &'static str {
         "Refine every image of a sample stage with a trained refiner (other columns carried)"
     }
+    /// 3: noise channels drawn on the host from a per-batch seeded generator (2 drew them from
+    /// the backend's process-wide one, which concurrent lanes could interleave).
     fn code_version(&self) -> &'static str {
-        "2"
+        "3"
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS

@@ -91,6 +91,8 @@ pub enum UnityEyesError {
     },
     #[error("crop box from `caruncle_2d`/`interior_margin_2d` is degenerate ({w}×{h} px)")]
     DegenerateCrop { w: f32, h: f32 },
+    #[error("image: {0}")]
+    Image(String),
 }
 
 /// How the eye region is cut out before resizing to 55×35.
@@ -320,32 +322,33 @@ pub fn crop_box(label: &UnityEyesLabel, mode: CropMode) -> Result<CropBox, Unity
     })
 }
 
-/// Cut the eye out of a render: crop ([`crop_box`]), grayscale, resize (triangle filter) to 55×35.
-/// Returns the image and all landmarks (interior margin, caruncle, iris: 55 points flattened
-/// `x0, y0, x1, y1, …`) transformed into the crop's pixel coordinates.
-pub fn crop_eye(
-    img: &DynamicImage,
+/// [`crop_box`] checked against a `img_w`×`img_h` render.
+fn fitted_box(
     label: &UnityEyesLabel,
     mode: CropMode,
-) -> Result<(GrayImage, Vec<f32>), UnityEyesError> {
+    (img_w, img_h): (u32, u32),
+) -> Result<CropBox, UnityEyesError> {
     let b = crop_box(label, mode)?;
-    let (iw, ih) = (img.width(), img.height());
     let fits = b.x0 >= 0
         && b.y0 >= 0
-        && b.x0 + i64::from(b.w) <= i64::from(iw)
-        && b.y0 + i64::from(b.h) <= i64::from(ih);
+        && b.x0 + i64::from(b.w) <= i64::from(img_w)
+        && b.y0 + i64::from(b.h) <= i64::from(img_h);
     if !fits {
         return Err(UnityEyesError::CropOutOfBounds {
             x0: b.x0,
             y0: b.y0,
             w: b.w,
             h: b.h,
-            img_w: iw,
-            img_h: ih,
+            img_w,
+            img_h,
         });
     }
-    let gray = img.crop_imm(b.x0 as u32, b.y0 as u32, b.w, b.h).to_luma8();
-    let eye = image::imageops::resize(&gray, EYE_W, EYE_H, FilterType::Triangle);
+    Ok(b)
+}
+
+/// The grey crop resized (triangle filter) to 55×35, with the landmarks in its pixel coordinates.
+fn finish_crop(gray: &GrayImage, b: CropBox, label: &UnityEyesLabel) -> (GrayImage, Vec<f32>) {
+    let eye = image::imageops::resize(gray, EYE_W, EYE_H, FilterType::Triangle);
     let (sx, sy) = (EYE_W as f32 / b.w as f32, EYE_H as f32 / b.h as f32);
     let landmarks = label
         .interior_margin
@@ -354,30 +357,47 @@ pub fn crop_eye(
         .chain(&label.iris)
         .flat_map(|p| [(p[0] - b.x0 as f32) * sx, (p[1] - b.y0 as f32) * sy])
         .collect();
-    Ok((eye, landmarks))
+    (eye, landmarks)
 }
 
-/// Decode an image file to grey. JPEGs decode straight to luma (zune-jpeg skips the chroma
-/// planes and the colour conversion: ~2× faster than RGB then grey); other formats go through
-/// `image`. Errors are the decoder's message.
+/// Cut the eye out of a render: crop ([`crop_box`]), grayscale, resize (triangle filter) to 55×35.
+/// Returns the image and all landmarks (interior margin, caruncle, iris: 55 points flattened
+/// `x0, y0, x1, y1, …`) transformed into the crop's pixel coordinates.
+pub fn crop_eye(
+    img: &DynamicImage,
+    label: &UnityEyesLabel,
+    mode: CropMode,
+) -> Result<(GrayImage, Vec<f32>), UnityEyesError> {
+    let b = fitted_box(label, mode, (img.width(), img.height()))?;
+    let gray = img.crop_imm(b.x0 as u32, b.y0 as u32, b.w, b.h).to_luma8();
+    Ok(finish_crop(&gray, b, label))
+}
+
+/// [`crop_eye`] straight from a render's JPEG bytes, decoding only the crop box's luma
+/// ([`crate::jpeg::gray_region`]: ≈ 4× faster than decoding the render). A JPEG without a luma
+/// plane (CMYK) is decoded whole instead.
+pub fn crop_eye_jpeg(
+    bytes: &[u8],
+    label: &UnityEyesLabel,
+    mode: CropMode,
+) -> Result<(GrayImage, Vec<f32>), UnityEyesError> {
+    let size = crate::jpeg::size(bytes).map_err(|e| UnityEyesError::Image(e.to_string()))?;
+    let b = fitted_box(label, mode, (size.width, size.height))?;
+    let region = (b.x0 as u32, b.y0 as u32, b.w, b.h);
+    let gray = match crate::jpeg::gray_region(bytes, region, crate::sample::MAX_IMAGE_SIDE) {
+        Ok(g) => g,
+        Err(crate::jpeg::JpegError::ColourSpace(_)) => {
+            let img = decode_gray(bytes).map_err(UnityEyesError::Image)?;
+            return crop_eye(&img, label, mode);
+        }
+        Err(e) => return Err(UnityEyesError::Image(e.to_string())),
+    };
+    Ok(finish_crop(&gray, b, label))
+}
+
+/// Decode an image file to grey (bounded by [`crate::sample::MAX_IMAGE_SIDE`]). Errors are the
+/// decoder's message.
 pub fn decode_gray(bytes: &[u8]) -> Result<DynamicImage, String> {
-    if bytes.starts_with(&[0xFF, 0xD8]) {
-        let side = crate::sample::MAX_IMAGE_SIDE as usize;
-        let options = zune_core::options::DecoderOptions::default()
-            .jpeg_set_out_colorspace(zune_core::colorspace::ColorSpace::Luma)
-            .set_max_width(side)
-            .set_max_height(side);
-        let mut dec = zune_jpeg::JpegDecoder::new_with_options(
-            zune_core::bytestream::ZCursor::new(bytes),
-            options,
-        );
-        let pixels = dec.decode().map_err(|e| format!("{e:?}"))?;
-        let info = dec.info().ok_or("JPEG without a frame header")?;
-        let (w, h) = (u32::from(info.width), u32::from(info.height));
-        return GrayImage::from_raw(w, h, pixels)
-            .map(DynamicImage::ImageLuma8)
-            .ok_or_else(|| format!("JPEG decoded to a buffer that is not {w}×{h} grey"));
-    }
     crate::sample::decode_bounded(bytes)
         .map(|i| DynamicImage::ImageLuma8(i.to_luma8()))
         .map_err(|e| e.to_string())
@@ -389,13 +409,25 @@ pub fn to_sample(
     label: &UnityEyesLabel,
     mode: CropMode,
 ) -> Result<EyeSample, UnityEyesError> {
-    let (image, landmarks) = crop_eye(img, label, mode)?;
-    Ok(EyeSample {
+    Ok(eye_sample(label, crop_eye(img, label, mode)?))
+}
+
+/// [`to_sample`] from a render's JPEG bytes ([`crop_eye_jpeg`]: only the crop is decoded).
+pub fn to_sample_jpeg(
+    bytes: &[u8],
+    label: &UnityEyesLabel,
+    mode: CropMode,
+) -> Result<EyeSample, UnityEyesError> {
+    Ok(eye_sample(label, crop_eye_jpeg(bytes, label, mode)?))
+}
+
+fn eye_sample(label: &UnityEyesLabel, (image, landmarks): (GrayImage, Vec<f32>)) -> EyeSample {
+    EyeSample {
         image,
         gaze: label.gaze,
         head_pose: label.head_pose,
         landmarks: Some(landmarks),
-    })
+    }
 }
 
 /// **Test-fixture helper**: a plausible label for an eye centred at `centre` (image coordinates),
