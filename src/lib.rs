@@ -17,7 +17,8 @@
 //!   [`domains::images`] (image folders, procedural shapes).
 //! - [`nn`]: the burn models and loops; [`judge`]: the realism judge (a fresh classifier on
 //!   held-out images); [`imagestats`]: label-free pixel statistics; [`charts`]: SVG charts;
-//!   [`turing`]: the visual Turing test page; [`jpeg`]: grey regions of JPEGs (UnityEyes ingest).
+//!   [`turing`]: the visual Turing test page; [`jpeg`]: grey regions of JPEGs (UnityEyes ingest);
+//!   [`resample`]: `image`'s triangle resize for grey images, exactly and fast.
 //!
 //! The crate error ([`error`]) sits at the bottom: it depends on no stage, pipeline or registry.
 
@@ -38,6 +39,7 @@ pub mod params;
 pub mod pipeline;
 pub mod query;
 pub mod registry;
+pub mod resample;
 pub mod runner;
 pub mod sample;
 pub mod schema;

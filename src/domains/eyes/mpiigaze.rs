@@ -23,7 +23,7 @@
 
 use std::fmt;
 
-use image::{GrayImage, imageops::FilterType};
+use image::GrayImage;
 use rand::{Rng, SeedableRng};
 
 use super::{EYE_H, EYE_W, EyeSample};
@@ -208,7 +208,7 @@ pub fn parse_day(
                 filename: filenames.as_ref().map(|f| f[row].clone()),
                 flipped: flip,
                 sample: EyeSample {
-                    image: image::imageops::resize(&raw, EYE_W, EYE_H, FilterType::Triangle),
+                    image: crate::resample::resize_triangle(&raw, EYE_W, EYE_H),
                     gaze: unit,
                     head_pose,
                     landmarks: None,
@@ -512,7 +512,7 @@ mod tests {
             let raw = GrayImage::from_raw(60, 36, fx.images[index].clone()).unwrap();
             assert_eq!(
                 s.sample.image,
-                image::imageops::resize(&raw, EYE_W, EYE_H, FilterType::Triangle)
+                image::imageops::resize(&raw, EYE_W, EYE_H, image::imageops::FilterType::Triangle)
             );
             assert_eq!(s.filename, None);
             assert!(s.sample.landmarks.is_none());

@@ -27,7 +27,7 @@
 //! constant band is an artefact the refiner and discriminator would learn; the ingest stage's
 //! `on_error` policy decides whether to skip such samples.
 
-use image::{DynamicImage, GrayImage, imageops::FilterType};
+use image::{DynamicImage, GrayImage};
 use serde_json::Value;
 
 use super::{EYE_H, EYE_W, EyeSample};
@@ -348,7 +348,7 @@ fn fitted_box(
 
 /// The grey crop resized (triangle filter) to 55×35, with the landmarks in its pixel coordinates.
 fn finish_crop(gray: &GrayImage, b: CropBox, label: &UnityEyesLabel) -> (GrayImage, Vec<f32>) {
-    let eye = image::imageops::resize(gray, EYE_W, EYE_H, FilterType::Triangle);
+    let eye = crate::resample::resize_triangle(gray, EYE_W, EYE_H);
     let (sx, sy) = (EYE_W as f32 / b.w as f32, EYE_H as f32 / b.h as f32);
     let landmarks = label
         .interior_margin
@@ -808,6 +808,42 @@ mod tests {
                 &lm[2 * k..2 * k + 2]
             );
         }
+    }
+
+    /// The crop from a JPEG's bytes (only the crop box decoded) is the crop of the whole render
+    /// decoded by the same library: same pixels, same landmarks; a box reaching outside the
+    /// render is refused before any decoding, and a corrupt file is an error, not grey pixels.
+    #[test]
+    fn the_jpeg_crop_is_the_crop_of_the_whole_render() {
+        use image::ImageEncoder;
+        let l = label();
+        let rgb = image::RgbImage::from_fn(640, 480, |x, y| {
+            let v = ((x * 7 + y * 13) % 251) as u8 ^ ((x * y) % 23) as u8;
+            image::Rgb([v, v / 2 + 60, 255 - v])
+        });
+        let mut jpg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpg, 75)
+            .write_image(rgb.as_raw(), 640, 480, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        let whole = DynamicImage::ImageLuma8(
+            crate::jpeg::gray_region(&jpg, (0, 0, 640, 480), 16384).unwrap(),
+        );
+        for mode in [CropMode::CARPEDM20, CropMode::GAZEML] {
+            assert_eq!(
+                crop_eye_jpeg(&jpg, &l, mode).unwrap(),
+                crop_eye(&whole, &l, mode).unwrap()
+            );
+        }
+        let near_edge = fixture_label([30.0, 240.0], 64.0, [0.0, 0.0, -1.0], [0.0; 3]);
+        assert!(matches!(
+            crop_eye_jpeg(&jpg, &near_edge, CropMode::CARPEDM20),
+            Err(UnityEyesError::CropOutOfBounds { x0: -40, .. })
+        ));
+        let mut corrupt = jpg.clone();
+        let n = corrupt.len();
+        corrupt[n / 3..n / 3 + 400].fill(0xFF);
+        let e = crop_eye_jpeg(&corrupt, &l, CropMode::CARPEDM20).unwrap_err();
+        assert!(matches!(e, UnityEyesError::Image(_)), "{e}");
     }
 
     #[test]

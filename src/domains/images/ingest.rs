@@ -1264,7 +1264,7 @@ fn resized(img: SampleImage, width: u32, height: u32) -> SampleImage {
     let filter = FilterType::Triangle;
     let out = match img.to_dynamic() {
         DynamicImage::ImageLuma8(b) => {
-            DynamicImage::ImageLuma8(imageops::resize(&b, width, height, filter))
+            DynamicImage::ImageLuma8(crate::resample::resize_triangle(&b, width, height))
         }
         DynamicImage::ImageRgb8(b) => {
             DynamicImage::ImageRgb8(imageops::resize(&b, width, height, filter))
