@@ -6,8 +6,9 @@
 #   ci/gpu-check.sh [--device cuda:0] [--bin PATH] [--out DIR] [--rows N]
 #   ci/gpu-check.sh --device cpu          # the dry run CI does: same steps, small sizes
 #
-# Steps, each with its command in the JSON: (a) `simgan probe`; (b) correctness, (c) refiner
-# inference images/s at batch 256/1024/4096, (d) `refine` end to end of N generated eyes on one
+# Steps, each with its command in the JSON: (a) `simgan probe`; (b) correctness (f32 against the
+# CPU, and bf16 and f16 against the CPU's f32), (c) refiner inference images/s at batch
+# 256/1024/4096 in each precision, (d) `refine` end to end of N generated eyes on one
 # and two lanes, (f) one R + D iteration at batch 512 — all `simgan bench --sections gpu`; the
 # host side of refine without the model (`--sections host`); (e) PyTorch on the same
 # architecture (fp32, TF32, bf16 channels_last) when `torch` imports with CUDA, else the reason.

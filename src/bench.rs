@@ -40,6 +40,8 @@ pub struct BenchOptions {
     pub python: Option<String>,
     /// UnityEyes samples for `ingest`.
     pub ingest_files: usize,
+    /// Float types `gpu` refines in besides f32 (each compared with the CPU's f32).
+    pub precisions: Vec<crate::nn::Precision>,
     /// An extra root (e.g. s3://bucket/bench) for the commit-overhead figure.
     pub remote_root: Option<String>,
     /// Seeds for the `demo` section (one full pipeline run each).
@@ -872,28 +874,39 @@ params = {{ width = {w}, pretrain_r_steps = 1, pretrain_d_steps = 0, steps = 0 }
         shape,
         batches: o.batches.clone(),
         reps: 3,
+        precisions: o.precisions.clone(),
     };
     let reference = crate::nn::run_on(
         &crate::nn::DeviceSpec::Cpu,
         DeviceCheck {
             batches: Vec::new(),
+            precisions: Vec::new(),
             ..check.clone()
         },
     )??;
     let run = crate::nn::run_on(&device, check)??;
-    let to8 = |t: f32| ((t.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
-    let (mut max_abs, mut same8, mut max_levels) = (0f32, 0usize, 0u8);
-    for (a, b) in reference.refined.iter().zip(&run.refined) {
-        max_abs = max_abs.max((a - b).abs());
-        let (p, q) = (to8(*a), to8(*b));
-        same8 += usize::from(p == q);
-        max_levels = max_levels.max(p.abs_diff(q));
-    }
+    // Against the CPU's f32 refinement: max |Δ| of the values, identical 8-bit pixels, and the
+    // largest 8-bit difference.
+    let compare = |refined: &[f32]| {
+        let to8 = |t: f32| ((t.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
+        let (mut max_abs, mut same8, mut max_levels) = (0f32, 0usize, 0u8);
+        for (a, b) in reference.refined.iter().zip(refined) {
+            max_abs = max_abs.max((a - b).abs());
+            let (p, q) = (to8(*a), to8(*b));
+            same8 += usize::from(p == q);
+            max_levels = max_levels.max(p.abs_diff(q));
+        }
+        json!({ "max_abs_diff": max_abs,
+            "identical_8bit_share": same8 as f64 / refined.len().max(1) as f64,
+            "max_8bit_levels": max_levels })
+    };
+    let f32_vs_cpu = compare(&run.refined);
     let rel = |a: f32, b: f32| ((a - b).abs() / a.abs().max(1e-12)) as f64;
     v["correctness"] = json!({
         "images": o.check_images, "values": run.refined.len(),
-        "max_abs_diff": max_abs, "identical_8bit_share": same8 as f64 / run.refined.len().max(1) as f64,
-        "max_8bit_levels": max_levels,
+        "max_abs_diff": f32_vs_cpu["max_abs_diff"],
+        "identical_8bit_share": f32_vs_cpu["identical_8bit_share"],
+        "max_8bit_levels": f32_vs_cpu["max_8bit_levels"],
         "losses_cpu": [reference.r1_loss, reference.d_loss, reference.r2_loss],
         "losses_device": [run.r1_loss, run.d_loss, run.r2_loss],
         "losses_rel_diff": [rel(reference.r1_loss, run.r1_loss), rel(reference.d_loss, run.d_loss), rel(reference.r2_loss, run.r2_loss)],
@@ -902,6 +915,24 @@ params = {{ width = {w}, pretrain_r_steps = 1, pretrain_d_steps = 0, steps = 0 }
         run.infer_images_per_s
             .iter()
             .map(|(b, r)| json!({ "batch": b, "images_per_s": r }))
+            .collect::<Vec<_>>()
+    );
+    // Each narrower precision on the device against the CPU's f32, and its inference speed.
+    v["precisions"] = json!(
+        run.refined_at
+            .iter()
+            .map(|(p, refined)| {
+                let mut c = compare(refined);
+                c["precision"] = json!(p.name());
+                c["infer_images_per_s"] = json!(
+                    run.infer_at
+                        .iter()
+                        .filter(|r| r.0 == p.name())
+                        .map(|r| json!({ "batch": r.1, "images_per_s": r.2 }))
+                        .collect::<Vec<_>>()
+                );
+                c
+            })
             .collect::<Vec<_>>()
     );
     v["train_iter_ms"] = json!({ "device": run.train_iter_ms, "cpu": reference.train_iter_ms });

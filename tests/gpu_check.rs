@@ -51,6 +51,23 @@ fn the_gpu_check_dry_run_passes_every_step_on_the_cpu() {
         assert_eq!(gpu[lanes]["rows"], 2000.0, "{text}");
         assert!(gpu[lanes]["rows_per_s"].as_f64().unwrap_or(0.0) > 0.0);
     }
+    // bf16 and f16 on the CPU against its f32: close (one grey level at most on this small
+    // refiner), not equal, and timed.
+    let precisions = gpu["precisions"].as_array().cloned().unwrap_or_default();
+    let names: Vec<&str> = precisions
+        .iter()
+        .filter_map(|p| p["precision"].as_str())
+        .collect();
+    assert_eq!(names, vec!["bf16", "f16"], "{text}");
+    for p in &precisions {
+        assert!(p["max_8bit_levels"].as_u64().unwrap_or(99) <= 2, "{p}");
+        assert!(
+            p["identical_8bit_share"].as_f64().unwrap_or(0.0) > 0.5,
+            "{p}"
+        );
+        assert!(p["max_abs_diff"].as_f64().unwrap_or(0.0) > 0.0, "{p}");
+        assert_eq!(p["infer_images_per_s"].as_array().map(Vec::len), Some(2));
+    }
     let batches: Vec<u64> = gpu["infer_images_per_s"]
         .as_array()
         .map(|a| a.iter().filter_map(|b| b["batch"].as_u64()).collect())

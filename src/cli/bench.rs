@@ -64,6 +64,10 @@ pub struct BenchArgs {
     /// Batch of the gpu section's training iteration.
     #[arg(long, default_value_t = 512)]
     train_batch: usize,
+    /// Float types the gpu section refines in (f32 always; each other one is compared with the
+    /// CPU's f32 and timed).
+    #[arg(long, value_delimiter = ',', default_value = "f32,bf16,f16")]
+    precisions: Vec<String>,
 }
 
 /// `simgan probe`: whether each device can run here, one line each.
@@ -84,6 +88,18 @@ pub fn probe(a: ProbeArgs) -> anyhow::Result<()> {
 }
 
 pub fn bench(a: BenchArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    let precisions = a
+        .precisions
+        .iter()
+        .map(|p| {
+            crate::nn::Precision::parse(p).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--precisions: `{p}` is not one of {}",
+                    crate::nn::Precision::NAMES.join(", ")
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let o = BenchOptions {
         sections: a.sections,
         width: a.width,
@@ -102,6 +118,7 @@ pub fn bench(a: BenchArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         batches: a.batches,
         check_images: a.check_images,
         train_batch: a.train_batch,
+        precisions,
     };
     let report = bench::run(&o, rt.handle())?;
     println!("{}", serde_json::to_string_pretty(&report)?);

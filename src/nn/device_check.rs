@@ -18,6 +18,8 @@ use burn::tensor::{Tensor, TensorData};
 
 use super::NnError;
 use super::backend::BackendJob;
+use super::model::Refiner;
+use super::precision::{Precision, cast_module};
 use super::train::RefinerTrainer;
 
 /// What to run on one backend.
@@ -33,6 +35,8 @@ pub struct DeviceCheck {
     pub batches: Vec<usize>,
     /// Timed repetitions per batch size (after one warm-up).
     pub reps: usize,
+    /// Float types to refine in besides f32 (the correctness images and the inference timing).
+    pub precisions: Vec<Precision>,
 }
 
 /// One backend's results.
@@ -43,6 +47,11 @@ pub struct DeviceRun {
     pub refined: Vec<f32>,
     /// `(batch, images/s)` of refiner inference, forward + read-back.
     pub infer_images_per_s: Vec<(usize, f64)>,
+    /// The correctness images refined in each of [`DeviceCheck::precisions`] (read back as f32).
+    #[serde(skip)]
+    pub refined_at: Vec<(Precision, Vec<f32>)>,
+    /// `(precision, batch, images/s)` of refiner inference in each of those precisions.
+    pub infer_at: Vec<(&'static str, usize, f64)>,
     /// Refiner loss (adversarial + self-regularisation) of the first R step.
     pub r1_loss: f32,
     /// Discriminator loss of the D step after it.
@@ -70,6 +79,56 @@ fn tile<B: burn::tensor::backend::Backend>(
     Tensor::from_data(TensorData::new(data, [k, ch, h, w]), device)
 }
 
+impl DeviceCheck {
+    /// Every correctness image through `refiner` (already in `p`), 256 at a time, as f32.
+    fn refine_all<B: burn::tensor::backend::Backend>(
+        &self,
+        refiner: &Refiner<B>,
+        p: Precision,
+        device: &B::Device,
+    ) -> Result<Vec<f32>, NnError> {
+        let n = self.shape[0];
+        let per = self.images.len() / n.max(1);
+        let mut refined = Vec::with_capacity(self.images.len());
+        for start in (0..n).step_by(256) {
+            let k = 256.min(n - start);
+            let x = Tensor::<B, 4>::from_data(
+                TensorData::new(
+                    self.images[start * per..(start + k) * per].to_vec(),
+                    [k, self.shape[1], self.shape[2], self.shape[3]],
+                ),
+                device,
+            ); // [k, c, h, w]
+            let y = p.cast_back(refiner.forward(p.cast(x))); // [k, c, h, w]
+            refined.extend(y.into_data().to_vec::<f32>()?);
+        }
+        Ok(refined)
+    }
+
+    /// `(precision, batch, images/s)` of inference at each batch size: the batch is on the
+    /// device; forward, then read back (the sync).
+    fn infer<B: burn::tensor::backend::Backend>(
+        &self,
+        refiner: &Refiner<B>,
+        p: Precision,
+        device: &B::Device,
+    ) -> Vec<(&'static str, usize, f64)> {
+        let reps = self.reps.max(1);
+        self.batches
+            .iter()
+            .map(|&b| {
+                let x = p.cast(tile::<B>(self, b, device)); // [b, c, h, w]
+                let _ = refiner.forward(x.clone()).into_data();
+                let t = Instant::now();
+                for _ in 0..reps {
+                    let _ = refiner.forward(x.clone()).into_data();
+                }
+                (p.name(), b, (b * reps) as f64 / t.elapsed().as_secs_f64())
+            })
+            .collect()
+    }
+}
+
 impl BackendJob for DeviceCheck {
     type Output = Result<DeviceRun, NnError>;
 
@@ -87,32 +146,19 @@ impl BackendJob for DeviceCheck {
         }
         let mut trainer = RefinerTrainer::<B>::load_checkpoint(&self.checkpoint, &device)?;
         let batch = trainer.config().batch_size;
-        // Correctness: every image through the refiner, 256 at a time.
+        // Correctness: every image through the refiner, 256 at a time; speed at each batch.
         let refiner = trainer.refiner().valid();
-        let mut refined = Vec::with_capacity(self.images.len());
-        for start in (0..n).step_by(256) {
-            let k = 256.min(n - start);
-            let per = self.images.len() / n;
-            let x = Tensor::<B::InnerBackend, 4>::from_data(
-                TensorData::new(
-                    self.images[start * per..(start + k) * per].to_vec(),
-                    [k, self.shape[1], self.shape[2], self.shape[3]],
-                ),
-                &device,
-            );
-            refined.extend(refiner.forward(x).into_data().to_vec::<f32>()?); // [k, c, h, w]
-        }
-        // Inference speed: the batch is on the device; forward, then read back (the sync).
-        let mut infer = Vec::new();
-        for &b in &self.batches {
-            let x = tile::<B::InnerBackend>(&self, b, &device);
-            let _ = refiner.forward(x.clone()).into_data();
-            let t = Instant::now();
-            for _ in 0..self.reps.max(1) {
-                let _ = refiner.forward(x.clone()).into_data();
-            }
-            let s = t.elapsed().as_secs_f64();
-            infer.push((b, (b * self.reps.max(1)) as f64 / s));
+        let refined = self.refine_all(&refiner, Precision::F32, &device)?;
+        let infer = self
+            .infer(&refiner, Precision::F32, &device)
+            .into_iter()
+            .map(|(_, b, r)| (b, r))
+            .collect();
+        let (mut refined_at, mut infer_at) = (Vec::new(), Vec::new());
+        for &p in self.precisions.iter().filter(|&&p| p != Precision::F32) {
+            let cast = cast_module(refiner.clone(), p);
+            refined_at.push((p, self.refine_all(&cast, p, &device)?));
+            infer_at.extend(self.infer(&cast, p, &device));
         }
         // Training: R, D, R from the checkpoint's weights (the losses read back are the sync).
         let synthetic = Tensor::<B, 4>::from_inner(tile::<B::InnerBackend>(&self, batch, &device));
@@ -135,6 +181,8 @@ impl BackendJob for DeviceCheck {
         Ok(DeviceRun {
             refined,
             infer_images_per_s: infer,
+            refined_at,
+            infer_at,
             r1_loss,
             d_loss,
             r2_loss,
@@ -171,6 +219,7 @@ mod tests {
             shape,
             batches: vec![2, 8],
             reps: 1,
+            precisions: vec![Precision::BF16],
         };
         let a = run_on(&DeviceSpec::Cpu, check.clone())
             .unwrap_or_else(|e| panic!("{e}"))
@@ -180,6 +229,21 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(a.refined.len(), images.len());
         assert_eq!(a.refined, b.refined);
+        // bf16 refines the same images, close to f32 but not equal, and is timed per batch.
+        let [(p, low)] = a.refined_at.as_slice() else {
+            panic!("one extra precision, got {}", a.refined_at.len());
+        };
+        assert_eq!((*p, low.len()), (Precision::BF16, images.len()));
+        let max = low
+            .iter()
+            .zip(&a.refined)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(max > 0.0 && max < 0.1, "bf16 vs f32: max |Δ| {max}");
+        assert_eq!(
+            a.infer_at.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
+            vec![("bf16", 2), ("bf16", 8)]
+        );
         assert_eq!(
             (a.r1_loss, a.d_loss, a.r2_loss),
             (b.r1_loss, b.d_loss, b.r2_loss)

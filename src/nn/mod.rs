@@ -19,6 +19,7 @@
 //! - [`device_check`]: one trainer state and image set on the CPU and on a device, compared
 //!   and timed (`simgan bench --sections gpu`).
 //! - [`backend::probe`]: whether a device can run here, before any work.
+//! - [`precision`]: f16/bf16 inference ([`Precision`], [`cast_module`]).
 //!
 //! Image convention everywhere: `Tensor<B, 4>` shaped `[batch, channels, height, width]`, values
 //! in `[-1, 1]` (u8 grey level `v` ↦ `v / 127.5 − 1`).
@@ -32,6 +33,7 @@ pub mod history;
 pub mod hourglass;
 pub mod loss;
 pub mod model;
+pub mod precision;
 pub mod train;
 
 pub use backend::{
@@ -48,6 +50,7 @@ pub use hourglass::{HourglassConfig, HourglassTrainConfig, HourglassTrainer, Sta
 pub use model::{
     Discriminator, DiscriminatorConfig, GazeNet, GazeNetConfig, Refiner, RefinerConfig,
 };
+pub use precision::{Precision, cast_module};
 pub use train::{
     BatchSource, GazeOptimizer, GazeTrainConfig, GazeTrainer, HeadLoss, Phase, RefinerTrainer,
     StepMetrics, TrainConfig, gray_to_tensor, predict_gaze, predict_raw, refine, refine_images,

@@ -664,7 +664,14 @@ pub fn refine_seeded<B: Backend>(
     let [b, _, h, w] = batch.dims();
     let z = seeded_noise(b, noise * h * w, seed);
     let device = batch.device();
-    let z = Tensor::from_data(TensorData::new(z, [b, noise, h, w]), &device); // [b, noise, h, w]
+    // [b, noise, h, w], in the batch's float type (f16/bf16 inference: `nn::precision`)
+    let z = Tensor::<B, 4>::from_data(TensorData::new(z, [b, noise, h, w]), &device);
+    let dtype = batch.dtype();
+    let z = if dtype == z.dtype() {
+        z
+    } else {
+        z.cast(burn::tensor::FloatDType::from(dtype))
+    };
     refiner.forward_noise(batch, Some(z)) // [b, c, h, w]
 }
 

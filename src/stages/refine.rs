@@ -94,6 +94,13 @@ const PARAMS: &[ParamSpec] = &[
         "Input shards fetched and decoded ahead of the one computing",
     ),
     ParamSpec::new(
+        "precision",
+        ParamType::Choice(nn::Precision::NAMES),
+        "\"f32\"",
+        "Float type of the refiner's weights and images on the device (f16/bf16: tensor cores on \
+         a GPU; on the CPU correct but slower); the output images are 8/16-bit as ever",
+    ),
+    ParamSpec::new(
         "identity",
         ParamType::Bool,
         "false",
@@ -133,6 +140,8 @@ struct RefineJob<'a> {
     seed: u64,
     /// Skip the network (the `identity` param).
     identity: bool,
+    /// The refiner's float type on the device (the `precision` param).
+    precision: nn::Precision,
 }
 
 impl BackendJob for RefineJob<'_> {
@@ -141,11 +150,12 @@ impl BackendJob for RefineJob<'_> {
         let err = |e: NnError| Error::stage(self.stage, e.to_string());
         let refiner = match self.identity {
             true => None,
-            false => Some(
+            false => Some(nn::cast_module(
                 nn::load_refiner::<B::InnerBackend>(self.weights, &device)
                     .map_err(err)?
                     .0,
-            ),
+                self.precision,
+            )),
         };
         let mut pngs: Vec<Vec<u8>> = Vec::with_capacity(self.images.len());
         let mut pending: Option<Vec<SampleImage>> = None;
@@ -159,7 +169,11 @@ impl BackendJob for RefineJob<'_> {
                 sample::to_tensor::<B::InnerBackend>(chunk, self.range, &device).map_err(err)?;
             // [batch, c, h, w], computed lazily by the device
             let y = match &refiner {
-                Some(r) => nn::refine_seeded(r, x, batch_seed),
+                Some(r) => {
+                    let p = self.precision;
+                    let y = nn::refine_seeded(r, p.cast(x), batch_seed);
+                    p.cast_back(y)
+                }
                 None => x,
             };
             // Encode the previous batch on rayon while this one computes.
@@ -336,6 +350,8 @@ impl StageKind for Refine {
             batch_size: ctx.params.usize("batch_size")?,
             seed,
             identity: ctx.params.bool("identity")?,
+            precision: nn::Precision::parse(ctx.params.str("precision")?)
+                .ok_or_else(|| ctx.err("param `precision`: not f32, f16 or bf16"))?,
         };
         let pngs = nn::run_on(device, job)??;
         let mut at = 0;
