@@ -924,6 +924,13 @@ params = {{ width = {w}, pretrain_r_steps = 1, pretrain_d_steps = 0, steps = 0 }
             .map(|(p, refined)| {
                 let mut c = compare(refined);
                 c["precision"] = json!(p.name());
+                if let Some((_, l, ms)) = run.losses_at.iter().find(|r| r.0 == p.name()) {
+                    let cpu = [reference.r1_loss, reference.d_loss, reference.r2_loss];
+                    c["losses_device"] = json!(l);
+                    c["losses_rel_diff_vs_cpu_f32"] =
+                        json!((0..3).map(|i| rel(cpu[i], l[i])).collect::<Vec<_>>());
+                    c["train_iter_ms"] = json!(ms);
+                }
                 c["infer_images_per_s"] = json!(
                     run.infer_at
                         .iter()

@@ -501,8 +501,30 @@ fn refining_twice_gives_identical_shards_and_a_new_refiner_makes_refine_stale() 
     assert_eq!(v4["rows"], v1["rows"]);
     assert_ne!(sums(&v1), sums(&v4), "bf16 changed nothing: not cast?");
     assert_eq!(sums(&v4), sums(&v5), "bf16 refines the same way twice");
-    // A new refiner version (forced retrain) makes `refined` stale; the data stages stay up to date.
-    ok(simgan(d).args(["run", p, "--stage", "refiner", "--force"]));
+    // Mixed-precision training: the refiner (R and D in bf16) and a gaze estimator (f16) train
+    // and commit, with the precision in their manifests.
+    ok(simgan(d).args([
+        "run",
+        p,
+        "--stage",
+        "refiner",
+        "--stage",
+        "est-synthetic",
+        "--force",
+        "--set",
+        r#"refiner.precision="bf16""#,
+        "--set",
+        r#"est-synthetic.precision="f16""#,
+    ]));
+    assert_eq!(
+        show(d, "runs/tiny/refiner@2")["params"]["precision"],
+        "bf16"
+    );
+    assert_eq!(
+        show(d, "runs/tiny/est-synthetic@1")["params"]["precision"],
+        "f16"
+    );
+    // The new refiner version makes `refined` stale; the data stages stay up to date.
     let st = status(&["status", p, "--json"]);
     assert_eq!(state(&st, "refined"), "stale");
     assert_eq!(state(&st, "synthetic"), "up-to-date");

@@ -67,6 +67,16 @@ fn the_gpu_check_dry_run_passes_every_step_on_the_cpu() {
         );
         assert!(p["max_abs_diff"].as_f64().unwrap_or(0.0) > 0.0, "{p}");
         assert_eq!(p["infer_images_per_s"].as_array().map(Vec::len), Some(2));
+        // Mixed-precision training steps from the same weights: close to the CPU's f32 losses.
+        let rel = p["losses_rel_diff_vs_cpu_f32"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(rel.len(), 3, "{p}");
+        assert!(
+            rel.iter().all(|r| r.as_f64().is_some_and(|r| r < 0.05)),
+            "{p}"
+        );
     }
     let batches: Vec<u64> = gpu["infer_images_per_s"]
         .as_array()

@@ -624,6 +624,7 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
             history,
             step: state.step,
             device: device.clone(),
+            precision: super::Precision::F32,
         })
     }
 }
@@ -689,6 +690,7 @@ impl<B: AutodiffBackend> GazeTrainer<B> {
             optim,
             step: state.step,
             device: device.clone(),
+            precision: super::Precision::F32,
         })
     }
 }

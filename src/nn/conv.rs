@@ -18,8 +18,9 @@
 //!
 //! Asymmetric SAME padding (strided layers on odd sizes) is handled inside im2col/col2im, with no
 //! padded copy of the input. The training op is a custom autodiff operation (burn's
-//! backend-extension mechanism). Every other backend (CUDA) and any non-f32 tensor calls burn's
-//! own `Conv2d::forward`. The routing is a type check, so models stay generic over
+//! backend-extension mechanism). Every other backend (CUDA) calls burn's own `Conv2d::forward`,
+//! and so does a bf16/f16 tensor, padded here first where burn would pad asymmetrically
+//! (burn 0.21 pads with an f32 zero tensor, whatever the input's type). The routing is a type check, so models stay generic over
 //! `B: Backend`. Results match burn's reference outputs and gradients (tests below); speed is
 //! measured by `cargo test --lib nn::bench::probe_conv -- --ignored --nocapture`.
 
@@ -44,6 +45,9 @@ use super::backend::{CpuAutodiffBackend, CpuBackend};
 pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let training = TypeId::of::<B>() == TypeId::of::<CpuAutodiffBackend>();
     let inference = TypeId::of::<B>() == TypeId::of::<CpuBackend>();
+    if x.dtype() != burn::tensor::DType::F32 {
+        return conv2d_narrow(conv, x);
+    }
     if !(training || inference) || conv.groups != 1 {
         return conv.forward(x);
     }
@@ -92,6 +96,42 @@ pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     };
     // The checks above make every cast succeed; fall back to burn if one did not.
     y.unwrap_or_else(|| conv.forward(x))
+}
+
+/// `conv` on a bf16/f16 `x` (any backend). burn 0.21 pads asymmetrically (SAME padding of a
+/// strided layer on an odd size) with a zero tensor of the default float type, whatever the
+/// input's, and then fails on the mismatch; so the padding is done here, in `x`'s type, and the
+/// convolution runs unpadded.
+fn conv2d_narrow<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [b, c, h, w] = x.dims();
+    let ((top, bottom), (left, right)) =
+        padding_pairs(&conv.padding, h, w, conv.kernel_size, conv.stride);
+    if top == bottom && left == right {
+        return conv.forward(x);
+    }
+    let dtype = burn::tensor::FloatDType::from(x.dtype());
+    let device = x.device();
+    let zeros = |shape: [usize; 4]| Tensor::<B, 4>::zeros(shape, &device).cast(dtype);
+    let around = |x: Tensor<B, 4>, dim: usize, before: [usize; 4], after: [usize; 4]| {
+        let mut parts = Vec::with_capacity(3);
+        if before[dim] > 0 {
+            parts.push(zeros(before));
+        }
+        parts.push(x);
+        if after[dim] > 0 {
+            parts.push(zeros(after));
+        }
+        Tensor::cat(parts, dim)
+    };
+    let x = around(x, 2, [b, c, top, w], [b, c, bottom, w]); // [b, c, top + h + bottom, w]
+    let hp = top + h + bottom;
+    let x = around(x, 3, [b, c, hp, left], [b, c, hp, right]); // [b, c, hp, left + w + right]
+    burn::tensor::module::conv2d(
+        x,
+        conv.weight.val(),
+        conv.bias.as_ref().map(|bias| bias.val()),
+        burn::tensor::ops::ConvOptions::new(conv.stride, [0, 0], conv.dilation, conv.groups),
+    ) // [b, c_out, h_out, w_out]
 }
 
 /// burn's padding rule for `Conv2d` (`PaddingConfig2d::calculate_padding_2d_pairs` is private):

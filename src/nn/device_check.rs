@@ -60,6 +60,9 @@ pub struct DeviceRun {
     pub r2_loss: f32,
     /// One R step + one D step at the checkpoint's batch size, ms (after the three above).
     pub train_iter_ms: f64,
+    /// `(precision, [R, D, R] losses, iteration ms)`: the same steps from the same weights in
+    /// mixed precision, for each of [`DeviceCheck::precisions`].
+    pub losses_at: Vec<(&'static str, [f32; 3], f64)>,
 }
 
 /// The images `[k, c, h, w]` made from the first `k` of `images` (repeated when `k > n`).
@@ -168,16 +171,30 @@ impl BackendJob for DeviceCheck {
         let loss = |m: &super::StepMetrics, what: &str, v: Option<f32>| {
             v.ok_or_else(|| NnError::InvalidConfig(format!("step {} has no {what}", m.step)))
         };
-        let m = trainer.r_step(synthetic.clone())?;
-        let r1_loss = loss(&m, "refiner loss", m.refiner_loss)?;
-        let m = trainer.d_step(synthetic.clone(), real.clone())?;
-        let d_loss = loss(&m, "discriminator loss", m.d_loss)?;
-        let m = trainer.r_step(synthetic.clone())?;
-        let r2_loss = loss(&m, "refiner loss", m.refiner_loss)?;
+        let rdr = |t: &mut RefinerTrainer<B>| -> Result<[f32; 3], NnError> {
+            let m = t.r_step(synthetic.clone())?;
+            let r1 = loss(&m, "refiner loss", m.refiner_loss)?;
+            let m = t.d_step(synthetic.clone(), real.clone())?;
+            let d = loss(&m, "discriminator loss", m.d_loss)?;
+            let m = t.r_step(synthetic.clone())?;
+            Ok([r1, d, loss(&m, "refiner loss", m.refiner_loss)?])
+        };
+        let [r1_loss, d_loss, r2_loss] = rdr(&mut trainer)?;
         let t = Instant::now();
         trainer.r_step(synthetic.clone())?;
-        trainer.d_step(synthetic, real)?;
+        trainer.d_step(synthetic.clone(), real.clone())?;
         let train_iter_ms = t.elapsed().as_secs_f64() * 1e3;
+        // The same steps from the same weights in mixed precision, and one iteration's time.
+        let mut losses_at = Vec::new();
+        for &p in self.precisions.iter().filter(|&&p| p != Precision::F32) {
+            let mut t = RefinerTrainer::<B>::load_checkpoint(&self.checkpoint, &device)?;
+            t.set_precision(p);
+            let losses = rdr(&mut t)?;
+            let started = Instant::now();
+            t.r_step(synthetic.clone())?;
+            t.d_step(synthetic.clone(), real.clone())?;
+            losses_at.push((p.name(), losses, started.elapsed().as_secs_f64() * 1e3));
+        }
         Ok(DeviceRun {
             refined,
             infer_images_per_s: infer,
@@ -187,6 +204,7 @@ impl BackendJob for DeviceCheck {
             d_loss,
             r2_loss,
             train_iter_ms,
+            losses_at,
         })
     }
 }
@@ -244,6 +262,19 @@ mod tests {
             a.infer_at.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
             vec![("bf16", 2), ("bf16", 8)]
         );
+        // Mixed-precision R → D → R from the same weights: losses within a few % of f32's.
+        let [(name, losses, ms)] = a.losses_at.as_slice() else {
+            panic!("one mixed-precision run, got {}", a.losses_at.len());
+        };
+        assert_eq!(*name, "bf16");
+        for (low, full) in losses.iter().zip([a.r1_loss, a.d_loss, a.r2_loss]) {
+            assert!(
+                (low - full).abs() <= 0.05 * full.abs(),
+                "bf16 {losses:?} vs f32 {:?}",
+                [a.r1_loss, a.d_loss, a.r2_loss]
+            );
+        }
+        assert!(*ms > 0.0);
         assert_eq!(
             (a.r1_loss, a.d_loss, a.r2_loss),
             (b.r1_loss, b.d_loss, b.r2_loss)

@@ -194,6 +194,12 @@ impl<B: Backend> Refiner<B> {
                     &x.device(),
                 )
             }); // [batch, noise, 35, 55]
+            // In x's float type (bf16/f16 computation: `nn::precision`).
+            let z = if z.dtype() == x.dtype() {
+                z
+            } else {
+                z.cast(burn::tensor::FloatDType::from(x.dtype()))
+            };
             Tensor::cat(vec![x.clone(), z], 1) // [batch, 1 + noise, 35, 55]
         } else {
             x.clone()

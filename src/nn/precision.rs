@@ -1,13 +1,17 @@
-//! Inference precision: a trained network's weights and its input cast to f16 or bf16 at run
-//! time (burn's tensors carry their dtype; every backend here dispatches on it), the output
-//! cast back to f32. f32 is the default and the reference; what the narrower types cost is
-//! measured against it (`simgan bench --sections gpu --precisions f32,bf16,f16`: max |Δ| of the
-//! refined images and the share of identical 8-bit pixels).
+//! Precision: a network's weights and its input cast to f16 or bf16 at run time (burn's tensors
+//! carry their dtype; every backend here dispatches on it), the output cast back to f32. f32 is
+//! the default and the reference; what the narrower types cost is measured against it
+//! (`simgan bench --sections gpu`: max |Δ| of the refined images, the share of identical 8-bit
+//! pixels, the losses of R → D → R steps from the same weights).
+//!
+//! Inference casts the module ([`cast_module`]). Training is mixed precision: each step runs
+//! through a cast copy of the networks, whose gradients flow back through the casts to the f32
+//! weights, so the optimiser state and the losses stay f32 (no loss scaling: bf16 has f32's
+//! range; f16 may underflow small gradients).
 //!
 //! On the CPU backend (burn-flex) f16/bf16 are correct but slower than f32 (no half-precision
 //! kernels of ours; burn's generic convolution instead of ours): they are there to measure the
-//! accuracy cost anywhere. On CUDA they are what tensor cores run at full rate. Training stays
-//! f32: burn 0.21 has no loss scaling, and an optimiser's state in f16 loses small updates.
+//! accuracy cost anywhere. On CUDA they are what tensor cores run at full rate.
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::backend::Backend;

@@ -45,6 +45,7 @@ use super::loss::{
 use super::model::{
     Discriminator, DiscriminatorConfig, GazeNet, GazeNetConfig, Refiner, RefinerConfig,
 };
+use super::precision::{Precision, cast_module};
 
 // ---------------------------------------------------------------------------------------------
 // Config, schedule, metrics
@@ -289,6 +290,9 @@ pub struct RefinerTrainer<B: AutodiffBackend> {
     pub(crate) ema: Option<Refiner<B::InnerBackend>>,
     pub(crate) step: u64,
     pub(crate) device: B::Device,
+    /// The float type R and D compute in (mixed precision: the weights, the optimiser state and
+    /// the losses stay f32; see [`super::precision`]). Not part of the checkpoint.
+    pub(crate) precision: Precision,
 }
 
 /// `ema ← decay·ema + (1 − decay)·current`, parameter by parameter (both modules of one
@@ -356,6 +360,7 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
             step: 0,
             device: device.clone(),
             config,
+            precision: Precision::F32,
         })
     }
 
@@ -426,10 +431,23 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
         Ok(b)
     }
 
+    /// Compute in `precision` from now on (mixed precision: f32 weights, optimiser state and
+    /// losses; the forward and backward passes in bf16/f16 through cast copies of R and D).
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+    }
+
+    /// R(x) in the trainer's precision, differentiable w.r.t. R's f32 weights, as f32.
+    fn refine_tracked(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let p = self.precision;
+        let r = cast_module(self.refiner.clone(), p);
+        p.cast_back(r.forward(p.cast(x))) // [b, c, h, w]
+    }
+
     /// One refiner step with only the self-regularisation loss.
     pub fn pretrain_r_step(&mut self, synthetic: Tensor<B, 4>) -> Result<StepMetrics, NnError> {
         self.check_batch(&synthetic, "pretrain_r_step")?;
-        let refined = self.refiner.forward(synthetic.clone()); // [b, 1, 35, 55]
+        let refined = self.refine_tracked(synthetic.clone()); // [b, 1, 35, 55]
         let reg = self_regularization_loss(refined, synthetic, self.config.lambda);
         let grads = GradientsParams::from_grads(reg.backward(), &self.refiner);
         self.refiner = self
@@ -451,10 +469,11 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
     /// (its parameters are not differentiated).
     pub fn r_step(&mut self, synthetic: Tensor<B, 4>) -> Result<StepMetrics, NnError> {
         self.check_batch(&synthetic, "r_step")?;
-        let refined = self.refiner.forward(synthetic.clone()); // [b, 1, 35, 55]
+        let p = self.precision;
+        let refined = self.refine_tracked(synthetic.clone()); // [b, 1, 35, 55]
         let reg = self_regularization_loss(refined.clone(), synthetic, self.config.lambda);
-        let frozen_d = self.discriminator.clone().no_grad();
-        let logits = frozen_d.forward(refined); // [b, 2, 9, 14]
+        let frozen_d = cast_module(self.discriminator.clone().no_grad(), p);
+        let logits = p.cast_back(frozen_d.forward(p.cast(refined))); // [b, 2, 9, 14]
         let adv = refiner_adversarial_loss(logits.clone());
         let total = adv.clone() + reg.clone();
         let grads = GradientsParams::from_grads(total.backward(), &self.refiner);
@@ -508,8 +527,10 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
         let n_current = if used_history { half } else { b };
 
         // Refined images are inputs to D, not functions of R's parameters: inner backend.
-        let refiner = self.refiner.valid();
-        let current = refiner.forward(synthetic.inner().narrow(0, 0, n_current)); // [n_current, 1, 35, 55]
+        let p = self.precision;
+        let refiner = cast_module(self.refiner.valid(), p);
+        let current =
+            p.cast_back(refiner.forward(p.cast(synthetic.inner().narrow(0, 0, n_current)))); // [n_current, 1, 35, 55]
         let old = if used_history {
             self.history.sample(half)
         } else {
@@ -527,8 +548,10 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
         };
         let fake = Tensor::<B, 4>::from_inner(fake);
 
-        let logits_fake = self.discriminator.forward(fake); // [b, 2, 9, 14]
-        let logits_real = self.discriminator.forward(real); // [b, 2, 9, 14]
+        // In `precision`, through a cast of D whose gradients reach its f32 weights.
+        let d = cast_module(self.discriminator.clone(), p);
+        let logits_fake = p.cast_back(d.forward(p.cast(fake))); // [b, 2, 9, 14]
+        let logits_real = p.cast_back(d.forward(p.cast(real))); // [b, 2, 9, 14]
         let loss = discriminator_loss(logits_fake.clone(), logits_real.clone());
         let grads = GradientsParams::from_grads(loss.backward(), &self.discriminator);
         self.discriminator = self
@@ -664,14 +687,7 @@ pub fn refine_seeded<B: Backend>(
     let [b, _, h, w] = batch.dims();
     let z = seeded_noise(b, noise * h * w, seed);
     let device = batch.device();
-    // [b, noise, h, w], in the batch's float type (f16/bf16 inference: `nn::precision`)
-    let z = Tensor::<B, 4>::from_data(TensorData::new(z, [b, noise, h, w]), &device);
-    let dtype = batch.dtype();
-    let z = if dtype == z.dtype() {
-        z
-    } else {
-        z.cast(burn::tensor::FloatDType::from(dtype))
-    };
+    let z = Tensor::from_data(TensorData::new(z, [b, noise, h, w]), &device); // [b, noise, h, w]
     refiner.forward_noise(batch, Some(z)) // [b, c, h, w]
 }
 
@@ -798,6 +814,8 @@ pub struct GazeTrainer<B: AutodiffBackend> {
     pub(crate) optim: GazeOptim<B>,
     pub(crate) step: u64,
     pub(crate) device: B::Device,
+    /// The float type the net computes in (mixed precision, as [`RefinerTrainer`]'s).
+    pub(crate) precision: Precision,
 }
 
 /// Normalise `[batch, 3]` rows to unit length.
@@ -840,7 +858,13 @@ impl<B: AutodiffBackend> GazeTrainer<B> {
             step: 0,
             device: device.clone(),
             config,
+            precision: Precision::F32,
         })
+    }
+
+    /// Compute in `precision` from now on (mixed precision, as [`RefinerTrainer::set_precision`]).
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
     }
 
     /// The run's configuration.
@@ -883,7 +907,9 @@ impl<B: AutodiffBackend> GazeTrainer<B> {
                 ),
             });
         }
-        let pred = self.model.forward(images); // [b, outputs]
+        let p = self.precision;
+        let model = cast_module(self.model.clone(), p);
+        let pred = p.cast_back(model.forward(p.cast(images))); // [b, outputs]
         let loss: Tensor<B, 1> = match self.config.loss {
             HeadLoss::UnitVector => (pred - unit_rows(targets))
                 .powf_scalar(2.0)

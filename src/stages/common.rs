@@ -20,6 +20,28 @@ pub const DEVICE_PARAM: ParamSpec = ParamSpec::new(
     "Where to compute: \"cpu\", \"cuda\" or \"cuda:N\" (needs the `cuda` build)",
 );
 
+/// The float type a network computes in: f32, or bf16/f16 (tensor cores on a GPU; on the CPU
+/// correct but slower). Training with bf16/f16 is mixed precision: weights, optimiser state and
+/// losses stay f32.
+pub const PRECISION_PARAM: ParamSpec = ParamSpec::new(
+    "precision",
+    ParamType::Choice(crate::nn::Precision::NAMES),
+    "\"f32\"",
+    "Float type of the network's computation: \"f32\", \"bf16\" or \"f16\" (tensor cores on a \
+     GPU; on the CPU correct but slower); trainers keep f32 weights, optimiser state and losses",
+);
+
+/// The `precision` param.
+pub fn precision(ctx: &StageCtx) -> Result<crate::nn::Precision> {
+    let s = ctx.params.str("precision")?;
+    crate::nn::Precision::parse(s).ok_or_else(|| {
+        ctx.err(format!(
+            "param `precision`: `{s}` is not one of {}",
+            crate::nn::Precision::NAMES.join(", ")
+        ))
+    })
+}
+
 /// Parse the `device` param, failing early if this binary cannot use it.
 pub fn device(ctx: &StageCtx) -> Result<DeviceSpec> {
     parse_device(ctx, "device", ctx.params.str("device")?)

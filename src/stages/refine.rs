@@ -20,7 +20,7 @@ use burn::tensor::backend::AutodiffBackend;
 use rayon::prelude::*;
 use serde_json::json;
 
-use super::common::{self, DEVICE_PARAM};
+use super::common::{self, DEVICE_PARAM, PRECISION_PARAM};
 use super::{InputKind, InputSpec, PreparedInput, StageCtx, StageKind, UnitOutput, UnitSpec};
 use crate::error::{Error, Result};
 use crate::nn::{self, BackendJob, NnError};
@@ -93,13 +93,7 @@ const PARAMS: &[ParamSpec] = &[
         "2",
         "Input shards fetched and decoded ahead of the one computing",
     ),
-    ParamSpec::new(
-        "precision",
-        ParamType::Choice(nn::Precision::NAMES),
-        "\"f32\"",
-        "Float type of the refiner's weights and images on the device (f16/bf16: tensor cores on \
-         a GPU; on the CPU correct but slower); the output images are 8/16-bit as ever",
-    ),
+    PRECISION_PARAM,
     ParamSpec::new(
         "identity",
         ParamType::Bool,
@@ -350,8 +344,7 @@ impl StageKind for Refine {
             batch_size: ctx.params.usize("batch_size")?,
             seed,
             identity: ctx.params.bool("identity")?,
-            precision: nn::Precision::parse(ctx.params.str("precision")?)
-                .ok_or_else(|| ctx.err("param `precision`: not f32, f16 or bf16"))?,
+            precision: common::precision(ctx)?,
         };
         let pngs = nn::run_on(device, job)??;
         let mut at = 0;

@@ -27,7 +27,7 @@ use burn::tensor::{Tensor, TensorData};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::common::{self, DEVICE_PARAM};
+use super::common::{self, DEVICE_PARAM, PRECISION_PARAM};
 use super::{InputKind, InputSpec, StageCtx, StageKind, UnitOutput, UnitSpec};
 use crate::error::{Error, Result};
 use crate::nn::{
@@ -86,6 +86,7 @@ const INPUTS: &[InputSpec] = &[InputSpec {
 
 const PARAMS: &[ParamSpec] = &[
     DEVICE_PARAM,
+    PRECISION_PARAM,
     ParamSpec::new(
         "divisor",
         ParamType::Int { min: 1, max: 64 },
@@ -250,6 +251,8 @@ struct EstimatorJob<'a> {
     targets: &'a [f32],
     outputs: usize,
     steps: u64,
+    /// The CNN's float type (the `precision` param; the hourglass trains in f32 only).
+    precision: nn::Precision,
 }
 
 /// One of the two trainers behind [`EstimatorJob`].
@@ -264,9 +267,11 @@ impl BackendJob for EstimatorJob<'_> {
         let err = |e: NnError| Error::stage(self.stage, e.to_string());
         nn::seed::<B>(&device, self.seed);
         let mut trainer = match &self.run {
-            NetRun::Cnn(cfg) => AnyTrainer::Cnn(Box::new(
-                GazeTrainer::<B>::new(cfg.clone(), &device).map_err(err)?,
-            )),
+            NetRun::Cnn(cfg) => AnyTrainer::Cnn(Box::new({
+                let mut t = GazeTrainer::<B>::new(cfg.clone(), &device).map_err(err)?;
+                t.set_precision(self.precision);
+                t
+            })),
             NetRun::Hourglass(cfg) => AnyTrainer::Hourglass(Box::new(
                 HourglassTrainer::<B>::new(cfg.clone(), &device).map_err(err)?,
             )),
@@ -421,6 +426,13 @@ impl StageKind for TrainEstimator {
                 )
             }
         };
+        let precision = common::precision(ctx)?;
+        if matches!(run, NetRun::Hourglass(_)) && precision != nn::Precision::F32 {
+            return Err(ctx.err(format!(
+                "param `precision`: the stacked hourglass trains in f32 only, not {}",
+                precision.name()
+            )));
+        }
         let members = ctx.params.usize("ensemble")?;
         let mut metrics = Vec::with_capacity(members * steps as usize);
         let mut weights = Vec::with_capacity(members);
@@ -443,6 +455,7 @@ impl StageKind for TrainEstimator {
                     targets: &targets,
                     outputs: spec.outputs,
                     steps,
+                    precision,
                 },
             )??;
             // One metrics row per step of every member: member j's steps follow member j−1's.

@@ -25,7 +25,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::common::{self, DEVICE_PARAM};
+use super::common::{self, DEVICE_PARAM, PRECISION_PARAM};
 use super::{InputKind, InputSpec, StageCtx, StageKind, UnitOutput, UnitSpec};
 use crate::error::{Error, Result};
 use crate::imagestats::RefinerCheck;
@@ -62,6 +62,7 @@ const INT: ParamType = ParamType::Int {
 
 const PARAMS: &[ParamSpec] = &[
     DEVICE_PARAM,
+    PRECISION_PARAM,
     ParamSpec::new(
         "architecture",
         ParamType::Choice(&["eye", "hand"]),
@@ -313,6 +314,8 @@ struct TrainJob<'a> {
     checkpoint_every: u64,
     /// Pick the output refiner by its statistics check (`select = "stats"`).
     select_by_stats: bool,
+    /// The float type R and D compute in (the `precision` param).
+    precision: nn::Precision,
 }
 
 /// A candidate output refiner, measured.
@@ -412,6 +415,7 @@ impl TrainJob<'_> {
                 )
             }
         };
+        trainer.set_precision(self.precision);
         let resumed_from = trainer.step_count();
         metrics.retain(|r| r.m.step < resumed_from);
         // Batches after a resume are drawn from a generator seeded by the step, so a resumed run
@@ -627,6 +631,7 @@ impl StageKind for TrainRefiner {
             scratch: ctx.scratch(),
             checkpoint_every: ctx.params.int("checkpoint_every")? as u64,
             select_by_stats: ctx.params.str("select")? == "stats",
+            precision: common::precision(ctx)?,
         };
         let trained = nn::run_on(&device, job)??;
         let rows: Vec<(StepMetrics, f64)> = trained
