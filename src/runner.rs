@@ -1221,14 +1221,27 @@ pub fn run_worker(stage: &Stage, root: &Root, slot: Option<WorkerSlot>) -> Resul
     }
 }
 
-/// A worker's error, unless it only means that another writer committed this very work.
+/// A worker's error, unless it only means that another writer committed this very work. A
+/// committer removes what no record names (a duplicate worker's upload in flight among them, which
+/// then fails) just before it writes the manifest: when every unit already has a record, the
+/// manifest is given two seconds to appear.
 fn committed_meanwhile(p: &Prepared, e: Error) -> Result<WorkerOutcome> {
-    match manifest::read(p.root, &p.stage.name, p.version)? {
-        Some(c) if c.manifest.fingerprint == p.fingerprint => {
-            Ok(WorkerOutcome::AlreadyCommitted { version: p.version })
+    let all_recorded = p
+        .units
+        .iter()
+        .all(|u| matches!(p.record(u.index), Ok(Some(_))));
+    let tries = if all_recorded { 40 } else { 1 };
+    for attempt in 0..tries {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        _ => Err(e),
+        if let Some(c) = manifest::read(p.root, &p.stage.name, p.version)?
+            && c.manifest.fingerprint == p.fingerprint
+        {
+            return Ok(WorkerOutcome::AlreadyCommitted { version: p.version });
+        }
     }
+    Err(e)
 }
 
 /// Progress of an uncommitted attempt of a stage: (units with records, units planned).

@@ -436,10 +436,16 @@ impl Root {
         Ok(listed.len())
     }
 
-    /// The local file or folder behind `rel`, when the root is on local disk.
+    /// The local file or folder behind `rel`, when the root is on local disk. `None` too for a
+    /// `rel` with a `.` or `..` segment: the object store encodes those as names, so they never
+    /// leave the root, and a plain path join must not either.
     pub fn local_path(&self, rel: &str) -> Option<std::path::PathBuf> {
         let mut p = self.local.clone()?;
-        p.extend(rel.split('/').filter(|s| !s.is_empty()));
+        let parts: Vec<&str> = rel.split('/').filter(|s| !s.is_empty()).collect();
+        if parts.iter().any(|s| *s == "." || *s == "..") {
+            return None;
+        }
+        p.extend(parts);
         Some(p)
     }
 
@@ -476,12 +482,19 @@ impl Root {
                     .and_then(|n| n.rsplit_once('#'))
                     .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
                 if staged {
-                    std::fs::remove_file(&path).map_err(|source| Error::Io {
-                        op: "remove staging file",
-                        path: path.clone(),
-                        source,
-                    })?;
-                    removed += 1;
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => removed += 1,
+                        // Gone meanwhile: a concurrent writer finished (renamed) its upload, or
+                        // another remover got there first. Either way it is not left behind.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(source) => {
+                            return Err(Error::Io {
+                                op: "remove staging file",
+                                path: path.clone(),
+                                source,
+                            });
+                        }
+                    }
                 }
             }
         }
@@ -510,9 +523,14 @@ impl Root {
                 if entry.file_type().is_ok_and(|t| t.is_dir()) {
                     stack.push(path);
                 } else {
-                    std::fs::File::open(&path)
-                        .and_then(|f| f.sync_all())
-                        .map_err(io("fsync", &path))?;
+                    match std::fs::File::open(&path).and_then(|f| f.sync_all()) {
+                        Ok(()) => {}
+                        // Gone since the listing: a concurrent writer's staging file, renamed
+                        // into its object (which is synced where it now is, if listed) or
+                        // removed; nothing a manifest names.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(source) => return Err(io("fsync", &path)(source)),
+                    }
                 }
             }
             std::fs::File::open(&d)
@@ -560,6 +578,26 @@ mod tests {
     fn redact_drops_credentials_and_query() {
         assert_eq!(redact("s3://KEY:SECRET@bucket/p?x=1"), "s3://bucket/p");
         assert_eq!(redact("./runs/x/"), "./runs/x");
+    }
+
+    /// On local disk `get` reads the file directly: present, missing and folder as the object
+    /// store answers them, and a `..` segment never reaches outside the root.
+    #[test]
+    fn local_reads_stay_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let inside = dir.path().join("root");
+        std::fs::create_dir_all(inside.join("sub")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(inside.join("sub/a.bin"), b"inside").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("secret"), b"outside").unwrap_or_else(|e| panic!("{e}"));
+        let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+        let root = Root::open(&inside.to_string_lossy(), rt.handle().clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let get = |rel: &str| root.get(rel).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        assert_eq!(get("sub/a.bin").as_deref(), Some(&b"inside"[..]));
+        assert_eq!(get("sub/missing.bin"), None);
+        assert_eq!(get("sub"), None, "a folder is no object");
+        assert_eq!(get("../secret"), None, "`..` is a name, not the parent");
+        assert_eq!(root.local_path("sub/../../secret"), None);
     }
 
     #[test]
