@@ -266,3 +266,30 @@ params = { width = 2, blocks = 1, d_divisor = 16, batch_size = 2, pretrain_r_ste
         "{err}"
     );
 }
+
+/// `train-estimator` refuses bf16/f16 for the stacked hourglass (it trains in f32 only) with one
+/// line naming the param, before any training.
+#[test]
+fn the_hourglass_refuses_a_narrow_precision() {
+    let dir = util::tempdir();
+    let d = dir.path();
+    let text = r#"
+name = "precision"
+[stages.synthetic]
+kind = "generate-hands"
+params = { domain = "synthetic", rows = 8, size = 16 }
+[stages.est]
+kind = "train-estimator"
+inputs = { data = "synthetic" }
+params = { steps = 1, batch_size = 2, hourglass_features = 8, hourglass_depth = 2, precision = "bf16" }
+"#;
+    let p = util::write(&d.join("precision.toml"), text);
+    let out = util::output(simgan(d).args(["run", p.to_str().unwrap()]));
+    assert!(!out.status.success(), "the hourglass trained in bf16");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("param `precision`") && err.contains("f32 only, not bf16"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
