@@ -22,7 +22,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::Tensor;
-use burn::tensor::activation::{leaky_relu, relu, tanh};
+use burn::tensor::activation::{leaky_relu, relu, softplus, tanh};
 use burn::tensor::backend::Backend;
 
 use super::NnError;
@@ -67,6 +67,16 @@ pub struct RefinerConfig {
     /// batch ([`super::train::refine_seeded`]).
     #[config(default = 0)]
     pub noise_channels: usize,
+    /// Initial standard deviation of an explicit sensor-noise branch (0 = none): the output
+    /// gains `σ(h) · z`, where `z` is the first noise channel (the same draw R sees at its
+    /// input) and `σ = softplus(conv_1×1(h) + softplus⁻¹(noise_scale))` a per-pixel amplitude
+    /// whose convolution starts at zero, so σ starts at `noise_scale` everywhere. Needs
+    /// `noise_channels ≥ 1`. Not in the paper. A noise channel alone is not enough: at a
+    /// refiner that ignores its noise, the expected gradient toward using it is zero (the
+    /// loss is symmetric in ±z), so R answers D with deterministic texture instead; started at
+    /// a small σ, D's gradient decides whether the noise grows or fades.
+    #[config(default = 0.0)]
+    pub noise_scale: f64,
 }
 
 impl RefinerConfig {
@@ -91,6 +101,18 @@ impl RefinerConfig {
             return Err(NnError::InvalidConfig(format!(
                 "refiner: channels and width must be > 0, got {self:?}"
             )));
+        }
+        if !(0.0..=1.0).contains(&self.noise_scale) {
+            return Err(NnError::InvalidConfig(format!(
+                "refiner: noise_scale must be in [0, 1], got {}",
+                self.noise_scale
+            )));
+        }
+        if self.noise_scale > 0.0 && self.noise_channels == 0 {
+            return Err(NnError::InvalidConfig(
+                "refiner: noise_scale > 0 needs noise_channels ≥ 1 (the branch scales the first noise map)"
+                    .into(),
+            ));
         }
         if self.kernel_size.is_multiple_of(2) || self.first_kernel_size.is_multiple_of(2) {
             return Err(NnError::InvalidConfig(format!(
@@ -127,9 +149,16 @@ impl RefinerConfig {
             } else {
                 same(self.width, self.channels, 1)
             },
+            noise_out: (self.noise_scale > 0.0 && self.noise_channels > 0).then(|| {
+                Conv2dConfig::new([self.width, self.channels], [1, 1])
+                    .with_initializer(burn::nn::Initializer::Zeros)
+                    .init(device)
+            }),
             tanh_output: self.tanh_output,
             residual: self.residual,
             noise_channels: self.noise_channels,
+            // softplus⁻¹(s) = ln(eˢ − 1), so σ = softplus(0 + offset) = s at initialisation.
+            noise_offset: self.noise_scale.exp_m1().max(f64::MIN_POSITIVE).ln(),
         }
     }
 }
@@ -161,6 +190,9 @@ pub struct Refiner<B: Backend> {
     pub blocks: Vec<ResBlock<B>>,
     /// Final 1×1 convolution (width → channels).
     pub conv_out: Conv2d<B>,
+    /// The sensor-noise amplitude's 1×1 convolution (width → channels), when
+    /// [`RefinerConfig::noise_scale`] > 0.
+    pub noise_out: Option<Conv2d<B>>,
     /// Whether the output goes through tanh.
     #[module(skip)]
     pub tanh_output: bool,
@@ -170,6 +202,9 @@ pub struct Refiner<B: Backend> {
     /// Noise channels drawn and concatenated to the input (see [`RefinerConfig::noise_channels`]).
     #[module(skip)]
     pub noise_channels: usize,
+    /// softplus⁻¹ of the initial noise amplitude, added before the softplus.
+    #[module(skip)]
+    pub noise_offset: f64,
 }
 
 impl<B: Backend> Refiner<B> {
@@ -185,7 +220,7 @@ impl<B: Backend> Refiner<B> {
     /// thread or device ran the batch.
     pub fn forward_noise(&self, x: Tensor<B, 4>, noise: Option<Tensor<B, 4>>) -> Tensor<B, 4> {
         // x: [batch, 1, 35, 55]
-        let input = if self.noise_channels > 0 {
+        let z = if self.noise_channels > 0 {
             let [b, _, h, w] = x.dims();
             let z = noise.unwrap_or_else(|| {
                 Tensor::random(
@@ -195,20 +230,29 @@ impl<B: Backend> Refiner<B> {
                 )
             }); // [batch, noise, 35, 55]
             // In x's float type (bf16/f16 computation: `nn::precision`).
-            let z = if z.dtype() == x.dtype() {
+            Some(if z.dtype() == x.dtype() {
                 z
             } else {
                 z.cast(burn::tensor::FloatDType::from(x.dtype()))
-            };
-            Tensor::cat(vec![x.clone(), z], 1) // [batch, 1 + noise, 35, 55]
+            })
         } else {
-            x.clone()
+            None
+        };
+        let input = match &z {
+            Some(z) => Tensor::cat(vec![x.clone(), z.clone()], 1), // [batch, 1 + noise, 35, 55]
+            None => x.clone(),
         };
         let mut h = relu(conv2d(&self.conv_in, input)); // [batch, 64, 35, 55]
         for block in &self.blocks {
             h = block.forward(h); // [batch, 64, 35, 55]
         }
-        let out = conv2d(&self.conv_out, h); // [batch, 1, 35, 55]
+        let mut out = conv2d(&self.conv_out, h.clone()); // [batch, 1, 35, 55]
+        if let (Some(conv), Some(z)) = (&self.noise_out, z) {
+            let [b, c, hh, ww] = out.dims();
+            let sigma = softplus(conv2d(conv, h).add_scalar(self.noise_offset), 1.0); // [batch, 1, 35, 55]
+            let z0 = z.narrow(1, 0, 1).expand([b, c, hh, ww]); // [batch, 1, 35, 55]
+            out = out + sigma * z0; // [batch, 1, 35, 55]
+        }
         if self.residual {
             // A leaky clamp: identity inside [−1, 1], slope 1/100 outside. A hard clamp has no
             // gradient once saturated: a refiner that overshot to black (real-like eyes are
@@ -664,6 +708,50 @@ mod tests {
         let g = bias.into_data().to_vec::<f32>().unwrap();
         // d(Σ y)/d(bias) = 0.01 per output pixel (2 × 6 × 8 = 96 of them).
         assert!((g[0] - 0.96).abs() < 1e-4, "{g:?}");
+    }
+
+    /// The noise branch starts as `x + noise_scale · z` (Δ and the amplitude's convolution are
+    /// zero-initialised), its amplitude gets a gradient from a loss that wants less noise, and
+    /// it is refused without a noise channel.
+    #[test]
+    fn noise_branch_starts_at_its_scale_and_learns() {
+        type Ad = crate::nn::backend::CpuAutodiffBackend;
+        let device = Default::default();
+        let cfg = RefinerConfig::narrow(4)
+            .with_blocks(1)
+            .with_residual(true)
+            .with_noise_channels(1)
+            .with_noise_scale(0.05);
+        cfg.validate().unwrap();
+        let r = init_seeded::<Ad, _>(&device, 3, || cfg.init::<Ad>(&device));
+        let x = Tensor::<Ad, 4>::zeros([1, 3, 8, 8], &device);
+        let z = Tensor::<Ad, 4>::from_data(
+            burn::tensor::TensorData::new(crate::nn::seeded_noise(1, 64, 9), [1, 1, 8, 8]),
+            &device,
+        );
+        let cfg3 = cfg.clone().with_channels(3);
+        let r3 = init_seeded::<Ad, _>(&device, 3, || cfg3.init::<Ad>(&device));
+        let y = r3.forward_noise(x, Some(z.clone())); // [1, 3, 8, 8]
+        let want = z
+            .clone()
+            .mul_scalar(0.05)
+            .inner()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        let got = y.inner().into_data().to_vec::<f32>().unwrap();
+        for c in 0..3 {
+            for (g, w) in got[c * 64..(c + 1) * 64].iter().zip(&want) {
+                assert!((g - w).abs() < 1e-6, "channel {c}: {g} vs {w}");
+            }
+        }
+        // Σ y² falls as the amplitude's bias falls: its gradient is positive.
+        let y = r.forward_noise(Tensor::zeros([1, 1, 8, 8], &device), Some(z));
+        let grads = y.powi_scalar(2).sum().backward();
+        let conv = r.noise_out.as_ref().unwrap();
+        let g = conv.bias.as_ref().unwrap().grad(&grads).unwrap();
+        assert!(g.into_data().to_vec::<f32>().unwrap()[0] > 0.0);
+        assert!(cfg.with_noise_channels(0).validate().is_err());
     }
 
     #[test]

@@ -70,6 +70,11 @@ pub struct TrainConfig {
     /// the module docs).
     #[config(default = 7.5)]
     pub lambda: f64,
+    /// σ in pixels of the Gaussian blur ψ the self-regularisation compares through
+    /// (`λ · mean |ψ(R(x)) − ψ(x)|`); 0 = ψ = identity, the paper's per-pixel L1. See
+    /// [`super::loss::self_regularization_loss`].
+    #[config(default = 0.0)]
+    pub reg_blur: f64,
     /// Refiner learning rate (Adam).
     #[config(default = 1e-3)]
     pub lr_r: f64,
@@ -161,6 +166,12 @@ impl TrainConfig {
         }
         if self.k_g + self.k_d == 0 && self.steps > 0 {
             return Err(NnError::InvalidConfig("k_g + k_d must be > 0".into()));
+        }
+        if !(self.reg_blur >= 0.0 && self.reg_blur <= 64.0) {
+            return Err(NnError::InvalidConfig(format!(
+                "reg_blur must be in [0, 64] px, got {}",
+                self.reg_blur
+            )));
         }
         if !(self.lambda >= 0.0 && self.lr_r > 0.0 && self.lr_d > 0.0) {
             return Err(NnError::InvalidConfig(format!(
@@ -448,7 +459,8 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
     pub fn pretrain_r_step(&mut self, synthetic: Tensor<B, 4>) -> Result<StepMetrics, NnError> {
         self.check_batch(&synthetic, "pretrain_r_step")?;
         let refined = self.refine_tracked(synthetic.clone()); // [b, 1, 35, 55]
-        let reg = self_regularization_loss(refined, synthetic, self.config.lambda);
+        let reg =
+            self_regularization_loss(refined, synthetic, self.config.lambda, self.config.reg_blur);
         let grads = GradientsParams::from_grads(reg.backward(), &self.refiner);
         self.refiner = self
             .optim_r
@@ -471,7 +483,12 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
         self.check_batch(&synthetic, "r_step")?;
         let p = self.precision;
         let refined = self.refine_tracked(synthetic.clone()); // [b, 1, 35, 55]
-        let reg = self_regularization_loss(refined.clone(), synthetic, self.config.lambda);
+        let reg = self_regularization_loss(
+            refined.clone(),
+            synthetic,
+            self.config.lambda,
+            self.config.reg_blur,
+        );
         let frozen_d = cast_module(self.discriminator.clone().no_grad(), p);
         let logits = p.cast_back(frozen_d.forward(p.cast(refined))); // [b, 2, 9, 14]
         let adv = refiner_adversarial_loss(logits.clone());

@@ -88,6 +88,12 @@ const PARAMS: &[ParamSpec] = &[
         "Noise maps fed to the refiner beside the image (0 = the paper's deterministic R)",
     ),
     ParamSpec::new(
+        "noise_scale",
+        ParamType::Float { min: 0.0, max: 1.0 },
+        "0",
+        "Initial σ of the refiner's sensor-noise branch: output + σ(x)·z, σ per pixel, learnt from D (0 = none; needs noise_channels ≥ 1)",
+    ),
+    ParamSpec::new(
         "residual",
         ParamType::Bool,
         "true",
@@ -110,6 +116,15 @@ const PARAMS: &[ParamSpec] = &[
         ParamType::Float { min: 0.0, max: 1e6 },
         "7.5",
         "Self-regularisation weight λ on mean |R(x) − x| over pixels, [-1,1] images (carpedm20 uses 0.5 on per-image sums ≈ 7.5 here)",
+    ),
+    ParamSpec::new(
+        "reg_blur",
+        ParamType::Float {
+            min: 0.0,
+            max: 64.0,
+        },
+        "0",
+        "Self-regularisation through a Gaussian blur of σ px: λ · mean |blur(R(x) − x)| keeps the content labels depend on and leaves zero-mean fine texture (sensor noise, camera blur) nearly free; 0 = the paper's per-pixel L1",
     ),
     ParamSpec::new(
         "lr_r",
@@ -230,11 +245,13 @@ fn train_config(ctx: &StageCtx, shape: [usize; 3]) -> Result<TrainConfig> {
                 .with_channels(shape[0])
                 .with_blocks(p.usize("blocks")?)
                 .with_residual(p.bool("residual")?)
-                .with_noise_channels(p.usize("noise_channels")?),
+                .with_noise_channels(p.usize("noise_channels")?)
+                .with_noise_scale(p.float("noise_scale")?),
         )
         .with_discriminator(d.divided(p.usize("d_divisor")?).with_channels(shape[0]))
         .with_batch_size(p.usize("batch_size")?)
         .with_lambda(p.float("lambda")?)
+        .with_reg_blur(p.float("reg_blur")?)
         .with_lr_r(p.float("lr_r")?)
         .with_lr_d(p.float("lr_d")?)
         .with_beta1(p.float("beta1")? as f32)
