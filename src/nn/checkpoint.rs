@@ -826,6 +826,29 @@ mod tests {
             Err(NnError::Checkpoint(_))
         ));
 
+        // A refiner with a noise branch: its amplitude convolution is stored and loaded (set
+        // to non-zero weights here; it starts at zero) and the noise given decides the output.
+        let ncfg = cfg.clone().with_noise_channels(1).with_noise_scale(0.03);
+        let mut n = crate::nn::init_seeded::<CpuBackend, _>(&device, 2, || {
+            ncfg.init::<CpuBackend>(&device)
+        });
+        n.noise_out = Some(burn::nn::conv::Conv2dConfig::new([4, 1], [1, 1]).init(&device));
+        let nbytes = save_refiner(&n, &ncfg).unwrap();
+        let header_len = u64::from_le_bytes(nbytes[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&nbytes[8..8 + header_len]).unwrap();
+        assert_eq!(
+            header["noise_out.weight"]["shape"],
+            serde_json::json!([1, 4, 1, 1])
+        );
+        let (n2, ncfg2) = load_refiner::<CpuBackend>(&nbytes, &device).unwrap();
+        assert_eq!(ncfg2, ncfg);
+        let z = Tensor::<CpuBackend, 4>::ones([1, 2, 6, 7], &device).mul_scalar(-0.7);
+        let x = Tensor::<CpuBackend, 4>::ones([1, 1, 6, 7], &device).mul_scalar(0.3);
+        assert_eq!(
+            bits(n.forward_noise(x.clone(), Some(z.clone()))),
+            bits(n2.forward_noise(x, Some(z)))
+        );
+
         // Gaze net: linear weights stored PyTorch-style [out, in].
         let gcfg = GazeNetConfig::narrow(16).with_height(24).with_width(32);
         let g = crate::nn::init_seeded::<CpuBackend, _>(&device, 1, || {

@@ -68,13 +68,13 @@ pub struct RefinerConfig {
     #[config(default = 0)]
     pub noise_channels: usize,
     /// Initial standard deviation of an explicit sensor-noise branch (0 = none): the output
-    /// gains `σ(h) · z`, where `z` is the first noise channel (the same draw R sees at its
-    /// input) and `σ = softplus(conv_1×1(h) + softplus⁻¹(noise_scale))` a per-pixel amplitude
-    /// whose convolution starts at zero, so σ starts at `noise_scale` everywhere. Needs
-    /// `noise_channels ≥ 1`. Not in the paper. A noise channel alone is not enough: at a
-    /// refiner that ignores its noise, the expected gradient toward using it is zero (the
-    /// loss is symmetric in ±z), so R answers D with deterministic texture instead; started at
-    /// a small σ, D's gradient decides whether the noise grows or fades.
+    /// gains `σ(h) ⊙ z′`, where `z′` is one standard-normal map per image channel (drawn beside
+    /// the input noise channels, independent of them) and `σ = softplus(conv_1×1(h) +
+    /// softplus⁻¹(noise_scale))` a per-pixel, per-channel amplitude whose convolution starts at
+    /// zero, so σ starts at `noise_scale` everywhere. Not in the paper. A noise input alone is
+    /// not enough: at a refiner that ignores its noise, the expected gradient toward using it is
+    /// zero (the loss is symmetric in ±z), so R answers D with deterministic texture instead;
+    /// started at a small σ, D's gradient decides whether the noise grows or fades.
     #[config(default = 0.0)]
     pub noise_scale: f64,
 }
@@ -107,12 +107,6 @@ impl RefinerConfig {
                 "refiner: noise_scale must be in [0, 1], got {}",
                 self.noise_scale
             )));
-        }
-        if self.noise_scale > 0.0 && self.noise_channels == 0 {
-            return Err(NnError::InvalidConfig(
-                "refiner: noise_scale > 0 needs noise_channels ≥ 1 (the branch scales the first noise map)"
-                    .into(),
-            ));
         }
         if self.kernel_size.is_multiple_of(2) || self.first_kernel_size.is_multiple_of(2) {
             return Err(NnError::InvalidConfig(format!(
@@ -149,7 +143,7 @@ impl RefinerConfig {
             } else {
                 same(self.width, self.channels, 1)
             },
-            noise_out: (self.noise_scale > 0.0 && self.noise_channels > 0).then(|| {
+            noise_out: (self.noise_scale > 0.0).then(|| {
                 Conv2dConfig::new([self.width, self.channels], [1, 1])
                     .with_initializer(burn::nn::Initializer::Zeros)
                     .init(device)
@@ -214,33 +208,46 @@ impl<B: Backend> Refiner<B> {
         self.forward_noise(x, None)
     }
 
-    /// [`Self::forward`] with the noise channels given (`[batch, noise_channels, h, w]`; `None`:
-    /// drawn from the backend's generator). Inference passes noise from its own seeded
-    /// generator ([`super::train::refine_seeded`]), so the output does not depend on which lane,
-    /// thread or device ran the batch.
+    /// Standard-normal maps one forward pass draws per image: the input noise channels, then
+    /// one per image channel for the sensor-noise branch (if any).
+    pub fn noise_maps(&self) -> usize {
+        let branch = self
+            .noise_out
+            .as_ref()
+            .map(|c| c.weight.dims()[0])
+            .unwrap_or(0);
+        self.noise_channels + branch
+    }
+
+    /// [`Self::forward`] with the noise maps given (`[batch, noise_maps, h, w]`, see
+    /// [`Self::noise_maps`]; `None`: drawn from the backend's generator). Inference passes noise
+    /// from its own seeded generator ([`super::train::refine_seeded`]), so the output does not
+    /// depend on which lane, thread or device ran the batch.
     pub fn forward_noise(&self, x: Tensor<B, 4>, noise: Option<Tensor<B, 4>>) -> Tensor<B, 4> {
         // x: [batch, 1, 35, 55]
-        let z = if self.noise_channels > 0 {
+        let maps = self.noise_maps();
+        let z = (maps > 0).then(|| {
             let [b, _, h, w] = x.dims();
             let z = noise.unwrap_or_else(|| {
                 Tensor::random(
-                    [b, self.noise_channels, h, w],
+                    [b, maps, h, w],
                     burn::tensor::Distribution::Normal(0.0, 1.0),
                     &x.device(),
                 )
-            }); // [batch, noise, 35, 55]
+            }); // [batch, noise + 1, 35, 55]
             // In x's float type (bf16/f16 computation: `nn::precision`).
-            Some(if z.dtype() == x.dtype() {
+            if z.dtype() == x.dtype() {
                 z
             } else {
                 z.cast(burn::tensor::FloatDType::from(x.dtype()))
-            })
-        } else {
-            None
-        };
+            }
+        });
         let input = match &z {
-            Some(z) => Tensor::cat(vec![x.clone(), z.clone()], 1), // [batch, 1 + noise, 35, 55]
-            None => x.clone(),
+            Some(z) if self.noise_channels > 0 => {
+                let zin = z.clone().narrow(1, 0, self.noise_channels); // [batch, noise, 35, 55]
+                Tensor::cat(vec![x.clone(), zin], 1) // [batch, 1 + noise, 35, 55]
+            }
+            _ => x.clone(),
         };
         let mut h = relu(conv2d(&self.conv_in, input)); // [batch, 64, 35, 55]
         for block in &self.blocks {
@@ -248,10 +255,9 @@ impl<B: Backend> Refiner<B> {
         }
         let mut out = conv2d(&self.conv_out, h.clone()); // [batch, 1, 35, 55]
         if let (Some(conv), Some(z)) = (&self.noise_out, z) {
-            let [b, c, hh, ww] = out.dims();
+            let c = maps - self.noise_channels;
             let sigma = softplus(conv2d(conv, h).add_scalar(self.noise_offset), 1.0); // [batch, 1, 35, 55]
-            let z0 = z.narrow(1, 0, 1).expand([b, c, hh, ww]); // [batch, 1, 35, 55]
-            out = out + sigma * z0; // [batch, 1, 35, 55]
+            out = out + sigma * z.narrow(1, self.noise_channels, c); // [batch, 1, 35, 55]
         }
         if self.residual {
             // A leaky clamp: identity inside [−1, 1], slope 1/100 outside. A hard clamp has no
@@ -710,9 +716,9 @@ mod tests {
         assert!((g[0] - 0.96).abs() < 1e-4, "{g:?}");
     }
 
-    /// The noise branch starts as `x + noise_scale · z` (Δ and the amplitude's convolution are
-    /// zero-initialised), its amplitude gets a gradient from a loss that wants less noise, and
-    /// it is refused without a noise channel.
+    /// The noise branch starts as `x + noise_scale · z′` (Δ and the amplitude's convolution
+    /// are zero-initialised) with one map z′ per image channel after the input noise, and its
+    /// amplitude gets a gradient from a loss that wants less noise.
     #[test]
     fn noise_branch_starts_at_its_scale_and_learns() {
         type Ad = crate::nn::backend::CpuAutodiffBackend;
@@ -721,37 +727,36 @@ mod tests {
             .with_blocks(1)
             .with_residual(true)
             .with_noise_channels(1)
-            .with_noise_scale(0.05);
+            .with_noise_scale(0.05)
+            .with_channels(3);
         cfg.validate().unwrap();
         let r = init_seeded::<Ad, _>(&device, 3, || cfg.init::<Ad>(&device));
-        let x = Tensor::<Ad, 4>::zeros([1, 3, 8, 8], &device);
+        assert_eq!(r.noise_maps(), 4);
+        let zs = crate::nn::seeded_noise(1, 4 * 64, 9);
         let z = Tensor::<Ad, 4>::from_data(
-            burn::tensor::TensorData::new(crate::nn::seeded_noise(1, 64, 9), [1, 1, 8, 8]),
+            burn::tensor::TensorData::new(zs.clone(), [1, 4, 8, 8]),
             &device,
         );
-        let cfg3 = cfg.clone().with_channels(3);
-        let r3 = init_seeded::<Ad, _>(&device, 3, || cfg3.init::<Ad>(&device));
-        let y = r3.forward_noise(x, Some(z.clone())); // [1, 3, 8, 8]
-        let want = z
-            .clone()
-            .mul_scalar(0.05)
-            .inner()
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap();
+        let x = Tensor::<Ad, 4>::zeros([1, 3, 8, 8], &device);
+        let y = r.forward_noise(x.clone(), Some(z.clone())); // [1, 3, 8, 8]
         let got = y.inner().into_data().to_vec::<f32>().unwrap();
-        for c in 0..3 {
-            for (g, w) in got[c * 64..(c + 1) * 64].iter().zip(&want) {
-                assert!((g - w).abs() < 1e-6, "channel {c}: {g} vs {w}");
-            }
+        for (g, w) in got.iter().zip(&zs[64..]) {
+            assert!((g - 0.05 * w).abs() < 1e-6, "{g} vs {}", 0.05 * w);
         }
         // Σ y² falls as the amplitude's bias falls: its gradient is positive.
-        let y = r.forward_noise(Tensor::zeros([1, 1, 8, 8], &device), Some(z));
-        let grads = y.powi_scalar(2).sum().backward();
+        let grads = r.forward_noise(x, Some(z)).powi_scalar(2).sum().backward();
         let conv = r.noise_out.as_ref().unwrap();
         let g = conv.bias.as_ref().unwrap().grad(&grads).unwrap();
-        assert!(g.into_data().to_vec::<f32>().unwrap()[0] > 0.0);
-        assert!(cfg.with_noise_channels(0).validate().is_err());
+        assert!(
+            g.into_data()
+                .to_vec::<f32>()
+                .unwrap()
+                .iter()
+                .all(|v| *v > 0.0)
+        );
+        // Without input noise the branch draws its own maps only.
+        let plain = cfg.with_noise_channels(0).init::<Ad>(&device);
+        assert_eq!(plain.noise_maps(), 3);
     }
 
     #[test]

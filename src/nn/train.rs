@@ -688,7 +688,7 @@ pub fn refine<B: Backend>(refiner: &Refiner<B>, batch: Tensor<B, 4>) -> Tensor<B
     refiner.forward(batch) // [batch, 1, 35, 55]
 }
 
-/// Refine a batch for inference with the noise channels (if the refiner has any) drawn on the
+/// Refine a batch for inference with the noise maps (if the refiner has any) drawn on the
 /// host: image `i`'s noise from a generator seeded `seed ^ i·φ`, in parallel. The output depends
 /// only on the weights, the images and `seed` — not on the lane, the thread, the device or what
 /// else drew from the backend's (process-wide) generator meanwhile.
@@ -697,7 +697,7 @@ pub fn refine_seeded<B: Backend>(
     batch: Tensor<B, 4>,
     seed: u64,
 ) -> Tensor<B, 4> {
-    let noise = refiner.noise_channels;
+    let noise = refiner.noise_maps();
     if noise == 0 {
         return refiner.forward(batch);
     }
