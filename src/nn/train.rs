@@ -75,6 +75,12 @@ pub struct TrainConfig {
     /// [`super::loss::self_regularization_loss`].
     #[config(default = 0.0)]
     pub reg_blur: f64,
+    /// Instance noise: σ of Gaussian noise added to every image the discriminator sees (real,
+    /// refined, and the refined images of the refiner's step), in the networks' `[-1, 1]`
+    /// units; 0 = off (the paper). It blurs the two distributions into each other, so D cannot
+    /// win on pixel-exact patterns that a refiner can game, and its gradient stays informative.
+    #[config(default = 0.0)]
+    pub d_input_noise: f64,
     /// Refiner learning rate (Adam).
     #[config(default = 1e-3)]
     pub lr_r: f64,
@@ -166,6 +172,12 @@ impl TrainConfig {
         }
         if self.k_g + self.k_d == 0 && self.steps > 0 {
             return Err(NnError::InvalidConfig("k_g + k_d must be > 0".into()));
+        }
+        if !(self.d_input_noise >= 0.0 && self.d_input_noise <= 2.0) {
+            return Err(NnError::InvalidConfig(format!(
+                "d_input_noise must be in [0, 2], got {}",
+                self.d_input_noise
+            )));
         }
         if !(self.reg_blur >= 0.0 && self.reg_blur <= 64.0) {
             return Err(NnError::InvalidConfig(format!(
@@ -490,7 +502,8 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
             self.config.reg_blur,
         );
         let frozen_d = cast_module(self.discriminator.clone().no_grad(), p);
-        let logits = p.cast_back(frozen_d.forward(p.cast(refined))); // [b, 2, 9, 14]
+        let seen = self.d_input(refined); // [b, 1, 35, 55]
+        let logits = p.cast_back(frozen_d.forward(p.cast(seen))); // [b, 2, 9, 14]
         let adv = refiner_adversarial_loss(logits.clone());
         let total = adv.clone() + reg.clone();
         let grads = GradientsParams::from_grads(total.backward(), &self.refiner);
@@ -509,6 +522,22 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
         m.d_acc_refined = Some(patch_accuracy(logits.detach(), CLASS_REFINED)?);
         self.step += 1;
         Ok(m)
+    }
+
+    /// An image batch as the discriminator sees it: plus instance noise when
+    /// [`TrainConfig::d_input_noise`] > 0 (drawn from the backend's seeded generator).
+    fn d_input<T: Backend>(&self, x: Tensor<T, 4>) -> Tensor<T, 4> {
+        let sigma = self.config.d_input_noise;
+        if sigma > 0.0 {
+            let z = Tensor::random(
+                x.dims(),
+                burn::tensor::Distribution::Normal(0.0, sigma),
+                &x.device(),
+            );
+            x + z
+        } else {
+            x
+        }
     }
 
     /// One discriminator step on refined (half current, half history when available) vs real
@@ -563,7 +592,8 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
             }
             None => current.clone(), // [b, 1, 35, 55]
         };
-        let fake = Tensor::<B, 4>::from_inner(fake);
+        let fake = self.d_input(Tensor::<B, 4>::from_inner(fake)); // [b, 1, 35, 55]
+        let real = self.d_input(real); // [b, 1, 35, 55]
 
         // In `precision`, through a cast of D whose gradients reach its f32 weights.
         let d = cast_module(self.discriminator.clone(), p);
@@ -1275,6 +1305,27 @@ pub(crate) mod tests {
             "history used once it holds b/2"
         );
         assert_eq!(t.history().counters(), (24, 12));
+    }
+
+    /// Instance noise: D's inputs gain N(0, σ²) noise when `d_input_noise` = σ > 0 and are
+    /// passed through untouched at 0; out-of-range values are refused.
+    #[test]
+    fn instance_noise_reaches_the_discriminator_only_when_set() {
+        let device = Default::default();
+        let x = Tensor::<AB, 4>::zeros([4, 1, 16, 24], &device);
+        let off = RefinerTrainer::<AB>::new(tiny_config(), &device).unwrap();
+        let same: Vec<f32> = off.d_input(x.clone()).into_data().to_vec().unwrap();
+        assert!(same.iter().all(|v| *v == 0.0));
+        let on = RefinerTrainer::<AB>::new(tiny_config().with_d_input_noise(0.5), &device).unwrap();
+        let v: Vec<f32> = on.d_input(x).into_data().to_vec().unwrap();
+        let mean = v.iter().sum::<f32>() / v.len() as f32;
+        let std = (v.iter().map(|a| (a - mean).powi(2)).sum::<f32>() / v.len() as f32).sqrt();
+        assert!(
+            mean.abs() < 0.06 && (std - 0.5).abs() < 0.05,
+            "{mean} {std}"
+        );
+        assert!(tiny_config().with_d_input_noise(-0.1).validate().is_err());
+        assert!(tiny_config().with_reg_blur(100.0).validate().is_err());
     }
 
     /// A short adversarial run on toy data: pretraining teaches R the identity and D to tell

@@ -127,6 +127,12 @@ const PARAMS: &[ParamSpec] = &[
         "Self-regularisation through a Gaussian blur of σ px: λ · mean |blur(R(x) − x)| keeps the content labels depend on and leaves zero-mean fine texture (sensor noise, camera blur) nearly free; 0 = the paper's per-pixel L1",
     ),
     ParamSpec::new(
+        "d_input_noise",
+        ParamType::Float { min: 0.0, max: 2.0 },
+        "0",
+        "Instance noise: σ of Gaussian noise added to every image the discriminator sees, in [-1,1] units (0 = off, the paper)",
+    ),
+    ParamSpec::new(
         "lr_r",
         ParamType::Float {
             min: 1e-9,
@@ -252,6 +258,7 @@ fn train_config(ctx: &StageCtx, shape: [usize; 3]) -> Result<TrainConfig> {
         .with_batch_size(p.usize("batch_size")?)
         .with_lambda(p.float("lambda")?)
         .with_reg_blur(p.float("reg_blur")?)
+        .with_d_input_noise(p.float("d_input_noise")?)
         .with_lr_r(p.float("lr_r")?)
         .with_lr_d(p.float("lr_d")?)
         .with_beta1(p.float("beta1")? as f32)
