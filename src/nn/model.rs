@@ -77,6 +77,12 @@ pub struct RefinerConfig {
     /// started at a small σ, D's gradient decides whether the noise grows or fades.
     #[config(default = 0.0)]
     pub noise_scale: f64,
+    /// Pad every convolution by mirroring the image (`reflect`) instead of with zeros (SAME).
+    /// Zero padding tells every layer where the border is, and a refiner trained against a
+    /// discriminator uses that: it draws frames parallel to the edges, which no real image has
+    /// and any classifier sees. Not in the paper (which does not say).
+    #[config(default = false)]
+    pub reflect_padding: bool,
 }
 
 impl RefinerConfig {
@@ -119,9 +125,15 @@ impl RefinerConfig {
 
     /// Build the refiner with freshly initialised weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Refiner<B> {
+        // Reflect padding happens in `forward`, before a VALID convolution.
+        let padding = if self.reflect_padding {
+            PaddingConfig2d::Valid
+        } else {
+            PaddingConfig2d::Same
+        };
         let same = |cin: usize, cout: usize, k: usize| {
             Conv2dConfig::new([cin, cout], [k, k])
-                .with_padding(PaddingConfig2d::Same)
+                .with_padding(padding.clone())
                 .init(device)
         };
         Refiner {
@@ -150,6 +162,7 @@ impl RefinerConfig {
             }),
             tanh_output: self.tanh_output,
             residual: self.residual,
+            reflect_padding: self.reflect_padding,
             noise_channels: self.noise_channels,
             // softplus⁻¹(s) = ln(eˢ − 1), so σ = softplus(0 + offset) = s at initialisation.
             noise_offset: self.noise_scale.exp_m1().max(f64::MIN_POSITIVE).ln(),
@@ -169,10 +182,51 @@ pub struct ResBlock<B: Backend> {
 impl<B: Backend> ResBlock<B> {
     /// Shapes are preserved: `[batch, width, h, w]` → `[batch, width, h, w]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let y = relu(conv2d(&self.conv1, x.clone())); // [batch, 64, 35, 55]
-        let y = conv2d(&self.conv2, y); // [batch, 64, 35, 55]
+        self.forward_padded(x, false)
+    }
+
+    /// [`Self::forward`] with the convolutions' input mirrored at the borders first when
+    /// `reflect` (the convolutions are then VALID; see [`RefinerConfig::reflect_padding`]).
+    pub fn forward_padded(&self, x: Tensor<B, 4>, reflect: bool) -> Tensor<B, 4> {
+        let y = relu(conv_padded(&self.conv1, x.clone(), reflect)); // [batch, 64, 35, 55]
+        let y = conv_padded(&self.conv2, y, reflect); // [batch, 64, 35, 55]
         relu(x + y) // [batch, 64, 35, 55]
     }
+}
+
+/// `conv` on `x`, mirrored by the kernel's half-size at the borders first when `reflect`.
+fn conv_padded<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>, reflect: bool) -> Tensor<B, 4> {
+    if reflect {
+        let [kh, kw] = conv.kernel_size;
+        conv2d(conv, reflect_pad(x, kh / 2, kw / 2)) // [batch, c, h, w]
+    } else {
+        conv2d(conv, x)
+    }
+}
+
+/// Mirror `x` by `rh` rows and `rw` columns at each border (the edge pixel not repeated, as
+/// PyTorch's `ReflectionPad2d`): `[b, c, h, w]` → `[b, c, h + 2rh, w + 2rw]`. An axis shorter
+/// than its pad + 1 is padded with zeros instead.
+pub fn reflect_pad<B: Backend>(x: Tensor<B, 4>, rh: usize, rw: usize) -> Tensor<B, 4> {
+    let pad_axis = |x: Tensor<B, 4>, axis: usize, r: usize| {
+        let n = x.dims()[axis];
+        if r == 0 {
+            return x;
+        }
+        let (lo, hi) = if n > r {
+            (
+                x.clone().narrow(axis, 1, r).flip([axis as isize]),
+                x.clone().narrow(axis, n - 1 - r, r).flip([axis as isize]),
+            )
+        } else {
+            let mut dims = x.dims();
+            dims[axis] = r;
+            let z = Tensor::zeros(dims, &x.device());
+            (z.clone(), z)
+        };
+        Tensor::cat(vec![lo, x, hi], axis)
+    };
+    pad_axis(pad_axis(x, 2, rh), 3, rw)
 }
 
 /// The refiner network R (see [`RefinerConfig`]).
@@ -193,6 +247,9 @@ pub struct Refiner<B: Backend> {
     /// Whether the output is the leaky-clamped `x + Δ` (see [`RefinerConfig::residual`]).
     #[module(skip)]
     pub residual: bool,
+    /// Whether convolutions pad by mirroring (see [`RefinerConfig::reflect_padding`]).
+    #[module(skip)]
+    pub reflect_padding: bool,
     /// Noise channels drawn and concatenated to the input (see [`RefinerConfig::noise_channels`]).
     #[module(skip)]
     pub noise_channels: usize,
@@ -249,9 +306,10 @@ impl<B: Backend> Refiner<B> {
             }
             _ => x.clone(),
         };
-        let mut h = relu(conv2d(&self.conv_in, input)); // [batch, 64, 35, 55]
+        let reflect = self.reflect_padding;
+        let mut h = relu(conv_padded(&self.conv_in, input, reflect)); // [batch, 64, 35, 55]
         for block in &self.blocks {
-            h = block.forward(h); // [batch, 64, 35, 55]
+            h = block.forward_padded(h, reflect); // [batch, 64, 35, 55]
         }
         let mut out = conv2d(&self.conv_out, h.clone()); // [batch, 1, 35, 55]
         if let (Some(conv), Some(z)) = (&self.noise_out, z) {
@@ -757,6 +815,32 @@ mod tests {
         // Without input noise the branch draws its own maps only.
         let plain = cfg.with_noise_channels(0).init::<Ad>(&device);
         assert_eq!(plain.noise_maps(), 3);
+    }
+
+    /// Reflect padding mirrors without repeating the edge (PyTorch's `ReflectionPad2d`), and a
+    /// refiner built with it keeps the image size, for the eye and the hand kernels.
+    #[test]
+    fn reflect_padding_mirrors_and_keeps_size() {
+        let device = Default::default();
+        let x = Tensor::<B, 4>::from_floats([[[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]]], &device);
+        let y: Vec<f32> = reflect_pad(x, 1, 2).into_data().to_vec().unwrap();
+        #[rustfmt::skip]
+        let want = [
+            6.0, 5.0, 4.0, 5.0, 6.0, 5.0, 4.0,
+            3.0, 2.0, 1.0, 2.0, 3.0, 2.0, 1.0,
+            6.0, 5.0, 4.0, 5.0, 6.0, 5.0, 4.0,
+            3.0, 2.0, 1.0, 2.0, 3.0, 2.0, 1.0,
+        ];
+        assert_eq!(y, want);
+        for first in [3, 7] {
+            let cfg = RefinerConfig::narrow(4)
+                .with_blocks(2)
+                .with_first_kernel_size(first)
+                .with_reflect_padding(true);
+            let r = init_seeded::<B, _>(&device, 1, || cfg.init::<B>(&device));
+            let out = r.forward(Tensor::zeros([2, 1, 12, 15], &device));
+            assert_eq!(out.dims(), [2, 1, 12, 15]);
+        }
     }
 
     #[test]

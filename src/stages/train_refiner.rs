@@ -100,6 +100,12 @@ const PARAMS: &[ParamSpec] = &[
         "Refiner output x + Δ (starts as the identity; not in the paper, which uses tanh: set false)",
     ),
     ParamSpec::new(
+        "reflect_padding",
+        ParamType::Bool,
+        "false",
+        "Refiner convolutions pad by mirroring the image instead of with zeros (zero padding lets the refiner draw frames along the edges)",
+    ),
+    ParamSpec::new(
         "d_divisor",
         ParamType::Int { min: 1, max: 32 },
         "4",
@@ -252,7 +258,8 @@ fn train_config(ctx: &StageCtx, shape: [usize; 3]) -> Result<TrainConfig> {
                 .with_blocks(p.usize("blocks")?)
                 .with_residual(p.bool("residual")?)
                 .with_noise_channels(p.usize("noise_channels")?)
-                .with_noise_scale(p.float("noise_scale")?),
+                .with_noise_scale(p.float("noise_scale")?)
+                .with_reflect_padding(p.bool("reflect_padding")?),
         )
         .with_discriminator(d.divided(p.usize("d_divisor")?).with_channels(shape[0]))
         .with_batch_size(p.usize("batch_size")?)
