@@ -216,10 +216,12 @@ pub fn reflect_pad<B: Backend>(x: Tensor<B, 4>, rh: usize, rw: usize) -> Tensor<
         if r == 0 {
             return x;
         }
+        // A one-wide mirror is its own flip (3×3 kernels): skip the copy.
+        let mirror = |t: Tensor<B, 4>| if r > 1 { t.flip([axis as isize]) } else { t };
         let (lo, hi) = if n > r {
             (
-                x.clone().narrow(axis, 1, r).flip([axis as isize]),
-                x.clone().narrow(axis, n - 1 - r, r).flip([axis as isize]),
+                mirror(x.clone().narrow(axis, 1, r)),
+                mirror(x.clone().narrow(axis, n - 1 - r, r)),
             )
         } else {
             let mut dims = x.dims();
