@@ -90,7 +90,7 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec::new(
         "noise_scale",
         ParamType::Float { min: 0.0, max: 1.0 },
-        "0.1",
+        "0",
         "Initial σ of the refiner's sensor-noise branch: output + σ(x)·z, one standard-normal map per image channel, σ per pixel and learnt from D ([-1,1] units; 0 = none, the paper)",
     ),
     ParamSpec::new(
@@ -102,7 +102,7 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec::new(
         "reflect_padding",
         ParamType::Bool,
-        "true",
+        "false",
         "Refiner convolutions pad by mirroring the image instead of with zeros (zero padding lets the refiner draw frames along the edges)",
     ),
     ParamSpec::new(
@@ -129,7 +129,7 @@ const PARAMS: &[ParamSpec] = &[
             min: 0.0,
             max: 64.0,
         },
-        "1.5",
+        "0",
         "Self-regularisation through a Gaussian blur of σ px: λ · mean |blur(R(x) − x)| keeps the content labels depend on and leaves zero-mean fine texture (sensor noise, camera blur) nearly free; 0 = the paper's per-pixel L1",
     ),
     ParamSpec::new(
