@@ -43,7 +43,7 @@ pub fn refiner_adversarial_loss<B: Backend>(d_logits_refined: Tensor<B, 4>) -> T
 ///
 /// With ψ = identity every pixel of sensor noise or camera blur the refiner adds costs its full
 /// L1, so a refiner learns the global tone (cheap per pixel, large for D) and little of the
-/// texture. A blurred ψ (the paper's v2 allows any feature transform) constrains what a label
+/// texture. A blurred ψ (the paper allows any feature transform ψ) constrains what a label
 /// depends on, the image's content at the scale of a few pixels, and leaves zero-mean
 /// high-frequency changes (noise, blur, grain) nearly free: i.i.d. noise is attenuated by
 /// ≈ 1 / (2√π σ) under a σ-px blur. ψ is linear, so this is `λ · mean |G_σ ∗ (R(x) − x)|`.
