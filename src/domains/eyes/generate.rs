@@ -58,6 +58,12 @@ const PARAMS: &[ParamSpec] = &[
         "Fraction of rows marked split=test",
     ),
     ParamSpec::new(
+        "pair_with",
+        ParamType::Choice(&["none", "synthetic", "real-like"]),
+        "\"none\"",
+        "Draw row i's eye (geometry and labels) as that domain's stage with this seed would, in this stage's look, with that stage's ids: with its seed and pose ranges, the same eyes as that stage, i.e. what a perfect refiner would output (see pipelines/eye-gaze-ceiling.toml)",
+    ),
+    ParamSpec::new(
         "render",
         ParamType::Table,
         "{}",
@@ -71,6 +77,14 @@ fn row_seed(seed: u64, domain: Domain, i: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// A domain's `domain` column value and id prefix.
+fn label(domain: Domain) -> &'static str {
+    match domain {
+        Domain::Synthetic => "synthetic",
+        Domain::RealLike => "real",
+    }
 }
 
 /// Whether row `i` belongs to the test split (deterministic, independent of the row's image).
@@ -131,17 +145,22 @@ impl StageKind for GenerateEyes {
         let test_fraction = ctx.params.float("test_fraction")?;
         let cfg = render_config(domain, ctx.params.table("render")?)
             .map_err(|e| ctx.err(format!("param `render`: {e}")))?;
-        let domain_label = match domain {
-            Domain::Synthetic => "synthetic",
-            Domain::RealLike => "real",
+        // Rows are drawn from (and named after) the paired domain's stream when there is one.
+        let stream: Domain = match ctx.params.str("pair_with")? {
+            "none" => domain,
+            other => other
+                .parse()
+                .map_err(|e| ctx.err(format!("param `pair_with`: {e}")))?,
         };
+        let domain_label = label(domain);
+        let id_label = label(stream);
         // Render in chunks so memory stays bounded for large units.
         for chunk_start in (start..start + count).step_by(4096) {
             let chunk_end = (chunk_start + 4096).min(start + count);
             let rows: Vec<EyeRow> = (chunk_start..chunk_end)
                 .into_par_iter()
                 .map(|i| {
-                    let mut rng = SmallRng::seed_from_u64(row_seed(seed, domain, i));
+                    let mut rng = SmallRng::seed_from_u64(row_seed(seed, stream, i));
                     let sample = render(&cfg, &mut rng);
                     let split = if is_test(seed, i, test_fraction) {
                         "test"
@@ -149,7 +168,7 @@ impl StageKind for GenerateEyes {
                         "train"
                     };
                     EyeRow::from_sample(
-                        format!("{domain_label}-{seed}-{i:08}"),
+                        format!("{id_label}-{seed}-{i:08}"),
                         &sample,
                         "builtin",
                         domain_label,
@@ -174,5 +193,39 @@ mod tests {
         let t = (0..n).filter(|&i| is_test(3, i, 0.25)).count() as f64 / n as f64;
         assert!((t - 0.25).abs() < 0.02, "{t}");
         assert_eq!((0..1000).filter(|&i| is_test(3, i, 0.0)).count(), 0);
+    }
+
+    /// `pair_with`: a real-like row drawn from the synthetic stream, with the synthetic pose
+    /// ranges, is the same eye (labels and landmarks) in the real-like look.
+    #[test]
+    fn paired_rows_are_the_same_eyes_in_another_look() {
+        let pose: serde_json::Map<String, serde_json::Value> = serde_json::json!({
+            "gaze_pitch": [-30, 30], "gaze_yaw": [-40, 40], "head_pitch": [-15, 15],
+            "head_yaw": [-15, 15], "head_roll": [-6, 6]
+        })
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+        let synth = render_config(Domain::Synthetic, &serde_json::Map::new()).unwrap();
+        let real = render_config(Domain::RealLike, &pose).unwrap();
+        for i in 0..50 {
+            let seed = row_seed(1001, Domain::Synthetic, i);
+            let a = render(&synth, &mut SmallRng::seed_from_u64(seed));
+            let b = render(&real, &mut SmallRng::seed_from_u64(seed));
+            assert_eq!(a.gaze, b.gaze, "row {i}");
+            assert_eq!(a.head_pose, b.head_pose, "row {i}");
+            assert_eq!(a.landmarks, b.landmarks, "row {i}");
+            assert_ne!(a.image, b.image, "row {i}: the look must differ");
+        }
+        // Unpaired, the real-like stream draws other eyes.
+        let own = render(
+            &real,
+            &mut SmallRng::seed_from_u64(row_seed(1001, Domain::RealLike, 0)),
+        );
+        let synth0 = render(
+            &synth,
+            &mut SmallRng::seed_from_u64(row_seed(1001, Domain::Synthetic, 0)),
+        );
+        assert_ne!(own.gaze, synth0.gaze);
     }
 }
