@@ -100,6 +100,8 @@ pub struct ParamSpec {
     pub default: Option<&'static str>,
     /// One line for `simgan kinds` and the docs.
     pub doc: &'static str,
+    /// Declared with [`ParamSpec::added`]: at its default, left out of the canonical form.
+    pub added: bool,
 }
 
 impl ParamSpec {
@@ -115,6 +117,26 @@ impl ParamSpec {
             ty,
             default: Some(default),
             doc,
+            added: false,
+        }
+    }
+
+    /// A parameter added to a kind after versions of it were committed. Its default must keep
+    /// the kind's earlier behaviour; at that default it is left out of the canonical form
+    /// ([`Params::to_json`]: fingerprints and manifests), so adding it does not make committed
+    /// stages stale. Set to anything else, it counts like any param.
+    pub const fn added(
+        name: &'static str,
+        ty: ParamType,
+        default: &'static str,
+        doc: &'static str,
+    ) -> Self {
+        ParamSpec {
+            name,
+            ty,
+            default: Some(default),
+            doc,
+            added: true,
         }
     }
 
@@ -125,6 +147,7 @@ impl ParamSpec {
             ty,
             default: None,
             doc,
+            added: false,
         }
     }
 }
@@ -134,6 +157,8 @@ impl ParamSpec {
 pub struct Params {
     stage: String,
     values: BTreeMap<String, Value>,
+    /// Keys of [`ParamSpec::added`] params at their default: not in the canonical form.
+    at_added_default: std::collections::BTreeSet<String>,
 }
 
 /// Why a params table did not validate (the pipeline module turns these into errors naming the stage).
@@ -166,13 +191,18 @@ impl Params {
             }
         }
         let mut values = BTreeMap::new();
+        let mut at_added_default = std::collections::BTreeSet::new();
         for spec in specs {
-            let raw = match (table.get(spec.name), spec.default) {
-                (Some(v), _) => v.clone(),
-                (None, Some(d)) => parse_default(d).map_err(|reason| ParamProblem::Mistyped {
+            let default = match spec.default {
+                Some(d) => Some(parse_default(d).map_err(|reason| ParamProblem::Mistyped {
                     key: spec.name.into(),
                     reason,
-                })?,
+                })?),
+                None => None,
+            };
+            let raw = match (table.get(spec.name), default.clone()) {
+                (Some(v), _) => v.clone(),
+                (None, Some(d)) => d,
                 (None, None) => {
                     return Err(ParamProblem::Missing {
                         key: spec.name.into(),
@@ -186,11 +216,18 @@ impl Params {
                     key: spec.name.into(),
                     reason,
                 })?;
+            if spec.added
+                && let Some(d) = &default
+                && spec.ty.coerce(d).ok().as_ref() == Some(&v)
+            {
+                at_added_default.insert(spec.name.to_string());
+            }
             values.insert(spec.name.to_string(), v);
         }
         Ok(Params {
             stage: stage.to_string(),
             values,
+            at_added_default,
         })
     }
 
@@ -207,11 +244,13 @@ impl Params {
         Params::resolve(stage, specs, &table).map_err(|p| Error::stage(stage, format!("{p:?}")))
     }
 
-    /// The canonical JSON form (sorted keys) used in fingerprints and manifests.
+    /// The canonical JSON form (sorted keys) used in fingerprints and manifests: every param
+    /// but the [`ParamSpec::added`] ones at their default.
     pub fn to_json(&self) -> Value {
         Value::Object(
             self.values
                 .iter()
+                .filter(|(k, _)| !self.at_added_default.contains(*k))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         )
@@ -336,5 +375,31 @@ mod tests {
         assert!(
             matches!(Params::resolve("s", SPECS, &table("")), Err(ParamProblem::Missing { key }) if key == "name")
         );
+    }
+
+    #[test]
+    fn an_added_param_at_its_default_leaves_the_canonical_form_alone() {
+        const OLD: &[ParamSpec] = &[ParamSpec::new(
+            "rows",
+            ParamType::Int { min: 1, max: 1000 },
+            "10",
+            "rows",
+        )];
+        const NEW: &[ParamSpec] = &[
+            ParamSpec::new("rows", ParamType::Int { min: 1, max: 1000 }, "10", "rows"),
+            ParamSpec::added("mode", ParamType::Choice(&["off", "on"]), "\"off\"", "mode"),
+        ];
+        let old = Params::resolve("s", OLD, &table("rows = 5")).unwrap_or_default();
+        let new = Params::resolve("s", NEW, &table("rows = 5")).unwrap_or_default();
+        // Same canonical form (fingerprint, manifest), and the kind still reads the default.
+        assert_eq!(old.to_json(), new.to_json());
+        assert_eq!(new.str("mode").ok(), Some("off"));
+        // Set explicitly to the default: still the same; set otherwise: it counts.
+        let same =
+            Params::resolve("s", NEW, &table("rows = 5\nmode = \"off\"")).unwrap_or_default();
+        assert_eq!(same.to_json(), old.to_json());
+        let on = Params::resolve("s", NEW, &table("rows = 5\nmode = \"on\"")).unwrap_or_default();
+        assert_ne!(on.to_json(), old.to_json());
+        assert_eq!(on.to_json()["mode"], "on");
     }
 }

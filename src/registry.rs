@@ -39,7 +39,7 @@ pub fn builtin() -> Registry {
         Arc::new(stages::refine::Refine::default()),
         Arc::new(stages::train_estimator::TrainEstimator::new(tasks.clone())),
         Arc::new(stages::score::Score::new(tasks.clone())),
-        Arc::new(stages::judge::Judge),
+        Arc::new(stages::judge::Judge::new(tasks.clone())),
         Arc::new(stages::report::Report::new(tasks)),
     ])
 }

@@ -261,9 +261,16 @@ fn tiny_pipeline_end_to_end_with_a_report() {
         .iter()
         .map(|r| r["pair"].as_str().unwrap())
         .collect();
+    // Besides the three pairs, the label-matched ones (the real test split has gaze labels).
     assert_eq!(
         pairs,
-        ["real-vs-real", "refined-vs-real", "synthetic-vs-real"],
+        [
+            "real-vs-real",
+            "refined-vs-real",
+            "refined-vs-real-matched",
+            "synthetic-vs-real",
+            "synthetic-vs-real-matched"
+        ],
         "{judged}"
     );
     for r in judged.as_array().unwrap() {
@@ -274,7 +281,7 @@ fn tiny_pipeline_end_to_end_with_a_report() {
         "runs/tiny/report",
         "SELECT count(*) AS n FROM data WHERE estimator = 'judge' AND metric = 'auc'",
     );
-    assert_eq!(figures, serde_json::json!([{"n": 3}]), "{figures}");
+    assert_eq!(figures, serde_json::json!([{"n": 5}]), "{figures}");
     // The warning box appears exactly when an estimator is within 10 % of predicting the mean
     // gaze (in this tiny run, a few dozen training steps: all of them are).
     let base = rows[0]["mean_deg"].as_f64().unwrap();

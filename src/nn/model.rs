@@ -393,6 +393,11 @@ pub struct DiscriminatorConfig {
     /// LeakyReLU negative slope between layers; 0 gives ReLU.
     #[config(default = 0.2)]
     pub leaky_slope: f64,
+    /// Spectral normalisation (Miyato et al. 2018): every convolution's weight, as an
+    /// `out × (in·k·k)` matrix, divided by its largest singular value, so D is 1-Lipschitz per
+    /// layer and cannot answer a small change of the image with a large change of its logits.
+    #[config(default = false)]
+    pub spectral_norm: bool,
 }
 
 impl DiscriminatorConfig {
@@ -501,6 +506,7 @@ impl DiscriminatorConfig {
             conv4: conv(self.conv3_channels, self.conv4_channels, 1, 1),
             conv_out: conv(self.conv4_channels, 2, 1, 1),
             leaky_slope: self.leaky_slope,
+            spectral_norm: self.spectral_norm,
         }
     }
 }
@@ -523,19 +529,71 @@ pub struct Discriminator<B: Backend> {
     /// LeakyReLU slope (0 = ReLU).
     #[module(skip)]
     pub leaky_slope: f64,
+    /// Spectrally normalised convolutions ([`DiscriminatorConfig::spectral_norm`]).
+    #[module(skip)]
+    pub spectral_norm: bool,
+}
+
+/// Power iterations per forward for the spectral norm: from a fixed start vector each time (no
+/// state to checkpoint), enough for the largest singular value of D's small weight matrices to
+/// settle to well under 1 %.
+const SPECTRAL_ITERATIONS: usize = 12;
+
+/// The largest singular value σ of `weight` (`[out, in, k, k]` as an `out × in·k·k` matrix),
+/// differentiable w.r.t. the weight: the singular vectors u, v come from power iteration on the
+/// detached weight, then `σ = uᵀ W v` (the gradient of σ is `u vᵀ`, as in Miyato et al.).
+pub(crate) fn spectral_sigma<B: Backend>(weight: Tensor<B, 4>) -> Tensor<B, 1> {
+    let [out, cin, kh, kw] = weight.dims();
+    let w = weight.reshape([out, cin * kh * kw]); // [out, n]
+    let wd = w.clone().detach();
+    let device = w.device();
+    let normalise = |t: Tensor<B, 2>| {
+        let norm = t.clone().powi_scalar(2).sum().sqrt().add_scalar(1e-12); // [1]
+        t / norm.unsqueeze::<2>()
+    };
+    let mut v = normalise(Tensor::<B, 2>::ones([cin * kh * kw, 1], &device)); // [n, 1]
+    let mut u = normalise(wd.clone().matmul(v.clone())); // [out, 1]
+    for _ in 0..SPECTRAL_ITERATIONS {
+        v = normalise(wd.clone().transpose().matmul(u.clone())); // [n, 1]
+        u = normalise(wd.clone().matmul(v.clone())); // [out, 1]
+    }
+    u.transpose().matmul(w).matmul(v).reshape([1]) // [1]
+}
+
+/// `conv` applied with its weight divided by the weight's spectral norm: `(conv(x) − b) / σ + b`
+/// (the same as convolving with `W / σ`, without a second weight tensor).
+fn conv2d_spectral<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let sigma = spectral_sigma(conv.weight.val()); // [1]
+    let y = conv2d(conv, x); // [b, c_out, h, w]
+    let inv = sigma.recip().reshape([1, 1, 1, 1]); // [1, 1, 1, 1]
+    match &conv.bias {
+        Some(b) => {
+            let [c] = b.dims();
+            let b = b.val().reshape([1, c, 1, 1]); // [1, c_out, 1, 1]
+            (y - b.clone()) * inv + b
+        }
+        None => y * inv,
+    }
 }
 
 impl<B: Backend> Discriminator<B> {
     /// Patch logits; shape comments are for the eye D on 35×55 images.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let act = |t: Tensor<B, 4>| leaky_relu(t, self.leaky_slope);
+        let conv = |c: &Conv2d<B>, t: Tensor<B, 4>| {
+            if self.spectral_norm {
+                conv2d_spectral(c, t)
+            } else {
+                conv2d(c, t)
+            }
+        };
         // x: [batch, 1, 35, 55]
-        let h = act(conv2d(&self.conv1, x)); // [batch, 96, 18, 28]
-        let h = act(conv2d(&self.conv2, h)); // [batch, 64, 9, 14]
+        let h = act(conv(&self.conv1, x)); // [batch, 96, 18, 28]
+        let h = act(conv(&self.conv2, h)); // [batch, 64, 9, 14]
         let h = self.pool.forward(h); // [batch, 64, 9, 14]
-        let h = act(conv2d(&self.conv3, h)); // [batch, 32, 9, 14]
-        let h = act(conv2d(&self.conv4, h)); // [batch, 32, 9, 14]
-        conv2d(&self.conv_out, h) // [batch, 2, 9, 14]
+        let h = act(conv(&self.conv3, h)); // [batch, 32, 9, 14]
+        let h = act(conv(&self.conv4, h)); // [batch, 32, 9, 14]
+        conv(&self.conv_out, h) // [batch, 2, 9, 14]
     }
 }
 
@@ -753,6 +811,56 @@ mod tests {
     use crate::nn::backend::{CpuBackend, init_seeded};
 
     type B = CpuBackend;
+
+    /// σ of known matrices, its gradient `u vᵀ`, and a spectrally normalised D whose every
+    /// layer has unit spectral norm whatever its initial weights.
+    #[test]
+    fn spectral_norm_is_the_largest_singular_value() {
+        type Ad = crate::nn::backend::CpuAutodiffBackend;
+        let device = Default::default();
+        // [[2, 1], [1, 3]] (as a [2, 1, 1, 2] weight): σ = (5 + √5) / 2.
+        let w =
+            Tensor::<Ad, 4>::from_floats([[[[2.0, 1.0]]], [[[1.0, 3.0]]]], &device).require_grad();
+        let sigma = spectral_sigma(w.clone());
+        let s = sigma.clone().inner().into_scalar();
+        let want = (5.0 + 5f32.sqrt()) / 2.0;
+        assert!((s - want).abs() < 1e-3 * want, "σ {s} vs {want}");
+        // dσ/dW = u vᵀ with u = v the top eigenvector of this symmetric matrix.
+        let grads = sigma.backward();
+        let g = w
+            .grad(&grads)
+            .map(|g| g.into_data().to_vec::<f32>().unwrap_or_default());
+        let g = g.unwrap_or_default();
+        let (a, b) = (0.5257f32, 0.8507f32); // unit eigenvector of the larger eigenvalue
+        for (got, want) in g.iter().zip([a * a, a * b, a * b, b * b]) {
+            assert!((got - want).abs() < 2e-3, "grad {g:?}");
+        }
+        // A diagonal 3 × 4 matrix: σ = its largest entry.
+        let mut d = vec![0f32; 12];
+        d[0] = 0.5;
+        d[5] = -4.0;
+        d[10] = 2.0;
+        let w = Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(d, [3, 4, 1, 1]), &device);
+        let s = spectral_sigma(w).into_scalar();
+        assert!((s - 4.0).abs() < 1e-3, "σ {s}");
+        // Every layer of a normalised D, scaled up 10×, still maps with gain ≤ 1 + tolerance.
+        let dcfg = DiscriminatorConfig::narrow(8).with_spectral_norm(true);
+        let disc = init_seeded::<B, _>(&device, 5, || dcfg.init::<B>(&device));
+        for conv in [
+            &disc.conv1,
+            &disc.conv2,
+            &disc.conv3,
+            &disc.conv4,
+            &disc.conv_out,
+        ] {
+            let w = conv.weight.val() * 10.0;
+            let sigma = spectral_sigma(w.clone()).into_scalar();
+            let normalised = spectral_sigma(w / sigma).into_scalar();
+            assert!((normalised - 1.0).abs() < 1e-2, "σ(W/σ) = {normalised}");
+        }
+        let x = Tensor::<B, 4>::ones([2, 1, 35, 55], &device);
+        assert_eq!(disc.forward(x).dims(), [2, 2, 9, 14]);
+    }
 
     /// A residual refiner pushed past −1 (an eye refined to black) still gets a gradient: the
     /// leaky clamp lets it come back, where a hard clamp left it stuck.

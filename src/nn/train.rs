@@ -1482,6 +1482,42 @@ pub(crate) mod tests {
         assert!(diff < 0.25, "self-regularisation keeps R(x) near x");
     }
 
+    /// A spectrally normalised D still learns to tell the toy domains apart, and R's
+    /// adversarial loss falls against it.
+    #[test]
+    fn spectrally_normalised_discriminator_learns() {
+        let device = Default::default();
+        let cfg = tiny_config()
+            .with_discriminator(DiscriminatorConfig::narrow(4).with_spectral_norm(true))
+            .with_pretrain_r_steps(30)
+            .with_pretrain_d_steps(60)
+            .with_steps(1)
+            .with_lambda(8.0)
+            .with_seed(7);
+        let mut t = RefinerTrainer::<AB>::new(cfg.clone(), &device).unwrap();
+        let mut src = ToySource {
+            h: 16,
+            w: 24,
+            next: 0,
+        };
+        let mut d_loss = Vec::new();
+        for i in 0..cfg.pretrain_r_steps + cfg.pretrain_d_steps {
+            if let Some(l) = t.step(i, &mut src).unwrap().d_loss {
+                d_loss.push(l);
+            }
+        }
+        let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+        let (d0, d1) = (mean(&d_loss[..3]), mean(&d_loss[d_loss.len() - 3..]));
+        assert!(d1 < 0.9 * d0, "D loss falls: {d_loss:?}");
+        let adv: Vec<f32> = (0..4)
+            .map(|_| {
+                let s = BatchSource::<AB>::synthetic(&mut src, cfg.batch_size, &device).unwrap();
+                t.r_step(s).unwrap().adv_loss.unwrap()
+            })
+            .collect();
+        assert!(adv[3] < adv[0], "refiner adversarial loss falls: {adv:?}");
+    }
+
     #[test]
     fn gaze_trainer_learns_toy_mapping() {
         let device = Default::default();

@@ -454,7 +454,7 @@ fn judge_report(ctx: &StageCtx) -> Result<Option<JudgeReport>> {
 fn realism(j: &JudgeReport, sec: &mut Section) {
     let pair = |p: &str| j.pairs.iter().find(|(n, _)| n == p).map(|(_, v)| *v);
     let mut h = String::from(
-        "<h2>Realism</h2><p>A fresh classifier (the realism judge, not the refiner's discriminator) was trained to tell each set from held-out real images and scored on halves it never saw. ROC AUC 0.5: it cannot tell them apart; 1.0: it always can. Real vs real (two halves of the real set) is the floor.</p><table id=\"realism\"><tr><th>pair</th><th>AUC</th><th>accuracy (%)</th><th>train / test images</th></tr>",
+        "<h2>Realism</h2><p>A fresh classifier (the realism judge, not the refiner's discriminator) was trained to tell each set from held-out real images and scored on halves it never saw. ROC AUC 0.5: it cannot tell them apart; 1.0: it always can. Real vs real (two halves of the real set) is the floor. The <i>-matched</i> pairs compare the real images with the synthetic / refined images whose labels are nearest theirs: a refiner keeps labels, so where the synthetic label distribution differs from the real one (wider gaze ranges, other poses) only these pairs measure the look alone.</p><table id=\"realism\"><tr><th>pair</th><th>AUC</th><th>accuracy (%)</th><th>train / test images</th></tr>",
     );
     for (name, v) in &j.pairs {
         let _ = write!(
@@ -477,7 +477,11 @@ fn realism(j: &JudgeReport, sec: &mut Section) {
             });
         }
     }
-    h.push_str("</table><table id=\"pixel-stats\"><tr><th>images</th><th>n</th><th>mean</th><th>std</th><th>sharpness (RMS Laplacian)</th><th>noise σ</th></tr>");
+    h.push_str("</table>");
+    for note in &j.notes {
+        let _ = write!(h, "<p class=\"note\">{}</p>", esc(note));
+    }
+    h.push_str("<table id=\"pixel-stats\"><tr><th>images</th><th>n</th><th>mean</th><th>std</th><th>sharpness (RMS Laplacian)</th><th>noise σ</th></tr>");
     for (name, s) in &j.stats {
         let _ = write!(
             h,

@@ -13,12 +13,18 @@
 //! after refinement), the oracle (the `real` estimator) is run on both versions of each sample;
 //! how far its two predictions differ is the label drift the refiner introduced (rows with
 //! `eval_set = "drift"`), and its errors against the label on each version are rows
-//! `eval_set = "synthetic" | "refined"`.
+//! `eval_set = "synthetic" | "refined"`. With `match_labels` (the default) the pairs are the
+//! synthetic rows whose labels are nearest those of the real test rows
+//! ([`crate::task::label_match`]): the oracle was trained on the real label distribution, and
+//! outside it (a synthetic set's wider gaze range) it misreads even a perfectly refined image —
+//! on the eye demo's perfect refiner (`pipelines/eye-gaze-ceiling.toml`) the unmatched drift is
+//! 4.6–5.2°. Without labels on the test rows, or with `match_labels = false`, the pairs are the
+//! first `drift_samples` synthetic rows that were refined.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, UInt32Array};
+use arrow::array::{Array, RecordBatch, UInt32Array};
 use burn::tensor::backend::AutodiffBackend;
 
 use super::common::{self, DEVICE_PARAM};
@@ -29,7 +35,7 @@ use crate::nn::{self, BackendJob, NnError};
 use crate::params::{ParamSpec, ParamType};
 use crate::sample::{self, SampleImage, ValueRange};
 use crate::schema::DeclaredSchema;
-use crate::task::{Predictions, ScoreInput, Task, TaskSpec, Tasks};
+use crate::task::{Predictions, ScoreInput, Task, TaskSpec, Tasks, label_match, paired_targets};
 
 /// The `score` kind.
 pub struct Score {
@@ -95,6 +101,12 @@ const PARAMS: &[ParamSpec] = &[
         },
         "1000",
         "Samples used for the label-drift check",
+    ),
+    ParamSpec::new(
+        "match_labels",
+        ParamType::Bool,
+        "true",
+        "Label-drift pairs: the synthetic rows whose labels are nearest those of the real test rows (where the oracle was trained), not the first ones",
     ),
 ];
 
@@ -238,9 +250,14 @@ impl Score {
     }
 }
 
-/// The drift pairs: up to `n` synthetic rows whose ids were refined, with the refined images in
-/// the same order.
-fn drift_pairs(ctx: &StageCtx, n: usize) -> Result<Option<(sample::Loaded, Vec<SampleImage>)>> {
+/// The drift pairs: up to `n` synthetic rows whose ids were refined (label-matched to the first
+/// `n` rows of `test` when `matched` and both carry labels), with the refined images in the same
+/// order.
+fn drift_pairs(
+    ctx: &StageCtx,
+    n: usize,
+    matched: Option<(&Tasks, &RecordBatch)>,
+) -> Result<Option<(sample::Loaded, Vec<SampleImage>)>> {
     if !(ctx.inputs.contains_key("synthetic_data") && ctx.inputs.contains_key("refined_data")) {
         return Ok(None);
     }
@@ -249,17 +266,38 @@ fn drift_pairs(ctx: &StageCtx, n: usize) -> Result<Option<(sample::Loaded, Vec<S
     let rids = refined.ids()?;
     let by_id: HashMap<&str, usize> = (0..rids.len()).map(|i| (rids.value(i), i)).collect();
     let sids = synth.ids()?;
-    let mut take = Vec::new();
-    let mut refined_images = Vec::new();
-    for i in 0..sids.len() {
-        if take.len() >= n {
-            break;
+    // (synthetic row, refined row) of every refined sample.
+    let both: Vec<(u32, usize)> = (0..sids.len())
+        .filter_map(|i| by_id.get(sids.value(i)).map(|&j| (i as u32, j)))
+        .collect();
+    let first_n = || both.iter().take(n).copied().collect::<Vec<_>>();
+    let chosen = match matched {
+        Some((tasks, test)) if !both.is_empty() => {
+            let pool_idx = UInt32Array::from(both.iter().map(|p| p.0).collect::<Vec<_>>());
+            let pool =
+                arrow::compute::take_record_batch(&synth.batch, &pool_idx).map_err(|source| {
+                    Error::Arrow {
+                        what: "drift pairs".into(),
+                        source,
+                    }
+                })?;
+            let anchor = test.slice(0, n.min(test.num_rows()));
+            match paired_targets(tasks, &anchor, &pool, "score: drift pairs") {
+                Ok((a, p, dim)) => label_match(&a, &p, dim)
+                    .into_iter()
+                    .map(|k| both[k])
+                    .collect(),
+                Err(e) => {
+                    tracing::info!(stage = ctx.stage, reason = %e, "drift pairs not label-matched");
+                    first_n()
+                }
+            }
         }
-        if let Some(&j) = by_id.get(sids.value(i)) {
-            take.push(i as u32);
-            refined_images.push(refined.images[j].clone());
-        }
-    }
+        _ => first_n(),
+    };
+    let take: Vec<u32> = chosen.iter().map(|p| p.0).collect();
+    let refined_images: Vec<SampleImage> =
+        chosen.iter().map(|p| refined.images[p.1].clone()).collect();
     let idx = UInt32Array::from(take.clone());
     let batch =
         arrow::compute::take_record_batch(&synth.batch, &idx).map_err(|source| Error::Arrow {
@@ -281,7 +319,7 @@ impl StageKind for Score {
         "Score estimators on the real test split with their task's metrics, baseline and label drift"
     }
     fn code_version(&self) -> &'static str {
-        "5"
+        "6"
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
@@ -313,7 +351,11 @@ impl StageKind for Score {
             return Err(ctx
                 .err("input `test` has no split=test rows (set test_fraction on the real stage)"));
         }
-        let pairs = drift_pairs(ctx, ctx.params.usize("drift_samples")?)?;
+        let matched = ctx
+            .params
+            .bool("match_labels")?
+            .then_some((&self.tasks, &test.batch));
+        let pairs = drift_pairs(ctx, ctx.params.usize("drift_samples")?, matched)?;
         let mut predictions = Vec::new();
         for role in ESTIMATOR_ROLES {
             let Some(e) = estimator(ctx, role, true)? else {

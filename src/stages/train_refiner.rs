@@ -138,6 +138,12 @@ const PARAMS: &[ParamSpec] = &[
         "0",
         "Instance noise: σ of Gaussian noise added to every image the discriminator sees, in [-1,1] units (0 = off, the paper)",
     ),
+    ParamSpec::added(
+        "d_spectral_norm",
+        ParamType::Bool,
+        "false",
+        "Spectral normalisation of every discriminator convolution (Miyato et al. 2018: each weight divided by its largest singular value), so the refiner cannot fool D with a small pattern that moves its logits far",
+    ),
     ParamSpec::new(
         "lr_r",
         ParamType::Float {
@@ -261,7 +267,11 @@ fn train_config(ctx: &StageCtx, shape: [usize; 3]) -> Result<TrainConfig> {
                 .with_noise_scale(p.float("noise_scale")?)
                 .with_reflect_padding(p.bool("reflect_padding")?),
         )
-        .with_discriminator(d.divided(p.usize("d_divisor")?).with_channels(shape[0]))
+        .with_discriminator(
+            d.divided(p.usize("d_divisor")?)
+                .with_channels(shape[0])
+                .with_spectral_norm(p.bool("d_spectral_norm")?),
+        )
         .with_batch_size(p.usize("batch_size")?)
         .with_lambda(p.float("lambda")?)
         .with_reg_blur(p.float("reg_blur")?)

@@ -276,6 +276,76 @@ impl Tasks {
     }
 }
 
+/// The label targets of two sample sets under one binding of their task (bound on `pool`, the
+/// set matched from): `(anchor targets, pool targets, outputs)`, row-major. For matching sets by
+/// label ([`label_match`]); an error when either set lacks a label the task reads.
+pub fn paired_targets(
+    tasks: &Tasks,
+    anchor: &RecordBatch,
+    pool: &RecordBatch,
+    what: &str,
+) -> Result<(Vec<f32>, Vec<f32>, usize)> {
+    let (task, label) = tasks.resolve(&pool.schema(), "auto", "", what)?;
+    let spec = task.bind(pool, &label, what)?;
+    let a = task.targets(&spec, anchor, what)?;
+    let p = task.targets(&spec, pool, what)?;
+    let k = spec.outputs.max(1);
+    if a.len() != anchor.num_rows() * k || p.len() != pool.num_rows() * k {
+        return Err(Error::Input {
+            file: what.to_string(),
+            field: label,
+            reason: "label targets do not have one value per output and row".into(),
+        });
+    }
+    Ok((a, p, k))
+}
+
+/// For each row of `anchor` (row-major `[rows, dim]` label vectors), in order, the nearest row of
+/// `pool` not taken yet (Euclidean, each dimension scaled by the anchor's standard deviation so
+/// no output dominates by its units): a subset of `pool` whose label distribution follows the
+/// anchor's. Anchor rows past the pool's size get no match, so the result has
+/// `min(anchor rows, pool rows)` distinct indices.
+pub fn label_match(anchor: &[f32], pool: &[f32], dim: usize) -> Vec<usize> {
+    let dim = dim.max(1);
+    let n = anchor.len() / dim;
+    let m = pool.len() / dim;
+    let mut scale = vec![1f32; dim];
+    if n > 1 {
+        for (d, s) in scale.iter_mut().enumerate() {
+            let col = anchor.chunks_exact(dim).map(|r| r[d] as f64);
+            let mean = col.clone().sum::<f64>() / n as f64;
+            let var = col.map(|v| (v - mean) * (v - mean)).sum::<f64>() / n as f64;
+            if var > 1e-12 {
+                *s = (1.0 / var.sqrt()) as f32;
+            }
+        }
+    }
+    let mut taken = vec![false; m];
+    let mut out = Vec::with_capacity(n.min(m));
+    for a in anchor.chunks_exact(dim).take(m) {
+        let mut best: Option<(usize, f32)> = None;
+        for (j, p) in pool.chunks_exact(dim).enumerate() {
+            if taken[j] {
+                continue;
+            }
+            let d2: f32 = a
+                .iter()
+                .zip(p)
+                .zip(&scale)
+                .map(|((x, y), s)| ((x - y) * s).powi(2))
+                .sum();
+            if best.is_none_or(|(_, b)| d2 < b) {
+                best = Some((j, d2));
+            }
+        }
+        if let Some((j, _)) = best {
+            taken[j] = true;
+            out.push(j);
+        }
+    }
+    out
+}
+
 /// A string column of `batch`, named for errors.
 pub(crate) fn string_col<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
     crate::sample::strings(batch, name, "task rows")
@@ -382,3 +452,38 @@ pub(crate) fn esc(s: &str) -> String {
 /// The warning for an estimator no better than the constant baseline (error-like metric:
 /// lower is better; "within 10 %" = at least 0.9 × the baseline's).
 pub(crate) const LEARNED_FRACTION: f64 = 0.9;
+
+#[cfg(test)]
+mod tests {
+    use super::label_match;
+
+    #[test]
+    fn label_match_follows_the_anchor_distribution() {
+        // Pool: labels 0..100 on one output; anchor: only labels near 10 and 90.
+        let pool: Vec<f32> = (0..100).map(|v| v as f32).collect();
+        let anchor = [10.2, 89.6, 10.1, 90.4];
+        let m = label_match(&anchor, &pool, 1);
+        assert_eq!(m.len(), 4);
+        let labels: Vec<f32> = m.iter().map(|&j| pool[j]).collect();
+        // Nearest first, then the nearest not taken.
+        assert_eq!(labels, vec![10.0, 90.0, 11.0, 91.0]);
+        // Every index distinct; a pool smaller than the anchor matches what it can.
+        let small = label_match(&anchor, &[0.0, 100.0], 1);
+        assert_eq!(small.len(), 2);
+        assert_ne!(small[0], small[1]);
+        // Each output is scaled by the anchor's spread: a unit on the tight output costs more.
+        let pool2 = [0.0, 5.0, 1.0, 0.0];
+        let anchor2 = [0.0, 0.0, 0.0, 10.0, 0.0, 20.0]; // output 0 constant (scale 1), output 1 spread 8.2
+        let pick = label_match(&anchor2[..2], &pool2, 2);
+        assert_eq!(
+            pick,
+            vec![1],
+            "anchor (0, 0): (1, 0) is nearer than (0, 5) on raw units"
+        );
+        let scaled = label_match(&anchor2, &pool2, 2);
+        assert_eq!(
+            scaled[0], 0,
+            "with output 1 scaled by 1/8.2, (0, 5) is nearer than (1, 0)"
+        );
+    }
+}

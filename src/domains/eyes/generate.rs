@@ -57,7 +57,7 @@ const PARAMS: &[ParamSpec] = &[
         "0.0",
         "Fraction of rows marked split=test",
     ),
-    ParamSpec::new(
+    ParamSpec::added(
         "pair_with",
         ParamType::Choice(&["none", "synthetic", "real-like"]),
         "\"none\"",

@@ -102,6 +102,12 @@ const PARAMS: &[ParamSpec] = &[
         "0",
         "Random seed (poses and sensor)",
     ),
+    ParamSpec::added(
+        "pair_with",
+        ParamType::Choice(&["none", "synthetic", "real-like"]),
+        "\"none\"",
+        "Ids as that look's stage would write them (`synthetic-SEED-N`). A frame's hand is drawn from a stream of the seed and row alone, so with that stage's seed and pose params this stage renders the same hands in its own look, with the ids `refine` would keep: a perfect refiner's output, paired for the drift check (see pipelines/hand-pose-ceiling.toml)",
+    ),
     ParamSpec::new(
         "test_fraction",
         ParamType::Float { min: 0.0, max: 1.0 },
@@ -235,6 +241,12 @@ impl StageKind for GenerateHands {
             Look::Synthetic => "synthetic",
             Look::RealLike => "real",
         };
+        // The id prefix: the paired look's, when there is one.
+        let id_prefix = match ctx.params.str("pair_with")? {
+            "synthetic" => "synthetic",
+            "real-like" => "real",
+            _ => domain,
+        };
         let schema = stage_schema(ctx)?;
         for chunk_start in (start..start + count).step_by(4096) {
             let chunk_end = (chunk_start + 4096).min(start + count);
@@ -242,7 +254,7 @@ impl StageKind for GenerateHands {
                 .into_par_iter()
                 .map(|i| {
                     let frame = render::render(&params, seed, i);
-                    let id = format!("{domain}-{seed}-{i:08}");
+                    let id = format!("{id_prefix}-{seed}-{i:08}");
                     let png = frame.png(&id)?;
                     let test = crate::stages::common::is_test_row(seed, i, test_fraction);
                     Ok((id, png, test, frame))
