@@ -95,6 +95,35 @@ fn from_json<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T,
     serde_json::from_slice(bytes).map_err(|source| NnError::Json { what, source })
 }
 
+/// A config stored by an earlier simgan: fields added since (burn's `Config` derive has no
+/// serde defaults, so a missing field fails to parse) are filled from `defaults`, whose values
+/// for them must be the earlier behaviour (every added model/training option defaults to off).
+/// Nested configs are filled field by field.
+fn config_from_json<T: DeserializeOwned + Serialize>(
+    bytes: &[u8],
+    defaults: &T,
+    what: &'static str,
+) -> Result<T, NnError> {
+    fn fill(stored: &mut serde_json::Value, defaults: serde_json::Value) {
+        if let (Some(s), serde_json::Value::Object(d)) = (stored.as_object_mut(), defaults) {
+            for (k, v) in d {
+                match s.get_mut(&k) {
+                    Some(existing) => fill(existing, v),
+                    None => {
+                        s.insert(k, v);
+                    }
+                }
+            }
+        }
+    }
+    let mut stored: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|source| NnError::Json { what, source })?;
+    let defaults =
+        serde_json::to_value(defaults).map_err(|source| NnError::Json { what, source })?;
+    fill(&mut stored, defaults);
+    serde_json::from_value(stored).map_err(|source| NnError::Json { what, source })
+}
+
 fn module_to_safetensors<B: Backend, M: Module<B>>(
     module: &M,
     what: &'static str,
@@ -174,9 +203,10 @@ pub fn safetensors_metadata(bytes: &[u8]) -> Result<BTreeMap<String, String>, Nn
     Ok(h.metadata)
 }
 
-fn config_from_safetensors<C: DeserializeOwned>(
+fn config_from_safetensors<C: DeserializeOwned + Serialize>(
     bytes: &[u8],
     kind: &'static str,
+    defaults: &C,
 ) -> Result<C, NnError> {
     let meta = safetensors_metadata(bytes)?;
     match meta.get(META_KIND) {
@@ -190,7 +220,7 @@ fn config_from_safetensors<C: DeserializeOwned>(
     let json = meta.get(META_CONFIG).ok_or_else(|| {
         NnError::Checkpoint(format!("{kind} safetensors has no {META_CONFIG} metadata"))
     })?;
-    from_json(json.as_bytes(), kind)
+    config_from_json(json.as_bytes(), defaults, kind)
 }
 
 /// A refiner as PyTorch-readable safetensors bytes, its config in the metadata.
@@ -206,7 +236,8 @@ pub fn load_refiner<B: Backend>(
     bytes: &[u8],
     device: &B::Device,
 ) -> Result<(Refiner<B>, RefinerConfig), NnError> {
-    let config: RefinerConfig = config_from_safetensors(bytes, KIND_REFINER)?;
+    let config: RefinerConfig =
+        config_from_safetensors(bytes, KIND_REFINER, &RefinerConfig::new())?;
     config.validate()?;
     let refiner = safetensors_into_module(config.init::<B>(device), bytes, KIND_REFINER)?;
     Ok((refiner, config))
@@ -229,7 +260,8 @@ pub fn load_discriminator<B: Backend>(
     bytes: &[u8],
     device: &B::Device,
 ) -> Result<(Discriminator<B>, DiscriminatorConfig), NnError> {
-    let config: DiscriminatorConfig = config_from_safetensors(bytes, KIND_DISCRIMINATOR)?;
+    let config: DiscriminatorConfig =
+        config_from_safetensors(bytes, KIND_DISCRIMINATOR, &DiscriminatorConfig::new())?;
     config.validate()?;
     let d = safetensors_into_module(config.init::<B>(device), bytes, KIND_DISCRIMINATOR)?;
     Ok((d, config))
@@ -248,7 +280,8 @@ pub fn load_gaze_net<B: Backend>(
     bytes: &[u8],
     device: &B::Device,
 ) -> Result<(GazeNet<B>, GazeNetConfig), NnError> {
-    let config: GazeNetConfig = config_from_safetensors(bytes, KIND_GAZE_NET)?;
+    let config: GazeNetConfig =
+        config_from_safetensors(bytes, KIND_GAZE_NET, &GazeNetConfig::new())?;
     let net = safetensors_into_module(config.init::<B>(device)?, bytes, KIND_GAZE_NET)?;
     Ok((net, config))
 }
@@ -267,7 +300,8 @@ pub fn load_hourglass<B: Backend>(
     bytes: &[u8],
     device: &B::Device,
 ) -> Result<(StackedHourglass<B>, HourglassConfig), NnError> {
-    let config: HourglassConfig = config_from_safetensors(bytes, KIND_HOURGLASS)?;
+    let config: HourglassConfig =
+        config_from_safetensors(bytes, KIND_HOURGLASS, &HourglassConfig::new())?;
     config.validate()?;
     let net = safetensors_into_module(config.init::<B>(device), bytes, KIND_HOURGLASS)?;
     Ok((net, config))
@@ -568,7 +602,11 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
     pub fn load_checkpoint(bytes: &[u8], device: &B::Device) -> Result<Self, NnError> {
         let ckpt = TrainerCheckpoint::from_bytes(bytes)?;
         ckpt.expect_kind(ARCHIVE_REFINER_TRAINER)?;
-        let config: TrainConfig = from_json(ckpt.entry(ENTRY_CONFIG)?, "train config")?;
+        let config: TrainConfig = config_from_json(
+            ckpt.entry(ENTRY_CONFIG)?,
+            &TrainConfig::new(),
+            "train config",
+        )?;
         config.validate()?;
         let state: StateJson = from_json(ckpt.entry(ENTRY_STATE)?, "checkpoint state")?;
         let (refiner, _) = load_refiner::<B>(ckpt.entry(ENTRY_REFINER)?, device)?;
@@ -670,7 +708,11 @@ impl<B: AutodiffBackend> GazeTrainer<B> {
     pub fn load_checkpoint(bytes: &[u8], device: &B::Device) -> Result<Self, NnError> {
         let ckpt = TrainerCheckpoint::from_bytes(bytes)?;
         ckpt.expect_kind(ARCHIVE_GAZE_TRAINER)?;
-        let config: GazeTrainConfig = from_json(ckpt.entry(ENTRY_CONFIG)?, "gaze train config")?;
+        let config: GazeTrainConfig = config_from_json(
+            ckpt.entry(ENTRY_CONFIG)?,
+            &GazeTrainConfig::new(),
+            "gaze train config",
+        )?;
         let state: StateJson = from_json(ckpt.entry(ENTRY_STATE)?, "checkpoint state")?;
         let (model, _) = load_gaze_net::<B>(ckpt.entry(ENTRY_GAZE_NET)?, device)?;
         let ids = ids_of(&state, KIND_GAZE_NET)?;
@@ -705,6 +747,38 @@ mod tests {
     use burn::tensor::Tensor;
 
     type AB = CpuAutodiffBackend;
+
+    /// A config written before options were added (here: mirrored padding, spectral norm,
+    /// instance noise) loads, with those options at their defaults (off); a config with a field
+    /// of the wrong type still fails, naming the document.
+    #[test]
+    fn configs_from_before_an_option_existed_load() {
+        let cfg = tiny_config();
+        let mut old = serde_json::to_value(&cfg).unwrap();
+        let o = old.as_object_mut().unwrap();
+        o.remove("d_input_noise");
+        o["refiner"]
+            .as_object_mut()
+            .unwrap()
+            .remove("reflect_padding");
+        o["discriminator"]
+            .as_object_mut()
+            .unwrap()
+            .remove("spectral_norm");
+        let bytes = serde_json::to_vec(&old).unwrap();
+        assert!(from_json::<TrainConfig>(&bytes, "train config").is_err());
+        let loaded: TrainConfig =
+            config_from_json(&bytes, &TrainConfig::new(), "train config").unwrap();
+        assert_eq!(loaded, cfg);
+        o_bad(&mut old);
+        let bad = serde_json::to_vec(&old).unwrap();
+        let e = config_from_json(&bad, &TrainConfig::new(), "train config").unwrap_err();
+        assert!(e.to_string().contains("train config"), "{e}");
+
+        fn o_bad(v: &mut serde_json::Value) {
+            v["batch_size"] = serde_json::json!("many");
+        }
+    }
 
     fn bits(t: Tensor<CpuBackend, 4>) -> Vec<u32> {
         t.into_data()

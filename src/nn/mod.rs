@@ -120,7 +120,7 @@ pub enum NnError {
         source: burn::record::RecorderError,
     },
     /// JSON (configs, checkpoint metadata) failed to serialise or parse.
-    #[error("JSON for {what}")]
+    #[error("JSON for {what}: {source}")]
     Json {
         /// Which document.
         what: &'static str,
