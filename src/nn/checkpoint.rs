@@ -136,9 +136,63 @@ fn module_to_safetensors<B: Backend, M: Module<B>>(
     module
         .save_into(&mut store)
         .map_err(|source| NnError::Safetensors { what, source })?;
-    store
+    let bytes = store
         .get_bytes()
-        .map_err(|source| NnError::Safetensors { what, source })
+        .map_err(|source| NnError::Safetensors { what, source })?;
+    canonical_safetensors(bytes, what)
+}
+
+/// The same safetensors with its JSON header's keys sorted (tensor entries and `__metadata__`
+/// alike) and padded with spaces to a multiple of 8 bytes, as the format allows. burn-store
+/// writes the header from hash maps, so two saves of identical weights differed in their
+/// bytes (and checksums); the data section is unchanged (its offsets are relative to it).
+fn canonical_safetensors(bytes: Vec<u8>, what: &'static str) -> Result<Vec<u8>, NnError> {
+    fn sorted(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let m: std::collections::BTreeMap<String, serde_json::Value> =
+                    m.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+                serde_json::Value::Object(m.into_iter().collect())
+            }
+            other => other,
+        }
+    }
+    let bad = |reason: &str| NnError::Checkpoint(format!("{what} safetensors: {reason}"));
+    let n = bytes
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_le_bytes)
+        .ok_or_else(|| bad("shorter than its header length"))? as usize;
+    let end = 8usize
+        .checked_add(n)
+        .filter(|&e| e <= bytes.len())
+        .ok_or_else(|| bad("header runs past the end"))?;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..end])
+        .map_err(|source| NnError::Json { what, source })?;
+    // serde_json's map keeps insertion order only with its `preserve_order` feature (which a
+    // dependency may turn on): write the sorted entries by hand either way.
+    let mut text = String::from("{");
+    if let serde_json::Value::Object(m) = sorted(header) {
+        let entries: std::collections::BTreeMap<String, serde_json::Value> =
+            m.into_iter().collect();
+        for (i, (k, v)) in entries.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            text.push_str(&to_json(k, what)?);
+            text.push(':');
+            text.push_str(&to_json(v, what)?);
+        }
+    }
+    text.push('}');
+    while text.len() % 8 != 0 {
+        text.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - end);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[end..]);
+    Ok(out)
 }
 
 fn safetensors_into_module<B: Backend, M: Module<B>>(
@@ -747,6 +801,25 @@ mod tests {
     use burn::tensor::Tensor;
 
     type AB = CpuAutodiffBackend;
+
+    /// Two saves of the same weights are the same bytes (sorted, padded header), and they load.
+    #[test]
+    fn saving_is_byte_stable() {
+        let device = Default::default();
+        let cfg = RefinerConfig::narrow(4).with_blocks(1);
+        let r = crate::nn::backend::init_seeded::<CpuBackend, _>(&device, 3, || {
+            cfg.init::<CpuBackend>(&device)
+        });
+        let saves: Vec<Vec<u8>> = (0..4).map(|_| save_refiner(&r, &cfg).unwrap()).collect();
+        assert!(saves.windows(2).all(|w| w[0] == w[1]), "saves differ");
+        let n = u64::from_le_bytes(saves[0][..8].try_into().unwrap()) as usize;
+        assert_eq!(n % 8, 0);
+        let header: serde_json::Value = serde_json::from_slice(&saves[0][8..8 + n]).unwrap();
+        assert!(header["__metadata__"][META_CONFIG].is_string(), "{header}");
+        let (back, back_cfg) = load_refiner::<CpuBackend>(&saves[0], &device).unwrap();
+        assert_eq!(back_cfg, cfg);
+        assert_eq!(save_refiner(&back, &back_cfg).unwrap(), saves[0]);
+    }
 
     /// A config written before options were added (here: mirrored padding, spectral norm,
     /// instance noise) loads, with those options at their defaults (off); a config with a field

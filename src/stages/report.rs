@@ -521,13 +521,22 @@ fn realism(j: &JudgeReport, sec: &mut Section) {
         h.push_str("<p><img src=\"spectrum.svg\" alt=\"power spectra\" id=\"spectrum\"></p>");
     }
     // Refinement that leaves the judge where the synthetic images were changed nothing a
-    // classifier sees (within 0.02 AUC, when the synthetic images are told apart at all).
-    if let (Some(syn), Some(refined)) = (pair("synthetic-vs-real"), pair("refined-vs-real"))
+    // classifier sees (within 0.02 AUC, when the synthetic images are told apart at all); on
+    // the label-matched pairs when there are any (they see the look alone).
+    let matched = (
+        pair("synthetic-vs-real-matched"),
+        pair("refined-vs-real-matched"),
+    );
+    let (pairs, which) = match matched {
+        (Some(s), Some(r)) => ((Some(s), Some(r)), " (label-matched pairs)"),
+        _ => ((pair("synthetic-vs-real"), pair("refined-vs-real")), ""),
+    };
+    if let (Some(syn), Some(refined)) = pairs
         && syn.auc >= 0.75
         && refined.auc >= syn.auc - 0.02
     {
         sec.checks.push(format!(
-            "Refinement did not change what a classifier sees: the realism judge tells refined from real images as easily as synthetic ones (AUC {:.3} vs {:.3}).",
+            "Refinement did not change what a classifier sees: the realism judge tells refined from real images as easily as synthetic ones (AUC {:.3} vs {:.3}{which}).",
             refined.auc, syn.auc
         ));
     }
