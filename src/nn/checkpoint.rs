@@ -167,8 +167,8 @@ fn canonical_safetensors(bytes: Vec<u8>, what: &'static str) -> Result<Vec<u8>, 
         .checked_add(n)
         .filter(|&e| e <= bytes.len())
         .ok_or_else(|| bad("header runs past the end"))?;
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..end])
-        .map_err(|source| NnError::Json { what, source })?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&bytes[8..end]).map_err(|source| NnError::Json { what, source })?;
     // serde_json's map keeps insertion order only with its `preserve_order` feature (which a
     // dependency may turn on): write the sorted entries by hand either way.
     let mut text = String::from("{");

@@ -65,6 +65,12 @@ const PARAMS: &[ParamSpec] = &[
         "0",
         "Random seed (scenes and appearance)",
     ),
+    ParamSpec::added(
+        "pair_with",
+        ParamType::Choice(&["none", "synthetic", "real-like"]),
+        "\"none\"",
+        "Ids as that look's stage would write them (`synthetic-SEED-N`). A sample's scene is a function of the seed and row alone, so with that stage's seed this stage renders the same scenes in its own look, with the ids `refine` would keep: a perfect refiner's output, paired for the drift check (see pipelines/images-ceiling.toml)",
+    ),
     ParamSpec::new(
         "test_fraction",
         ParamType::Float { min: 0.0, max: 1.0 },
@@ -159,6 +165,12 @@ impl StageKind for GenerateShapes {
             Look::Synthetic => "synthetic",
             Look::RealLike => "real",
         };
+        // The id prefix: the paired look's, when there is one.
+        let id_prefix = match ctx.params.str("pair_with")? {
+            "synthetic" => "synthetic",
+            "real-like" => "real",
+            _ => domain,
+        };
         let schema = shapes_schema()?;
         for chunk_start in (start..start + count).step_by(4096) {
             let chunk_end = (chunk_start + 4096).min(start + count);
@@ -166,7 +178,7 @@ impl StageKind for GenerateShapes {
                 .into_par_iter()
                 .map(|i| {
                     let (img, class) = shapes::render(&params, seed, i);
-                    let id = format!("{domain}-{seed}-{i:08}");
+                    let id = format!("{id_prefix}-{seed}-{i:08}");
                     let png = SampleImage::from_rgb(img).encode_png(&id)?;
                     let split = if crate::stages::common::is_test_row(seed, i, test_fraction) {
                         "test"
