@@ -258,3 +258,74 @@ fn the_classification_report_images_load_in_chromium() {
         "every image must decode in Chromium; DOM:\n{dom}"
     );
 }
+
+/// With a real set that has no labels, the judge runs its plain pairs and says why there are no
+/// label-matched ones (in `judge.json`, which the report shows), instead of failing.
+#[test]
+fn the_judge_skips_label_matching_when_the_real_images_have_no_labels() {
+    let dir = util::tempdir();
+    let d = dir.path();
+    let (syn, real) = (d.join("sim"), d.join("camera"));
+    write_folder(&syn, "", &ShapeParams::synthetic(16), 1, 24);
+    // Real images straight in the split folders: no class folders, so no label column.
+    for (split, seed) in [("train", 2), ("test", 3)] {
+        let dir = real.join(split);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..12 {
+            let (img, _) = shapes::render(&ShapeParams::real_like(16), seed, i);
+            img.save(dir.join(format!("{i:04}.png"))).unwrap();
+        }
+    }
+    let text = format!(
+        r#"
+name = "unlabelled"
+[stages.synthetic]
+kind = "ingest-images"
+inputs = {{ source = "{}" }}
+params = {{ domain = "synthetic" }}
+[stages.real]
+kind = "ingest-images"
+inputs = {{ source = "{}" }}
+params = {{ domain = "real" }}
+[stages.judge]
+kind = "judge"
+inputs = {{ real = "real", synthetic = "synthetic" }}
+params = {{ samples = 8, steps = 2, batch_size = 4, divisor = 16 }}
+"#,
+        syn.display(),
+        real.display()
+    );
+    let p = util::write(&d.join("unlabelled.toml"), &text);
+    ok(simgan(d).args(["run", p.to_str().unwrap()]));
+    let rows: Value = serde_json::from_str(&ok(simgan(d).args([
+        "query",
+        "runs/unlabelled/judge",
+        "SELECT pair FROM data ORDER BY pair",
+        "--format",
+        "json",
+    ])))
+    .unwrap();
+    let pairs: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["pair"].as_str().unwrap())
+        .collect();
+    assert_eq!(pairs, ["real-vs-real", "synthetic-vs-real"], "{rows}");
+    let m = show(d, "runs/unlabelled/judge");
+    let path = m["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["path"].as_str().unwrap())
+        .find(|p| p.ends_with("judge.json"))
+        .unwrap();
+    let judge: Value =
+        serde_json::from_slice(&std::fs::read(d.join("runs/unlabelled").join(path)).unwrap())
+            .unwrap();
+    let notes = judge["notes"].to_string();
+    assert!(
+        notes.contains("no label-matched judge for `synthetic`"),
+        "{notes}"
+    );
+}
