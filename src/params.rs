@@ -132,11 +132,8 @@ impl ParamSpec {
         doc: &'static str,
     ) -> Self {
         ParamSpec {
-            name,
-            ty,
-            default: Some(default),
-            doc,
             added: true,
+            ..ParamSpec::new(name, ty, default, doc)
         }
     }
 

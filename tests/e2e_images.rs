@@ -92,17 +92,22 @@ fn show(d: &Path, url: &str) -> Value {
     serde_json::from_str(&ok(simgan(d).args(["show", url, "--json"]))).unwrap()
 }
 
-/// The report page of the run.
-fn report_html(d: &Path) -> PathBuf {
-    let report = show(d, "runs/shapes-tiny/report");
-    let html_path = report["artifacts"]
+/// The file of stage `stage`'s latest version in run `run` whose artifact path ends with `name`.
+fn artifact(d: &Path, run: &str, stage: &str, name: &str) -> PathBuf {
+    let m = show(d, &format!("runs/{run}/{stage}"));
+    let path = m["artifacts"]
         .as_array()
         .unwrap()
         .iter()
         .map(|a| a["path"].as_str().unwrap())
-        .find(|p| p.ends_with("report.html"))
+        .find(|p| p.ends_with(name))
         .unwrap();
-    d.join("runs/shapes-tiny").join(html_path)
+    d.join("runs").join(run).join(path)
+}
+
+/// The report page of the run.
+fn report_html(d: &Path) -> PathBuf {
+    artifact(d, "shapes-tiny", "report", "report.html")
 }
 
 #[test]
@@ -312,17 +317,8 @@ params = {{ samples = 8, steps = 2, batch_size = 4, divisor = 16 }}
         .map(|r| r["pair"].as_str().unwrap())
         .collect();
     assert_eq!(pairs, ["real-vs-real", "synthetic-vs-real"], "{rows}");
-    let m = show(d, "runs/unlabelled/judge");
-    let path = m["artifacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["path"].as_str().unwrap())
-        .find(|p| p.ends_with("judge.json"))
-        .unwrap();
-    let judge: Value =
-        serde_json::from_slice(&std::fs::read(d.join("runs/unlabelled").join(path)).unwrap())
-            .unwrap();
+    let judge_json = artifact(d, "unlabelled", "judge", "judge.json");
+    let judge: Value = serde_json::from_slice(&std::fs::read(judge_json).unwrap()).unwrap();
     let notes = judge["notes"].to_string();
     assert!(
         notes.contains("no label-matched judge for `synthetic`"),

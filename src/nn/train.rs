@@ -1116,6 +1116,22 @@ pub(crate) mod tests {
         }
     }
 
+    /// R's adversarial loss over `n` consecutive refiner steps on toy batches.
+    fn adversarial_losses(
+        t: &mut RefinerTrainer<AB>,
+        src: &mut ToySource,
+        batch: usize,
+        n: usize,
+    ) -> Vec<f32> {
+        let device = Default::default();
+        (0..n)
+            .map(|_| {
+                let s = BatchSource::<AB>::synthetic(src, batch, &device).unwrap();
+                t.r_step(s).unwrap().adv_loss.unwrap()
+            })
+            .collect()
+    }
+
     pub(crate) fn tiny_config() -> TrainConfig {
         TrainConfig::new()
             .with_refiner(RefinerConfig::narrow(8).with_blocks(2))
@@ -1365,12 +1381,7 @@ pub(crate) mod tests {
             mean(&reg[reg.len() - 3..]) < 0.95 * mean(&reg[..3]),
             "pretraining lowers the blurred self-regularisation: {reg:?}"
         );
-        let adv: Vec<f32> = (0..6)
-            .map(|_| {
-                let s = BatchSource::<AB>::synthetic(&mut src, cfg.batch_size, &device).unwrap();
-                t.r_step(s).unwrap().adv_loss.unwrap()
-            })
-            .collect();
+        let adv = adversarial_losses(&mut t, &mut src, cfg.batch_size, 6);
         assert!(
             adv[5] < 0.9 * adv[0],
             "refiner adversarial loss falls: {adv:?}"
@@ -1438,12 +1449,7 @@ pub(crate) mod tests {
         assert!(d1 < 0.85 * d0, "D loss falls: {pre_d:?}");
 
         // R steps against that D lower R's adversarial loss.
-        let adv: Vec<f32> = (0..4)
-            .map(|_| {
-                let s = BatchSource::<AB>::synthetic(&mut src, cfg.batch_size, &device).unwrap();
-                t.r_step(s).unwrap().adv_loss.unwrap()
-            })
-            .collect();
+        let adv = adversarial_losses(&mut t, &mut src, cfg.batch_size, 4);
         eprintln!(
             "seed {seed}: D loss {d0:.4} -> {d1:.4}; adv loss {:.4} -> {:.4}",
             adv[0], adv[3]
@@ -1509,12 +1515,7 @@ pub(crate) mod tests {
         let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
         let (d0, d1) = (mean(&d_loss[..3]), mean(&d_loss[d_loss.len() - 3..]));
         assert!(d1 < 0.9 * d0, "D loss falls: {d_loss:?}");
-        let adv: Vec<f32> = (0..4)
-            .map(|_| {
-                let s = BatchSource::<AB>::synthetic(&mut src, cfg.batch_size, &device).unwrap();
-                t.r_step(s).unwrap().adv_loss.unwrap()
-            })
-            .collect();
+        let adv = adversarial_losses(&mut t, &mut src, cfg.batch_size, 4);
         assert!(adv[3] < adv[0], "refiner adversarial loss falls: {adv:?}");
     }
 

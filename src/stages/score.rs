@@ -273,14 +273,19 @@ fn drift_pairs(
     let first_n = || both.iter().take(n).copied().collect::<Vec<_>>();
     let chosen = match matched {
         Some((tasks, test)) if !both.is_empty() => {
-            let pool_idx = UInt32Array::from(both.iter().map(|p| p.0).collect::<Vec<_>>());
-            let pool =
+            // Usually every synthetic row was refined: then the pool is the batch itself (no
+            // copy of its image column).
+            let pool = if both.len() == synth.batch.num_rows() {
+                synth.batch.clone()
+            } else {
+                let pool_idx = UInt32Array::from(both.iter().map(|p| p.0).collect::<Vec<_>>());
                 arrow::compute::take_record_batch(&synth.batch, &pool_idx).map_err(|source| {
                     Error::Arrow {
                         what: "drift pairs".into(),
                         source,
                     }
-                })?;
+                })?
+            };
             let anchor = test.slice(0, n.min(test.num_rows()));
             match paired_targets(tasks, &anchor, &pool, "score: drift pairs") {
                 Ok((a, p, dim)) => label_match(&a, &p, dim)
