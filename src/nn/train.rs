@@ -39,8 +39,8 @@ use super::NnError;
 use super::backend::init_seeded;
 use super::history::HistoryBuffer;
 use super::loss::{
-    CLASS_REAL, CLASS_REFINED, discriminator_loss, patch_accuracy, refiner_adversarial_loss,
-    scalar, self_regularization_loss,
+    CLASS_REAL, CLASS_REFINED, discriminator_loss, gaussian_blur, patch_accuracy,
+    refiner_adversarial_loss, scalar, self_regularization_loss,
 };
 use super::model::{
     Discriminator, DiscriminatorConfig, GazeNet, GazeNetConfig, Refiner, RefinerConfig,
@@ -50,6 +50,10 @@ use super::precision::{Precision, cast_module};
 // ---------------------------------------------------------------------------------------------
 // Config, schedule, metrics
 // ---------------------------------------------------------------------------------------------
+
+/// Scale of the discriminator's detail channels ([`TrainConfig::d_highpass`]): sensor noise of
+/// σ ≈ 0.02–0.05 in `[-1, 1]` units reaches the amplitude of the image's own contrast.
+pub const HIGHPASS_GAIN: f64 = 8.0;
 
 /// Everything that defines a refiner training run (serialised into checkpoints as JSON).
 #[derive(Config, Debug, PartialEq)]
@@ -81,6 +85,14 @@ pub struct TrainConfig {
     /// win on pixel-exact patterns that a refiner can game, and its gradient stays informative.
     #[config(default = 0.0)]
     pub d_input_noise: f64,
+    /// σ in pixels of a detail channel for the discriminator: D sees each image beside its
+    /// high-pass residual `HIGHPASS_GAIN · (x − G_σ ∗ x)` (so its input has twice the image's
+    /// channels); 0 = off (the paper). Sensor noise, grain and edge sharpness live in the residual
+    /// at a small amplitude next to the image's tone; a D that sees them amplified, in a channel
+    /// of their own, tells a noise-free, sharp render from a noisy, blurred photo from the first
+    /// step, and its gradient asks the refiner for that texture. Linear, so R's gradient passes.
+    #[config(default = 0.0)]
+    pub d_highpass: f64,
     /// Refiner learning rate (Adam).
     #[config(default = 1e-3)]
     pub lr_r: f64,
@@ -148,12 +160,15 @@ impl TrainConfig {
         }
         self.discriminator.validate()?;
         if self.refiner.channels != self.image_shape[0]
-            || self.discriminator.channels != self.image_shape[0]
+            || self.discriminator.channels != self.discriminator_channels()
         {
             return Err(NnError::InvalidConfig(format!(
-                "image_shape {:?} has {} channels but the refiner has {} and the discriminator {}",
+                "image_shape {:?} has {} channels: the refiner needs {} and the discriminator {} \
+                 (with its detail channels), but they have {} and {}",
                 self.image_shape,
                 self.image_shape[0],
+                self.image_shape[0],
+                self.discriminator_channels(),
                 self.refiner.channels,
                 self.discriminator.channels
             )));
@@ -179,6 +194,12 @@ impl TrainConfig {
                 self.d_input_noise
             )));
         }
+        if !(self.d_highpass >= 0.0 && self.d_highpass <= 64.0) {
+            return Err(NnError::InvalidConfig(format!(
+                "d_highpass must be in [0, 64] px, got {}",
+                self.d_highpass
+            )));
+        }
         if !(self.reg_blur >= 0.0 && self.reg_blur <= 64.0) {
             return Err(NnError::InvalidConfig(format!(
                 "reg_blur must be in [0, 64] px, got {}",
@@ -192,6 +213,13 @@ impl TrainConfig {
             )));
         }
         Ok(())
+    }
+
+    /// Input channels of the discriminator: the image's, twice over with the detail channels
+    /// of [`Self::d_highpass`].
+    pub fn discriminator_channels(&self) -> usize {
+        let c = self.image_shape[0];
+        if self.d_highpass > 0.0 { 2 * c } else { c }
     }
 
     /// All iterations of the run: pretraining plus `steps × (k_g + k_d)`.
@@ -525,16 +553,24 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
     }
 
     /// An image batch as the discriminator sees it: plus instance noise when
-    /// [`TrainConfig::d_input_noise`] > 0 (drawn from the backend's seeded generator).
+    /// [`TrainConfig::d_input_noise`] > 0 (drawn from the backend's seeded generator), then
+    /// beside its detail channels when [`TrainConfig::d_highpass`] > 0.
     fn d_input<T: Backend>(&self, x: Tensor<T, 4>) -> Tensor<T, 4> {
         let sigma = self.config.d_input_noise;
-        if sigma > 0.0 {
+        let x = if sigma > 0.0 {
             let z = Tensor::random(
                 x.dims(),
                 burn::tensor::Distribution::Normal(0.0, sigma),
                 &x.device(),
             );
-            x + z
+            x + z // [b, c, h, w]
+        } else {
+            x
+        };
+        let hp = self.config.d_highpass;
+        if hp > 0.0 {
+            let detail = (x.clone() - gaussian_blur(x.clone(), hp)).mul_scalar(HIGHPASS_GAIN); // [b, c, h, w]
+            Tensor::cat(vec![x, detail], 1) // [b, 2c, h, w]
         } else {
             x
         }
@@ -1342,6 +1378,53 @@ pub(crate) mod tests {
         );
         assert!(tiny_config().with_d_input_noise(-0.1).validate().is_err());
         assert!(tiny_config().with_reg_blur(100.0).validate().is_err());
+    }
+
+    /// Detail channels: with `d_highpass` = σ the discriminator sees `[x, gain·(x − G_σ∗x)]`
+    /// (twice the channels; a flat image's detail is zero, grain's is not), a config whose
+    /// discriminator has the image's channels only is refused, and D learns on them.
+    #[test]
+    fn the_discriminator_sees_detail_channels_when_asked() {
+        let device = Default::default();
+        let mut cfg = tiny_config().with_d_highpass(1.0);
+        assert!(cfg.validate().is_err(), "D with 1 input channel");
+        cfg.discriminator.channels = cfg.discriminator_channels();
+        assert_eq!(cfg.discriminator.channels, 2);
+        let mut t = RefinerTrainer::<AB>::new(cfg, &device).unwrap();
+        let flat = Tensor::<AB, 4>::full([2, 1, 16, 24], 0.3, &device);
+        let seen = t.d_input(flat);
+        assert_eq!(seen.dims(), [2, 2, 16, 24]);
+        let detail: Vec<f32> = seen.narrow(1, 1, 1).into_data().to_vec().unwrap();
+        assert!(
+            detail.iter().all(|v| v.abs() < 1e-5),
+            "flat image has detail"
+        );
+        let mut src = ToySource {
+            h: 16,
+            w: 24,
+            next: 0,
+        };
+        let real = BatchSource::<AB>::real(&mut src, 2, &device).unwrap();
+        let grain: Vec<f32> = t
+            .d_input(real)
+            .narrow(1, 1, 1)
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let energy = grain.iter().map(|v| v * v).sum::<f32>() / grain.len() as f32;
+        assert!(energy > 1e-3, "grain leaves no detail: {energy}");
+        let losses: Vec<f32> = (0..15)
+            .map(|_| {
+                let s = BatchSource::<AB>::synthetic(&mut src, 8, &device).unwrap();
+                let r = BatchSource::<AB>::real(&mut src, 8, &device).unwrap();
+                t.pretrain_d_step(s, r).unwrap().d_loss.unwrap()
+            })
+            .collect();
+        assert!(
+            losses[12..].iter().sum::<f32>() < losses[..3].iter().sum::<f32>(),
+            "{losses:?}"
+        );
+        assert!(tiny_config().with_d_highpass(-1.0).validate().is_err());
     }
 
     /// `train-refiner`'s defaults beyond the paper — mirrored padding, a noise input, the

@@ -144,6 +144,15 @@ const PARAMS: &[ParamSpec] = &[
         "false",
         "Spectral normalisation of every discriminator convolution (Miyato et al. 2018: each weight divided by its largest singular value), so the refiner cannot fool D with a small pattern that moves its logits far",
     ),
+    ParamSpec::added(
+        "d_highpass",
+        ParamType::Float {
+            min: 0.0,
+            max: 64.0,
+        },
+        "0",
+        "σ px of detail channels for the discriminator: D sees each image beside its amplified high-pass residual x − blur_σ(x), where sensor noise, grain and edge sharpness live (0 = off, the paper)",
+    ),
     ParamSpec::new(
         "lr_r",
         ParamType::Float {
@@ -255,7 +264,7 @@ fn train_config(ctx: &StageCtx, shape: [usize; 3]) -> Result<TrainConfig> {
         "hand" => (7, DiscriminatorConfig::hand()),
         _ => (3, DiscriminatorConfig::eye()),
     };
-    let cfg = TrainConfig::new()
+    let mut cfg = TrainConfig::new()
         .with_image_shape(shape)
         .with_refiner(
             RefinerConfig::narrow(p.usize("width")?)
@@ -269,13 +278,13 @@ fn train_config(ctx: &StageCtx, shape: [usize; 3]) -> Result<TrainConfig> {
         )
         .with_discriminator(
             d.divided(p.usize("d_divisor")?)
-                .with_channels(shape[0])
                 .with_spectral_norm(p.bool("d_spectral_norm")?),
         )
         .with_batch_size(p.usize("batch_size")?)
         .with_lambda(p.float("lambda")?)
         .with_reg_blur(p.float("reg_blur")?)
         .with_d_input_noise(p.float("d_input_noise")?)
+        .with_d_highpass(p.float("d_highpass")?)
         .with_lr_r(p.float("lr_r")?)
         .with_lr_d(p.float("lr_d")?)
         .with_beta1(p.float("beta1")? as f32)
@@ -287,6 +296,8 @@ fn train_config(ctx: &StageCtx, shape: [usize; 3]) -> Result<TrainConfig> {
         .with_history_capacity(p.usize("history_size")?)
         .with_ema_decay(p.float("ema_decay")?)
         .with_seed(p.int("seed")? as u64);
+    // The image's channels, and the detail channels with d_highpass.
+    cfg.discriminator.channels = cfg.discriminator_channels();
     cfg.validate()
         .map_err(|e| ctx.err(format!("training params: {e}")))?;
     Ok(cfg)
