@@ -975,17 +975,32 @@ mod tests {
 
         // A refiner with a noise branch: its amplitude convolution is stored and loaded (set
         // to non-zero weights here; it starts at zero) and the noise given decides the output.
-        let ncfg = cfg.clone().with_noise_channels(1).with_noise_scale(0.03);
+        // Its noise filter too (random weights instead of the initial delta).
+        let ncfg = cfg
+            .clone()
+            .with_noise_channels(1)
+            .with_noise_scale(0.03)
+            .with_noise_kernel(3);
         let mut n = crate::nn::init_seeded::<CpuBackend, _>(&device, 2, || {
             ncfg.init::<CpuBackend>(&device)
         });
         n.noise_out = Some(burn::nn::conv::Conv2dConfig::new([4, 1], [1, 1]).init(&device));
+        n.noise_filter = Some(
+            burn::nn::conv::Conv2dConfig::new([1, 1], [3, 3])
+                .with_padding(burn::nn::PaddingConfig2d::Same)
+                .with_bias(false)
+                .init(&device),
+        );
         let nbytes = save_refiner(&n, &ncfg).unwrap();
         let header_len = u64::from_le_bytes(nbytes[..8].try_into().unwrap()) as usize;
         let header: serde_json::Value = serde_json::from_slice(&nbytes[8..8 + header_len]).unwrap();
         assert_eq!(
             header["noise_out.weight"]["shape"],
             serde_json::json!([1, 4, 1, 1])
+        );
+        assert_eq!(
+            header["noise_filter.weight"]["shape"],
+            serde_json::json!([1, 1, 3, 3])
         );
         let (n2, ncfg2) = load_refiner::<CpuBackend>(&nbytes, &device).unwrap();
         assert_eq!(ncfg2, ncfg);

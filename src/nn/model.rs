@@ -20,13 +20,13 @@
 //!   with VALID convolutions (so 35×55 flattens to 192×5×10 = 9600).
 
 use burn::config::Config;
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::Tensor;
 use burn::tensor::activation::{leaky_relu, relu, softplus, tanh};
 use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
 
 use super::NnError;
 use super::conv::conv2d;
@@ -80,6 +80,14 @@ pub struct RefinerConfig {
     /// started at a small σ, D's gradient decides whether the noise grows or fades.
     #[config(default = 0.0)]
     pub noise_scale: f64,
+    /// Size K of a learnt K×K filter on the sensor-noise branch's maps (1 = none: white noise):
+    /// the branch adds `σ(h) ⊙ (k ∗ z′)`, with `k` initialised to a centred delta, so it starts
+    /// as the white branch and D's gradient shapes the noise's spectrum — grain, blotches, the
+    /// mid-scale unevenness of skin or clutter. A deterministic R(x) cannot draw random texture
+    /// (see `noise_scale` for why a noise input is not enough), and white noise has the wrong
+    /// spectrum for any texture coarser than a pixel. Only with `noise_scale` > 0. Not in the paper.
+    #[config(default = 1)]
+    pub noise_kernel: usize,
     /// Pad every convolution by mirroring the image (`reflect`) instead of with zeros (SAME).
     /// Zero padding tells every layer where the border is, and a refiner trained against a
     /// discriminator uses that: it draws frames parallel to the edges, which no real image has
@@ -115,6 +123,12 @@ impl RefinerConfig {
             return Err(NnError::InvalidConfig(format!(
                 "refiner: noise_scale must be in [0, 1], got {}",
                 self.noise_scale
+            )));
+        }
+        if self.noise_kernel == 0 || self.noise_kernel.is_multiple_of(2) || self.noise_kernel > 31 {
+            return Err(NnError::InvalidConfig(format!(
+                "refiner: noise_kernel must be odd and in [1, 31], got {}",
+                self.noise_kernel
             )));
         }
         if self.kernel_size.is_multiple_of(2) || self.first_kernel_size.is_multiple_of(2) {
@@ -163,6 +177,8 @@ impl RefinerConfig {
                     .with_initializer(burn::nn::Initializer::Zeros)
                     .init(device)
             }),
+            noise_filter: (self.noise_scale > 0.0 && self.noise_kernel > 1)
+                .then(|| delta_filter(self.channels, self.noise_kernel, device)),
             tanh_output: self.tanh_output,
             residual: self.residual,
             reflect_padding: self.reflect_padding,
@@ -171,6 +187,24 @@ impl RefinerConfig {
             noise_offset: self.noise_scale.exp_m1().max(f64::MIN_POSITIVE).ln(),
         }
     }
+}
+
+/// A `k×k` convolution over `channels` maps (SAME, no bias) that starts as the identity: a
+/// centred delta from each map to itself.
+fn delta_filter<B: Backend>(channels: usize, k: usize, device: &B::Device) -> Conv2d<B> {
+    let mut conv = Conv2dConfig::new([channels, channels], [k, k])
+        .with_padding(PaddingConfig2d::Same)
+        .with_bias(false)
+        .init(device);
+    let mut w = vec![0f32; channels * channels * k * k];
+    for c in 0..channels {
+        w[((c * channels + c) * k + k / 2) * k + k / 2] = 1.0;
+    }
+    conv.weight = Param::from_tensor(Tensor::from_data(
+        TensorData::new(w, [channels, channels, k, k]),
+        device,
+    ));
+    conv
 }
 
 /// One ResNet block: conv → ReLU → conv → add input → ReLU.
@@ -246,6 +280,9 @@ pub struct Refiner<B: Backend> {
     /// The sensor-noise amplitude's 1×1 convolution (width → channels), when
     /// [`RefinerConfig::noise_scale`] > 0.
     pub noise_out: Option<Conv2d<B>>,
+    /// The learnt filter on the sensor-noise maps (channels → channels, K×K), when
+    /// [`RefinerConfig::noise_kernel`] > 1.
+    pub noise_filter: Option<Conv2d<B>>,
     /// Whether the output goes through tanh.
     #[module(skip)]
     pub tanh_output: bool,
@@ -320,7 +357,12 @@ impl<B: Backend> Refiner<B> {
         if let (Some(conv), Some(z)) = (&self.noise_out, z) {
             let c = maps - self.noise_channels;
             let sigma = softplus(conv2d(conv, h).add_scalar(self.noise_offset), 1.0); // [batch, 1, 35, 55]
-            out = out + sigma * z.narrow(1, self.noise_channels, c); // [batch, 1, 35, 55]
+            let z = z.narrow(1, self.noise_channels, c); // [batch, 1, 35, 55]
+            let z = match &self.noise_filter {
+                Some(filter) => conv2d(filter, z), // [batch, 1, 35, 55]
+                None => z,
+            };
+            out = out + sigma * z; // [batch, 1, 35, 55]
         }
         if self.residual {
             // A leaky clamp: identity inside [−1, 1], slope 1/100 outside. A hard clamp has no
@@ -928,6 +970,66 @@ mod tests {
         // Without input noise the branch draws its own maps only.
         let plain = cfg.with_noise_channels(0).init::<Ad>(&device);
         assert_eq!(plain.noise_maps(), 3);
+    }
+
+    /// The noise branch's K×K filter starts as a delta (the output is the white branch's, map
+    /// for map), gets a gradient off its centre, so it can shape the noise's spectrum; an even or
+    /// zero size is refused, and without the branch there is no filter.
+    #[test]
+    fn noise_filter_starts_white_and_learns_a_spectrum() {
+        type Ad = crate::nn::backend::CpuAutodiffBackend;
+        let device = Default::default();
+        let white = RefinerConfig::narrow(4)
+            .with_blocks(1)
+            .with_residual(true)
+            .with_noise_scale(0.05);
+        let cfg = white.clone().with_noise_kernel(5);
+        cfg.validate().unwrap();
+        let r = init_seeded::<Ad, _>(&device, 3, || cfg.init::<Ad>(&device));
+        let r0 = init_seeded::<Ad, _>(&device, 3, || white.init::<Ad>(&device));
+        assert_eq!(r.noise_maps(), 1);
+        let zs = crate::nn::seeded_noise(1, 144, 9);
+        let z = Tensor::<Ad, 4>::from_data(TensorData::new(zs, [1, 1, 12, 12]), &device);
+        let x = Tensor::<Ad, 4>::zeros([1, 1, 12, 12], &device);
+        let y: Vec<f32> = r
+            .forward_noise(x.clone(), Some(z.clone()))
+            .inner()
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let y0: Vec<f32> = r0
+            .forward_noise(x.clone(), Some(z.clone()))
+            .inner()
+            .into_data()
+            .to_vec()
+            .unwrap();
+        for (a, b) in y.iter().zip(&y0) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+        // Smoothing the output (a loss on its neighbour differences) pulls weight off the centre.
+        let out = r.forward_noise(x, Some(z)); // [1, 1, 12, 12]
+        let dx = out.clone().narrow(3, 1, 11) - out.narrow(3, 0, 11);
+        let grads = dx.powi_scalar(2).sum().backward();
+        let g: Vec<f32> = r
+            .noise_filter
+            .as_ref()
+            .unwrap()
+            .weight
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .to_vec()
+            .unwrap();
+        assert!(
+            g.iter().enumerate().any(|(i, v)| i != 12 && v.abs() > 1e-6),
+            "{g:?}"
+        );
+        assert!(white.clone().with_noise_kernel(4).validate().is_err());
+        assert!(white.clone().with_noise_kernel(0).validate().is_err());
+        let off = RefinerConfig::narrow(4)
+            .with_noise_kernel(5)
+            .init::<Ad>(&device);
+        assert!(off.noise_filter.is_none());
     }
 
     /// Reflect padding mirrors without repeating the edge (PyTorch's `ReflectionPad2d`), and a

@@ -93,6 +93,12 @@ const PARAMS: &[ParamSpec] = &[
         "0",
         "Initial σ of the refiner's sensor-noise branch: output + σ(x)·z, one standard-normal map per image channel, σ per pixel and learnt from D ([-1,1] units; 0 = none, the paper)",
     ),
+    ParamSpec::added(
+        "noise_kernel",
+        ParamType::Int { min: 1, max: 31 },
+        "1",
+        "Odd size K of a learnt K×K filter on the sensor-noise branch's maps, started as a delta, so the branch can draw grain, blotches or clutter instead of white noise only (1 = white; needs noise_scale > 0)",
+    ),
     ParamSpec::new(
         "residual",
         ParamType::Bool,
@@ -274,6 +280,7 @@ fn train_config(ctx: &StageCtx, shape: [usize; 3]) -> Result<TrainConfig> {
                 .with_residual(p.bool("residual")?)
                 .with_noise_channels(p.usize("noise_channels")?)
                 .with_noise_scale(p.float("noise_scale")?)
+                .with_noise_kernel(p.usize("noise_kernel")?)
                 .with_reflect_padding(p.bool("reflect_padding")?),
         )
         .with_discriminator(
