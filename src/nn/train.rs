@@ -51,10 +51,6 @@ use super::precision::{Precision, cast_module};
 // Config, schedule, metrics
 // ---------------------------------------------------------------------------------------------
 
-/// Scale of the discriminator's detail channels ([`TrainConfig::d_highpass`]): sensor noise of
-/// σ ≈ 0.02–0.05 in `[-1, 1]` units reaches the amplitude of the image's own contrast.
-pub const HIGHPASS_GAIN: f64 = 8.0;
-
 /// Everything that defines a refiner training run (serialised into checkpoints as JSON).
 #[derive(Config, Debug, PartialEq)]
 pub struct TrainConfig {
@@ -86,13 +82,17 @@ pub struct TrainConfig {
     #[config(default = 0.0)]
     pub d_input_noise: f64,
     /// σ in pixels of a detail channel for the discriminator: D sees each image beside its
-    /// high-pass residual `HIGHPASS_GAIN · (x − G_σ ∗ x)` (so its input has twice the image's
+    /// high-pass residual `d_highpass_gain · (x − G_σ ∗ x)` (so its input has twice the image's
     /// channels); 0 = off (the paper). Sensor noise, grain and edge sharpness live in the residual
     /// at a small amplitude next to the image's tone; a D that sees them amplified, in a channel
     /// of their own, tells a noise-free, sharp render from a noisy, blurred photo from the first
     /// step, and its gradient asks the refiner for that texture. Linear, so R's gradient passes.
     #[config(default = 0.0)]
     pub d_highpass: f64,
+    /// Scale of the detail channels ([`Self::d_highpass`]): at 8, sensor noise of σ ≈ 0.02–0.05
+    /// in `[-1, 1]` units reaches the amplitude of the image's own contrast.
+    #[config(default = 8.0)]
+    pub d_highpass_gain: f64,
     /// Refiner learning rate (Adam).
     #[config(default = 1e-3)]
     pub lr_r: f64,
@@ -198,6 +198,12 @@ impl TrainConfig {
             return Err(NnError::InvalidConfig(format!(
                 "d_highpass must be in [0, 64] px, got {}",
                 self.d_highpass
+            )));
+        }
+        if !(self.d_highpass_gain > 0.0 && self.d_highpass_gain <= 1000.0) {
+            return Err(NnError::InvalidConfig(format!(
+                "d_highpass_gain must be in (0, 1000], got {}",
+                self.d_highpass_gain
             )));
         }
         if !(self.reg_blur >= 0.0 && self.reg_blur <= 64.0) {
@@ -569,7 +575,8 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
         };
         let hp = self.config.d_highpass;
         if hp > 0.0 {
-            let detail = (x.clone() - gaussian_blur(x.clone(), hp)).mul_scalar(HIGHPASS_GAIN); // [b, c, h, w]
+            let detail =
+                (x.clone() - gaussian_blur(x.clone(), hp)).mul_scalar(self.config.d_highpass_gain); // [b, c, h, w]
             Tensor::cat(vec![x, detail], 1) // [b, 2c, h, w]
         } else {
             x

@@ -159,6 +159,15 @@ const PARAMS: &[ParamSpec] = &[
         "0",
         "σ px of detail channels for the discriminator: D sees each image beside its amplified high-pass residual x − blur_σ(x), where sensor noise, grain and edge sharpness live (0 = off, the paper)",
     ),
+    ParamSpec::added(
+        "d_highpass_gain",
+        ParamType::Float {
+            min: 1e-3,
+            max: 1000.0,
+        },
+        "8",
+        "Scale of d_highpass's detail channels (8: sensor noise of σ 0.02–0.05 reaches the image's own contrast)",
+    ),
     ParamSpec::new(
         "lr_r",
         ParamType::Float {
@@ -292,6 +301,7 @@ fn train_config(ctx: &StageCtx, shape: [usize; 3]) -> Result<TrainConfig> {
         .with_reg_blur(p.float("reg_blur")?)
         .with_d_input_noise(p.float("d_input_noise")?)
         .with_d_highpass(p.float("d_highpass")?)
+        .with_d_highpass_gain(p.float("d_highpass_gain")?)
         .with_lr_r(p.float("lr_r")?)
         .with_lr_d(p.float("lr_d")?)
         .with_beta1(p.float("beta1")? as f32)
