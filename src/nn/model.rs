@@ -15,7 +15,8 @@
 //!   padding, giving 9×14 patches on 35×55 eyes and 7×7 on 224×224 hands.
 //! - The refiner's convolutions pad with zeros (SAME) or, with
 //!   [`RefinerConfig::reflect_padding`], by mirroring; its optional sensor-noise branch
-//!   ([`RefinerConfig::noise_scale`]) adds learnt-amplitude noise to the output.
+//!   ([`RefinerConfig::noise_scale`]) adds learnt-amplitude noise to the output, white or
+//!   shaped by a learnt filter ([`RefinerConfig::noise_kernel`]).
 //! - The gaze CNN uses ReLU after every convolution and after the hidden fully-connected layer,
 //!   with VALID convolutions (so 35×55 flattens to 192×5×10 = 9600).
 

@@ -5,6 +5,9 @@
 //! inner, non-autodiff backend) for the D step; `GradientsParams::from_grads(loss.backward(),
 //! &model)` keeps only one model's gradients; `optim.step(lr, model, grads)` updates it.
 //!
+//! Everything D sees passes through one place, `RefinerTrainer::d_input`: instance noise
+//! ([`TrainConfig::d_input_noise`]) and the detail channels ([`TrainConfig::d_highpass`]).
+//!
 //! Schedule ([`TrainConfig::phase`]): iteration `i` (0-based) is
 //! - `i < pretrain_r_steps`: [`Phase::PretrainRefiner`] — R with the self-regularisation loss only;
 //! - then `pretrain_d_steps` of [`Phase::PretrainDiscriminator`] — D against the pretrained R;
