@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::util::{self, ok, output, simgan};
+use crate::util::{self, ok, output, show, simgan};
 
 /// The demo pipeline shrunk to seconds.
 pub(crate) const TINY: &str = r#"
@@ -64,10 +64,6 @@ const STAGES: [&str; 10] = [
     "report",
 ];
 
-fn show(d: &Path, url: &str) -> Value {
-    serde_json::from_str(&ok(simgan(d).args(["show", url, "--json"]))).unwrap()
-}
-
 /// The tiny pipeline, run once per test binary: the folder it ran in (removed at exit). The
 /// checks that need Python or Chromium are separate tests on the same run.
 fn tiny_run() -> &'static Path {
@@ -83,15 +79,7 @@ fn tiny_run() -> &'static Path {
 
 /// The report page of the tiny run.
 fn tiny_report_html(d: &Path) -> PathBuf {
-    let report = show(d, "runs/tiny/report");
-    let html_path = report["artifacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["path"].as_str().unwrap())
-        .find(|p| p.ends_with("report.html"))
-        .unwrap();
-    d.join("runs/tiny").join(html_path)
+    util::artifact(d, "tiny", "report", "report.html").expect("report.html")
 }
 
 #[test]
@@ -293,6 +281,43 @@ fn tiny_pipeline_end_to_end_with_a_report() {
         unlearned,
         "mean-gaze check out of step with the numbers: {rows:?}"
     );
+}
+
+/// `docs/tools/pixel_features.py` (README: what a classifier uses) reads the stages of a run
+/// through their manifests and scores each statistic: the synthetic eyes' brightness alone
+/// separates them from the real-like test split.
+#[test]
+#[ignore = "needs Python with numpy, pyarrow and Pillow (SIMGAN_PYTHON): ci/test.sh installs them"]
+fn pixel_features_tool_reads_a_run_and_scores_each_statistic() {
+    let d = tiny_run();
+    let python = std::env::var("SIMGAN_PYTHON").expect("SIMGAN_PYTHON (set by ci/test.sh)");
+    let root = d.join("runs/tiny");
+    let out = ok(std::process::Command::new(python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/tools/pixel_features.py"))
+        .arg(&root)
+        .arg(root.join("synthetic"))
+        .arg(root.join("refined")));
+    // Per set: its name, then `  STAT AUC a   mean x / real y` lines.
+    let mut sets: Vec<(String, Vec<(String, f64)>)> = Vec::new();
+    for line in out.lines() {
+        match line.strip_prefix("  ") {
+            Some(stat) => {
+                let f: Vec<&str> = stat.split_whitespace().collect();
+                assert_eq!(f.get(1), Some(&"AUC"), "{line}");
+                let auc: f64 = f[2].parse().unwrap_or_else(|e| panic!("{e}: {line}"));
+                assert!((0.5..=1.0).contains(&auc), "{line}");
+                sets.last_mut()
+                    .expect("a set line first")
+                    .1
+                    .push((f[0].to_string(), auc));
+            }
+            None => sets.push((line.to_string(), Vec::new())),
+        }
+    }
+    assert_eq!(sets.len(), 2, "{out}");
+    assert!(sets.iter().all(|(_, stats)| stats.len() == 16), "{out}");
+    let synthetic_mean = sets[0].1.iter().find(|(k, _)| k == "mean").map(|s| s.1);
+    assert!(synthetic_mean.is_some_and(|a| a >= 0.9), "{out}");
 }
 
 #[test]

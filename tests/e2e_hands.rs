@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::util::{self, ok, simgan};
+use crate::util::{self, ok, show, simgan};
 
 const PIPELINE: &str = r#"
 name = "hands-tiny"
@@ -63,19 +63,8 @@ fn hands_run() -> &'static Path {
     })
 }
 
-fn show(d: &Path, url: &str) -> Value {
-    serde_json::from_str(&ok(simgan(d).args(["show", url, "--json"]))).unwrap()
-}
-
 fn artifact(d: &Path, stage: &str, name: &str) -> Option<PathBuf> {
-    let m = show(d, &format!("runs/hands-tiny/{stage}"));
-    m["artifacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["path"].as_str().unwrap())
-        .find(|p| p.ends_with(&format!("/{name}")))
-        .map(|p| d.join("runs/hands-tiny").join(p))
+    util::artifact(d, "hands-tiny", stage, name)
 }
 
 /// Every image of a stage's first shard, decoded.

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 use simgan::domains::images::shapes::{self, CLASSES, ShapeParams};
 
-use crate::util::{self, ok, simgan};
+use crate::util::{self, ok, show, simgan};
 
 /// `root/<split>/<class>/<n>.png` for `n` images of each look (no split folder when `split` is
 /// empty).
@@ -88,26 +88,9 @@ fn shapes_run() -> &'static Path {
     })
 }
 
-fn show(d: &Path, url: &str) -> Value {
-    serde_json::from_str(&ok(simgan(d).args(["show", url, "--json"]))).unwrap()
-}
-
-/// The file of stage `stage`'s latest version in run `run` whose artifact path ends with `name`.
-fn artifact(d: &Path, run: &str, stage: &str, name: &str) -> PathBuf {
-    let m = show(d, &format!("runs/{run}/{stage}"));
-    let path = m["artifacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["path"].as_str().unwrap())
-        .find(|p| p.ends_with(name))
-        .unwrap();
-    d.join("runs").join(run).join(path)
-}
-
 /// The report page of the run.
 fn report_html(d: &Path) -> PathBuf {
-    artifact(d, "shapes-tiny", "report", "report.html")
+    util::artifact(d, "shapes-tiny", "report", "report.html").expect("report.html")
 }
 
 #[test]
@@ -317,7 +300,7 @@ params = {{ samples = 8, steps = 2, batch_size = 4, divisor = 16 }}
         .map(|r| r["pair"].as_str().unwrap())
         .collect();
     assert_eq!(pairs, ["real-vs-real", "synthetic-vs-real"], "{rows}");
-    let judge_json = artifact(d, "unlabelled", "judge", "judge.json");
+    let judge_json = util::artifact(d, "unlabelled", "judge", "judge.json").expect("judge.json");
     let judge: Value = serde_json::from_slice(&std::fs::read(judge_json).unwrap()).unwrap();
     let notes = judge["notes"].to_string();
     assert!(

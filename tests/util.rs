@@ -161,6 +161,24 @@ pub fn output(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
 }
 
+/// `simgan show URL --json` run in `dir`, parsed.
+pub fn show(dir: &Path, url: &str) -> serde_json::Value {
+    serde_json::from_str(&ok(simgan(dir).args(["show", url, "--json"]))).unwrap()
+}
+
+/// The artifact named `name` (its file name) of stage `stage`'s latest version in run `run`
+/// under `dir/runs`, if the stage wrote one.
+pub fn artifact(dir: &Path, run: &str, stage: &str, name: &str) -> Option<PathBuf> {
+    let m = show(dir, &format!("runs/{run}/{stage}"));
+    m["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["path"].as_str().unwrap())
+        .find(|p| p.rsplit('/').next() == Some(name))
+        .map(|p| dir.join("runs").join(run).join(p))
+}
+
 /// Run and require success, returning stdout.
 pub fn ok(cmd: &mut Command) -> String {
     let out = output(cmd);
