@@ -70,53 +70,98 @@ pub fn judge(
     b: &[SampleImage],
     cfg: &JudgeConfig,
 ) -> Result<Verdict, NnError> {
-    let shape = |s: &SampleImage| (s.channels, s.height, s.width);
-    let Some(first) = a.first().or(b.first()) else {
-        return Err(NnError::InvalidConfig(
-            "judge: both image sets are empty".into(),
-        ));
-    };
-    if a.len() < 2 || b.len() < 2 {
-        return Err(NnError::InvalidConfig(format!(
-            "judge: need at least 2 images per set, got {} and {}",
-            a.len(),
-            b.len()
-        )));
+    let split = Split::new(a, b, cfg)?;
+    let (pa, pb) = nn::run_on(device, split.job(a, b, cfg))??;
+    Ok(split.verdict(&pa, &pb))
+}
+
+/// [`judge`] on a backend the caller already runs on (e.g. inside a training job).
+pub fn judge_on<B: AutodiffBackend>(
+    device: &B::Device,
+    a: &[SampleImage],
+    b: &[SampleImage],
+    cfg: &JudgeConfig,
+) -> Result<Verdict, NnError> {
+    let split = Split::new(a, b, cfg)?;
+    let (pa, pb) = split.job(a, b, cfg).run::<B>(device.clone())?;
+    Ok(split.verdict(&pa, &pb))
+}
+
+/// The seeded train / test halves of both sets, checked.
+struct Split {
+    a_train: Vec<usize>,
+    a_test: Vec<usize>,
+    b_train: Vec<usize>,
+    b_test: Vec<usize>,
+}
+
+impl Split {
+    fn new(a: &[SampleImage], b: &[SampleImage], cfg: &JudgeConfig) -> Result<Split, NnError> {
+        let shape = |s: &SampleImage| (s.channels, s.height, s.width);
+        let Some(first) = a.first().or(b.first()) else {
+            return Err(NnError::InvalidConfig(
+                "judge: both image sets are empty".into(),
+            ));
+        };
+        if a.len() < 2 || b.len() < 2 {
+            return Err(NnError::InvalidConfig(format!(
+                "judge: need at least 2 images per set, got {} and {}",
+                a.len(),
+                b.len()
+            )));
+        }
+        if let Some(odd) = a.iter().chain(b).find(|s| shape(s) != shape(first)) {
+            return Err(NnError::InvalidConfig(format!(
+                "judge: images of different shapes ({:?} and {:?})",
+                shape(first),
+                shape(odd)
+            )));
+        }
+        let mut rng = SmallRng::seed_from_u64(cfg.seed);
+        let mut halves = |n: usize| {
+            let mut idx: Vec<usize> = (0..n).collect();
+            idx.shuffle(&mut rng);
+            let test = idx.split_off(n / 2);
+            (idx, test)
+        };
+        let (a_train, a_test) = halves(a.len());
+        let (b_train, b_test) = halves(b.len());
+        Ok(Split {
+            a_train,
+            a_test,
+            b_train,
+            b_test,
+        })
     }
-    if let Some(odd) = a.iter().chain(b).find(|s| shape(s) != shape(first)) {
-        return Err(NnError::InvalidConfig(format!(
-            "judge: images of different shapes ({:?} and {:?})",
-            shape(first),
-            shape(odd)
-        )));
+
+    fn job<'a>(
+        &'a self,
+        a: &'a [SampleImage],
+        b: &'a [SampleImage],
+        cfg: &'a JudgeConfig,
+    ) -> JudgeJob<'a> {
+        JudgeJob {
+            a,
+            b,
+            a_train: &self.a_train,
+            b_train: &self.b_train,
+            a_test: &self.a_test,
+            b_test: &self.b_test,
+            cfg,
+        }
     }
-    let mut rng = SmallRng::seed_from_u64(cfg.seed);
-    let mut halves = |n: usize| {
-        let mut idx: Vec<usize> = (0..n).collect();
-        idx.shuffle(&mut rng);
-        let test = idx.split_off(n / 2);
-        (idx, test)
-    };
-    let (a_train, a_test) = halves(a.len());
-    let (b_train, b_test) = halves(b.len());
-    let job = JudgeJob {
-        a,
-        b,
-        a_train: &a_train,
-        b_train: &b_train,
-        a_test: &a_test,
-        b_test: &b_test,
-        cfg,
-    };
-    let (pa, pb) = nn::run_on(device, job)??;
-    let correct =
-        pa.iter().filter(|&&p| p < 0.5).count() + pb.iter().filter(|&&p| p >= 0.5).count();
-    Ok(Verdict {
-        auc: auc(&pa, &pb),
-        accuracy: correct as f64 / (pa.len() + pb.len()) as f64,
-        n_train: a_train.len() + b_train.len(),
-        n_test: pa.len() + pb.len(),
-    })
+
+    /// The verdict from P(set b) on the test halves of a (`pa`) and b (`pb`).
+    fn verdict(&self, pa: &[f32], pb: &[f32]) -> Verdict {
+        let correct =
+            pa.iter().filter(|&&p| p < 0.5).count() + pb.iter().filter(|&&p| p >= 0.5).count();
+        Verdict {
+            auc: auc(pa, pb),
+            accuracy: correct as f64 / (pa.len() + pb.len()) as f64,
+            n_train: self.a_train.len() + self.b_train.len(),
+            n_test: pa.len() + pb.len(),
+        }
+    }
 }
 
 /// ROC AUC of scores `neg` (set a) against `pos` (set b): P(pos > neg) + ½ P(pos = neg), by

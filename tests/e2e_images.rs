@@ -40,7 +40,7 @@ params = { domain = "real" }
 [stages.refiner]
 kind = "train-refiner"
 inputs = { synthetic = "synthetic", real = "real" }
-params = { width = 4, blocks = 1, d_divisor = 8, batch_size = 8, pretrain_r_steps = 2, pretrain_d_steps = 2, steps = 2, history_size = 32 }
+params = { width = 4, blocks = 1, d_divisor = 8, batch_size = 8, pretrain_r_steps = 2, pretrain_d_steps = 2, steps = 4, history_size = 32, checkpoint_every = 6, select = "judge", select_holdout = 8, select_judge_steps = 3 }
 [stages.refined]
 kind = "refine"
 inputs = { data = "synthetic", refiner = "refiner" }
@@ -175,6 +175,7 @@ fn image_folders_through_every_sus_stage_to_a_classification_report() {
         "class=\"confusion\"",
         "id=\"drift\"",
         "src=\"samples.png\"",
+        "id=\"refiner-select\"",
     ] {
         assert!(html.contains(needle), "report lacks {needle}");
     }
@@ -185,6 +186,40 @@ fn image_folders_through_every_sus_stage_to_a_classification_report() {
     assert_eq!(acc.as_array().unwrap().len(), 4, "{acc}");
     for r in acc.as_array().unwrap() {
         assert!((0.0..=1.0).contains(&r["value"].as_f64().unwrap()), "{r}");
+    }
+}
+
+#[test]
+fn the_refiner_is_picked_by_a_held_out_judge() {
+    let d = shapes_run();
+    let path = util::artifact(d, "shapes-tiny", "refiner", "refiner_check.json")
+        .expect("refiner_check.json");
+    let check: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(check["select"], "judge", "{check}");
+    // 8 of each input's train split were kept out of training for the judge.
+    assert_eq!(check["holdout"], 8, "{check}");
+    assert_eq!(check["chosen"]["refined"]["n"], 8, "{check}");
+    // 2 + 2 pretraining iterations, then 4 adversarial rounds of 2 refiner + 1 discriminator
+    // steps (16 in all) with a checkpoint every 6: the candidates are the adversarial
+    // checkpoints (6, 12) and the end (16), each judged.
+    let cands = check["candidates"].as_array().unwrap();
+    let steps: Vec<u64> = cands.iter().map(|c| c["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, vec![6, 12, 16], "{check}");
+    let aucs: Vec<f64> = cands
+        .iter()
+        .map(|c| c["judge_auc"].as_f64().unwrap())
+        .collect();
+    assert!(aucs.iter().all(|a| (0.0..=1.0).contains(a)), "{aucs:?}");
+    // The chosen one has the lowest AUC (ties: the later one).
+    let best = aucs.iter().cloned().fold(f64::INFINITY, f64::min);
+    let chosen = cands
+        .iter()
+        .find(|c| c["step"] == check["chosen_step"])
+        .unwrap();
+    assert_eq!(chosen["judge_auc"].as_f64().unwrap(), best, "{check}");
+    assert_eq!(check["judge"]["auc"].as_f64().unwrap(), best, "{check}");
+    if aucs.iter().all(|a| *a == best) {
+        assert_eq!(check["chosen_step"], 16, "{check}");
     }
 }
 

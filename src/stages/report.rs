@@ -565,15 +565,42 @@ fn refiner_html(check: &serde_json::Value) -> String {
         "</table><p>Grey levels in [0, 1], means over {} probe images. The refiner moves its inputs by <b>{:.3}</b> on average (mean |R(x) − x|). Output refiner: <code>{}</code> (select = {}), step {}; distance to the real statistics {:.2} (0 = matches real, 1 = no closer than synthetic).</p>",
         check["chosen"]["refined"]["n"],
         check["chosen"]["drift"].as_f64().unwrap_or(f64::NAN),
-        if check["select"] == "stats" {
-            "closest to real"
-        } else {
-            "last"
+        match check["select"].as_str() {
+            Some("stats") => "closest to real statistics",
+            Some("judge") => "least told from real by a held-out judge",
+            _ => "last",
         },
         esc(check["select"].as_str().unwrap_or("last")),
         check["chosen_step"],
         check["distance"].as_f64().unwrap_or(f64::NAN)
     );
+    if check["select"] == "judge" {
+        let cands = check["candidates"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let _ = write!(
+            h,
+            "<table id=\"refiner-select\"><tr><th>step</th><th>held-out judge AUC (refined vs real)</th><th>statistics distance</th><th>drift</th></tr>"
+        );
+        for c in cands {
+            let chosen = c["step"] == check["chosen_step"];
+            let _ = write!(
+                h,
+                "<tr{}><td>{}</td><td>{:.3}</td><td>{:.2}</td><td>{:.3}</td></tr>",
+                if chosen { " class=\"chosen\"" } else { "" },
+                c["step"],
+                c["judge_auc"].as_f64().unwrap_or(f64::NAN),
+                c["distance"].as_f64().unwrap_or(f64::NAN),
+                c["drift"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
+        let _ = write!(
+            h,
+            "</table><p>Each candidate's judge trained on half of {} held-out synthetic images (refined) and as many held-out real ones, and was scored on the other half (0.5 = cannot tell).</p>",
+            check["holdout"]
+        );
+    }
     h
 }
 

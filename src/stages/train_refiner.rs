@@ -15,7 +15,11 @@
 //! drift |R(x) − x|; [`crate::imagestats`]), with a collapse warning when refined images leave
 //! the real images' statistics far behind. With `select = "stats"` the refiner at every
 //! adversarial checkpoint is measured too, and the one closest to the real statistics is the
-//! output (the probe images are training images, not a held-out set).
+//! output (the probe images are training images, not a held-out set). With `select = "judge"`,
+//! `select_holdout` images of each input are kept out of training, and at every adversarial
+//! checkpoint and the end a fresh judge ([`crate::judge`], the same seed each time) is trained to
+//! tell the held-out synthetic images, refined, from held-out real ones; the refiner it separates
+//! least (lowest AUC) is the output — a label-free choice on images neither network trained on.
 
 use std::time::Instant;
 
@@ -29,6 +33,7 @@ use super::common::{self, DEVICE_PARAM, PRECISION_PARAM};
 use super::{InputKind, InputSpec, StageCtx, StageKind, UnitOutput, UnitSpec};
 use crate::error::{Error, Result};
 use crate::imagestats::RefinerCheck;
+use crate::judge::{JudgeConfig, Verdict};
 use crate::nn::{
     self, BackendJob, BatchSource, DiscriminatorConfig, NnError, RefinerConfig, RefinerTrainer,
     StepMetrics, TrainConfig,
@@ -254,9 +259,27 @@ const PARAMS: &[ParamSpec] = &[
     ),
     ParamSpec::new(
         "select",
-        ParamType::Choice(&["last", "stats"]),
+        ParamType::Choice(&["last", "stats", "judge"]),
         "\"last\"",
-        "Output refiner: the last one (the paper), or of those at the adversarial checkpoints and the end the one whose refined images' statistics (intensity mean and spread, sharpness, noise) are closest to the real images' (label-free; see refiner_check.json)",
+        "Output refiner: the last one (the paper); or, of those at the adversarial checkpoints and the end, the one whose refined images' statistics (intensity mean and spread, sharpness, noise) are closest to the real images' (stats), or whose held-out refined images a fresh classifier tells least well from held-out real ones (judge; see select_holdout). Label-free; every candidate is in refiner_check.json",
+    ),
+    ParamSpec::added(
+        "select_holdout",
+        ParamType::Int {
+            min: 8,
+            max: 1 << 20,
+        },
+        "512",
+        "With select = \"judge\": images of each input kept out of training (evenly spread over it, at most a quarter) for the selection; the judge trains on half of them and is scored on the other half",
+    ),
+    ParamSpec::added(
+        "select_judge_steps",
+        ParamType::Int {
+            min: 1,
+            max: 100_000,
+        },
+        "200",
+        "With select = \"judge\": training steps of each candidate's judge (batch 32, the estimator CNN at ¼ width, the same seed for every candidate)",
     ),
     ParamSpec::new(
         "checkpoint_every",
@@ -364,6 +387,57 @@ impl<B: burn::tensor::backend::Backend> BatchSource<B> for ImageBank {
     }
 }
 
+/// How the output refiner is picked among the adversarial checkpoints and the end.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Select {
+    /// The last one (the paper).
+    Last,
+    /// The smallest distance of the statistics check.
+    Stats,
+    /// The lowest AUC of a fresh judge between held-out refined and held-out real images.
+    Judge,
+}
+
+impl Select {
+    fn name(self) -> &'static str {
+        match self {
+            Select::Last => "last",
+            Select::Stats => "stats",
+            Select::Judge => "judge",
+        }
+    }
+}
+
+/// Images kept out of training for `select = "judge"`.
+#[derive(Default)]
+struct Holdout {
+    synthetic: Vec<SampleImage>,
+    real: Vec<SampleImage>,
+    /// Training steps of each candidate's judge.
+    judge_steps: u64,
+}
+
+/// Move `n` images, evenly spread (every k-th: a set stored in class order still gives every
+/// class), out of `images`; at most a quarter of them.
+fn hold_out(images: &mut Vec<SampleImage>, n: usize) -> Vec<SampleImage> {
+    let n = n.min(images.len() / 4);
+    if n == 0 {
+        return Vec::new();
+    }
+    let k = images.len() / n;
+    let mut kept = Vec::with_capacity(images.len() - n);
+    let mut out = Vec::with_capacity(n);
+    for (i, img) in std::mem::take(images).into_iter().enumerate() {
+        if i % k == k - 1 && out.len() < n {
+            out.push(img);
+        } else {
+            kept.push(img);
+        }
+    }
+    *images = kept;
+    out
+}
+
 /// What the training job hands back to the stage.
 struct Trained {
     metrics: Vec<MetricRow>,
@@ -381,8 +455,10 @@ struct TrainJob<'a> {
     bank: ImageBank,
     scratch: Root,
     checkpoint_every: u64,
-    /// Pick the output refiner by its statistics check (`select = "stats"`).
-    select_by_stats: bool,
+    /// How the output refiner is picked.
+    select: Select,
+    /// Held-out images (empty unless `select = "judge"`).
+    holdout: Holdout,
     /// The float type R and D compute in (the `precision` param).
     precision: nn::Precision,
 }
@@ -392,6 +468,19 @@ struct TrainJob<'a> {
 struct Candidate {
     check: RefinerCheck,
     distance: f64,
+    /// The held-out judge's verdict on its refined images against real ones (`select = "judge"`).
+    #[serde(default)]
+    judge: Option<Verdict>,
+}
+
+impl Candidate {
+    /// What `select` minimises (lower = better).
+    fn score(&self, select: Select) -> f64 {
+        match (select, &self.judge) {
+            (Select::Judge, Some(v)) => v.auc,
+            _ => self.distance,
+        }
+    }
 }
 
 /// How many synthetic and real images the statistics check uses.
@@ -430,15 +519,21 @@ impl TrainJob<'_> {
         Ok((format!("samples-{step:07}.png"), png))
     }
 
-    /// The statistics check of the trainer's output refiner on the probe images (the last
-    /// `PROBE` of each bank, the same every time).
+    /// The trainer's output refiner measured: the statistics check on the probe images (the
+    /// held-out images with `select = "judge"`, else the last `PROBE` of each bank; the same
+    /// every time) and, with `select = "judge"`, a fresh judge's verdict on the held-out images.
     fn check<B: AutodiffBackend>(
         &self,
         trainer: &RefinerTrainer<B>,
         step: u64,
     ) -> Result<Candidate> {
         let tail = |v: &[SampleImage]| v[v.len().saturating_sub(PROBE)..].to_vec();
-        let (synth, real) = (tail(&self.bank.synthetic), tail(&self.bank.real));
+        let judged = self.select == Select::Judge;
+        let (synth, real) = if judged {
+            (self.holdout.synthetic.clone(), self.holdout.real.clone())
+        } else {
+            (tail(&self.bank.synthetic), tail(&self.bank.real))
+        };
         let bits = synth.first().map(|i| i.format().bits).unwrap_or(8);
         let refiner = trainer.output_refiner();
         let mut refined = Vec::with_capacity(synth.len());
@@ -452,9 +547,33 @@ impl TrainJob<'_> {
                 chunk,
             )?);
         }
+        let judge = if judged {
+            let cfg = JudgeConfig {
+                steps: self.holdout.judge_steps,
+                // The same judge (split, weights, batches) for every candidate.
+                seed: self.cfg.seed ^ 0x005e_1ec7,
+                range: Some(self.bank.real_range),
+                ..JudgeConfig::default()
+            };
+            let v = crate::judge::judge_on::<B>(trainer.device(), &refined, &real, &cfg)
+                .map_err(|e| Error::stage(self.stage, format!("selection judge: {e}")))?;
+            tracing::info!(
+                stage = self.stage,
+                step,
+                auc = v.auc,
+                "selection judge: held-out refined vs real"
+            );
+            Some(v)
+        } else {
+            None
+        };
         let check = RefinerCheck::measure(step, &synth, &refined, &real);
         let distance = check.distance();
-        Ok(Candidate { check, distance })
+        Ok(Candidate {
+            check,
+            distance,
+            judge,
+        })
     }
 
     fn train<B: AutodiffBackend>(mut self, device: B::Device) -> Result<Trained> {
@@ -525,13 +644,13 @@ impl TrainJob<'_> {
                 })?;
                 self.scratch.put("metrics.json", mbytes)?;
                 grids.push(self.grid(&trainer, done)?);
-                if self.select_by_stats && done > adversarial_from {
+                if self.select != Select::Last && done > adversarial_from {
                     let c = self.check(&trainer, done)?;
                     let best = candidates
                         .iter()
-                        .map(|c| c.distance)
+                        .map(|c| c.score(self.select))
                         .fold(f64::INFINITY, f64::min);
-                    if c.distance < best {
+                    if c.score(self.select) < best {
                         let w = nn::save_refiner(&trainer.output_refiner(), &self.cfg.refiner)
                             .map_err(err)?;
                         self.scratch.put("best_refiner.safetensors", w)?;
@@ -556,28 +675,34 @@ impl TrainJob<'_> {
         let mut refiner =
             nn::save_refiner(&trainer.output_refiner(), &self.cfg.refiner).map_err(err)?;
         let last = self.check(&trainer, total)?;
+        let score = |c: &Candidate| c.score(self.select);
+        // A tie with the end goes to the end (the longer trained); among the checkpoints the
+        // earliest minimum is the one kept in `best_refiner.safetensors`.
         let best = candidates
             .iter()
-            .filter(|c| c.distance < last.distance)
-            .min_by(|a, b| a.distance.total_cmp(&b.distance));
-        let chosen = match (self.select_by_stats, best) {
+            .filter(|c| score(c) < score(&last))
+            .min_by(|a, b| score(a).total_cmp(&score(b)));
+        let chosen = match (self.select != Select::Last, best) {
             (true, Some(b)) => {
                 refiner = self
                     .scratch
                     .get_required("best_refiner.safetensors")?
                     .to_vec();
-                b.check.clone()
+                (b.check.clone(), b.judge)
             }
-            _ => last.check.clone(),
+            _ => (last.check.clone(), last.judge),
         };
+        let (chosen, chosen_judge) = chosen;
         candidates.push(last);
         let check = serde_json::json!({
-            "select": if self.select_by_stats { "stats" } else { "last" },
+            "select": self.select.name(),
             "chosen_step": chosen.step,
             "chosen": chosen,
             "distance": chosen.distance(),
+            "judge": chosen_judge,
+            "holdout": self.holdout.synthetic.len(),
             "collapse": chosen.collapse(),
-            "candidates": candidates.iter().map(|c| serde_json::json!({"step": c.check.step, "distance": c.distance, "drift": c.check.drift})).collect::<Vec<_>>(),
+            "candidates": candidates.iter().map(|c| serde_json::json!({"step": c.check.step, "distance": c.distance, "drift": c.check.drift, "judge_auc": c.judge.map(|v| v.auc)})).collect::<Vec<_>>(),
         });
         let discriminator =
             nn::save_discriminator(trainer.discriminator(), &self.cfg.discriminator)
@@ -662,8 +787,8 @@ impl StageKind for TrainRefiner {
 
     fn run_unit(&self, ctx: &StageCtx, _unit: &UnitSpec, out: &mut UnitOutput) -> Result<()> {
         let device = common::device(ctx)?;
-        let (synthetic, synthetic_range) = load_images(ctx, "synthetic")?;
-        let (real, real_range) = load_images(ctx, "real")?;
+        let (mut synthetic, synthetic_range) = load_images(ctx, "synthetic")?;
+        let (mut real, real_range) = load_images(ctx, "real")?;
         if synthetic_range != real_range {
             // The discriminator would see the same pixel value as two different inputs.
             let window = |r: ValueRange| match r.window {
@@ -681,6 +806,29 @@ impl StageKind for TrainRefiner {
             )));
         }
         let cfg = train_config(ctx, image_shape(ctx, &synthetic, &real)?)?;
+        let select = match ctx.params.str("select")? {
+            "stats" => Select::Stats,
+            "judge" => Select::Judge,
+            _ => Select::Last,
+        };
+        let holdout = if select == Select::Judge {
+            let n = ctx.params.usize("select_holdout")?;
+            let holdout = Holdout {
+                synthetic: hold_out(&mut synthetic, n),
+                real: hold_out(&mut real, n),
+                judge_steps: ctx.params.int("select_judge_steps")? as u64,
+            };
+            if holdout.synthetic.len() < 4 || holdout.real.len() < 4 {
+                return Err(ctx.err(format!(
+                    "select = \"judge\" needs at least 16 training images per input to hold 4 out (synthetic {}, real {})",
+                    synthetic.len() + holdout.synthetic.len(),
+                    real.len() + holdout.real.len()
+                )));
+            }
+            holdout
+        } else {
+            Holdout::default()
+        };
         let bank = ImageBank {
             synthetic,
             real,
@@ -699,7 +847,8 @@ impl StageKind for TrainRefiner {
             bank,
             scratch: ctx.scratch(),
             checkpoint_every: ctx.params.int("checkpoint_every")? as u64,
-            select_by_stats: ctx.params.str("select")? == "stats",
+            select,
+            holdout,
             precision: common::precision(ctx)?,
         };
         let trained = nn::run_on(&device, job)??;
@@ -731,5 +880,50 @@ impl StageKind for TrainRefiner {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::Pixels;
+
+    /// A 1×1 grey image whose one pixel is `v` (to tell images apart).
+    fn px(v: u8) -> SampleImage {
+        SampleImage {
+            width: 1,
+            height: 1,
+            channels: 1,
+            pixels: Pixels::U8(vec![v]),
+        }
+    }
+
+    fn values(images: &[SampleImage]) -> Vec<u8> {
+        images
+            .iter()
+            .map(|i| match &i.pixels {
+                Pixels::U8(p) => p[0],
+                Pixels::U16(_) => unreachable!("8-bit test images"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_holdout_is_spread_over_the_set_and_at_most_a_quarter() {
+        // Stored in class order (40 of class 0, then 40 of class 1): every k-th image still
+        // holds out both classes.
+        let mut set: Vec<SampleImage> = (0..80).map(px).collect();
+        let out = hold_out(&mut set, 8);
+        assert_eq!(values(&out), vec![9, 19, 29, 39, 49, 59, 69, 79]);
+        assert_eq!(set.len(), 72);
+        assert!(values(&set).iter().all(|v| v % 10 != 9));
+        // Asked for more than a quarter: a quarter.
+        let mut small: Vec<SampleImage> = (0..10).map(px).collect();
+        assert_eq!(hold_out(&mut small, 100).len(), 2);
+        assert_eq!(small.len(), 8);
+        // Too few to hold any out.
+        let mut tiny: Vec<SampleImage> = (0..3).map(px).collect();
+        assert!(hold_out(&mut tiny, 8).is_empty());
+        assert_eq!(tiny.len(), 3);
     }
 }
