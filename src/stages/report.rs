@@ -581,23 +581,24 @@ fn refiner_html(check: &serde_json::Value) -> String {
             .unwrap_or(&[]);
         let _ = write!(
             h,
-            "<table id=\"refiner-select\"><tr><th>step</th><th>held-out judge AUC (refined vs real)</th><th>statistics distance</th><th>drift</th></tr>"
+            "<table id=\"refiner-select\"><tr><th>step</th><th>held-out judge AUC (refined vs real)</th><th>statistics distance</th><th>drift</th><th>collapsed</th></tr>"
         );
         for c in cands {
             let chosen = c["step"] == check["chosen_step"];
             let _ = write!(
                 h,
-                "<tr{}><td>{}</td><td>{:.3}</td><td>{:.2}</td><td>{:.3}</td></tr>",
+                "<tr{}><td>{}</td><td>{:.3}</td><td>{:.2}</td><td>{:.3}</td><td>{}</td></tr>",
                 if chosen { " class=\"chosen\"" } else { "" },
                 c["step"],
                 c["judge_auc"].as_f64().unwrap_or(f64::NAN),
                 c["distance"].as_f64().unwrap_or(f64::NAN),
-                c["drift"].as_f64().unwrap_or(f64::NAN)
+                c["drift"].as_f64().unwrap_or(f64::NAN),
+                esc(c["collapse"].as_str().unwrap_or("—"))
             );
         }
         let _ = write!(
             h,
-            "</table><p>Each candidate's judge trained on half of {} held-out synthetic images (refined) and as many held-out real ones, and was scored on the other half (0.5 = cannot tell).</p>",
+            "</table><p>Each candidate's judge trained on half of {} held-out synthetic images (refined) and as many held-out real ones, and was scored on the other half (0.5 = cannot tell); the lowest AUC of the candidates that did not collapse is the output.</p>",
             check["holdout"]
         );
     }

@@ -399,6 +399,16 @@ enum Select {
 }
 
 impl Select {
+    /// Scores this close to the lowest count as a tie, which goes to the later (longer
+    /// trained) refiner. For the judge: AUC differences below what its few hundred held-out
+    /// images resolve, and a saturated judge (every candidate at ≈ 1.0) keeps the last refiner.
+    fn tie(self) -> f64 {
+        match self {
+            Select::Judge => 0.005,
+            Select::Last | Select::Stats => 0.0,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Select::Last => "last",
@@ -406,6 +416,12 @@ impl Select {
             Select::Judge => "judge",
         }
     }
+}
+
+/// The index of the latest score within `tie` of the lowest (0 for none).
+fn pick(scores: &[f64], tie: f64) -> usize {
+    let low = scores.iter().copied().fold(f64::INFINITY, f64::min);
+    scores.iter().rposition(|s| *s <= low + tie).unwrap_or(0)
 }
 
 /// Images kept out of training for `select = "judge"`.
@@ -474,10 +490,18 @@ struct Candidate {
 }
 
 impl Candidate {
-    /// What `select` minimises (lower = better).
+    /// What `select` minimises (lower = better). A collapsed refiner (the statistics check) is
+    /// picked by the judge only if every candidate collapsed.
     fn score(&self, select: Select) -> f64 {
         match (select, &self.judge) {
-            (Select::Judge, Some(v)) => v.auc,
+            (Select::Judge, Some(v)) => {
+                v.auc
+                    + if self.check.collapse().is_some() {
+                        1.0
+                    } else {
+                        0.0
+                    }
+            }
             _ => self.distance,
         }
     }
@@ -646,11 +670,12 @@ impl TrainJob<'_> {
                 grids.push(self.grid(&trainer, done)?);
                 if self.select != Select::Last && done > adversarial_from {
                     let c = self.check(&trainer, done)?;
-                    let best = candidates
+                    let low = candidates
                         .iter()
                         .map(|c| c.score(self.select))
-                        .fold(f64::INFINITY, f64::min);
-                    if c.score(self.select) < best {
+                        .fold(c.score(self.select), f64::min);
+                    // The latest candidate within the tie margin of the lowest score so far.
+                    if c.score(self.select) <= low + self.select.tie() {
                         let w = nn::save_refiner(&trainer.output_refiner(), &self.cfg.refiner)
                             .map_err(err)?;
                         self.scratch.put("best_refiner.safetensors", w)?;
@@ -675,13 +700,14 @@ impl TrainJob<'_> {
         let mut refiner =
             nn::save_refiner(&trainer.output_refiner(), &self.cfg.refiner).map_err(err)?;
         let last = self.check(&trainer, total)?;
-        let score = |c: &Candidate| c.score(self.select);
-        // A tie with the end goes to the end (the longer trained); among the checkpoints the
-        // earliest minimum is the one kept in `best_refiner.safetensors`.
-        let best = candidates
+        // The latest candidate within the tie margin of the lowest score: the end, or the
+        // checkpoint kept in `best_refiner.safetensors` (the loop above applies the same rule).
+        let scores: Vec<f64> = candidates
             .iter()
-            .filter(|c| score(c) < score(&last))
-            .min_by(|a, b| score(a).total_cmp(&score(b)));
+            .chain([&last])
+            .map(|c| c.score(self.select))
+            .collect();
+        let best = candidates.get(pick(&scores, self.select.tie()));
         let chosen = match (self.select != Select::Last, best) {
             (true, Some(b)) => {
                 refiner = self
@@ -702,7 +728,7 @@ impl TrainJob<'_> {
             "judge": chosen_judge,
             "holdout": self.holdout.synthetic.len(),
             "collapse": chosen.collapse(),
-            "candidates": candidates.iter().map(|c| serde_json::json!({"step": c.check.step, "distance": c.distance, "drift": c.check.drift, "judge_auc": c.judge.map(|v| v.auc)})).collect::<Vec<_>>(),
+            "candidates": candidates.iter().map(|c| serde_json::json!({"step": c.check.step, "distance": c.distance, "drift": c.check.drift, "judge_auc": c.judge.map(|v| v.auc), "collapse": c.check.collapse()})).collect::<Vec<_>>(),
         });
         let discriminator =
             nn::save_discriminator(trainer.discriminator(), &self.cfg.discriminator)
@@ -906,6 +932,17 @@ mod tests {
                 Pixels::U16(_) => unreachable!("8-bit test images"),
             })
             .collect()
+    }
+
+    #[test]
+    fn the_pick_is_the_latest_score_within_the_tie_of_the_lowest() {
+        assert_eq!(pick(&[0.9, 0.73, 0.76, 0.8], 0.005), 1);
+        assert_eq!(pick(&[0.9, 0.73, 0.734, 0.8], 0.005), 2);
+        // A saturated judge: every candidate ≈ 1, the last one wins.
+        assert_eq!(pick(&[1.0, 1.0, 0.9999, 1.0], 0.005), 3);
+        // No margin: the lowest, and the later of exact ties.
+        assert_eq!(pick(&[0.5, 0.4, 0.4, 0.6], 0.0), 2);
+        assert_eq!(pick(&[], 0.005), 0);
     }
 
     #[test]
