@@ -421,11 +421,12 @@ fn a_killed_refiner_training_resumes_from_its_checkpoint() {
     let p = util::write(&d.join("tiny.toml"), TINY);
     let p = p.to_str().unwrap();
     ok(simgan(d).args(["run", p, "--stage", "synthetic", "--stage", "real"]));
-    // Abort right after the second checkpoint (iteration 4 of 10).
+    // Abort right after the third checkpoint (iteration 6 of 10), the first one after the
+    // pretraining, so the held-out judge has measured one candidate.
     let crashed = output(
         simgan(d)
             .args(["run", p, "--stage", "refiner"])
-            .env("SIMGAN_CRASH_AFTER_CHECKPOINTS", "2"),
+            .env("SIMGAN_CRASH_AFTER_CHECKPOINTS", "3"),
     );
     assert!(!crashed.status.success());
     let resumed = output(
@@ -440,9 +441,25 @@ fn a_killed_refiner_training_resumes_from_its_checkpoint() {
     );
     let log = String::from_utf8_lossy(&resumed.stderr);
     assert!(
-        log.contains("resuming training from checkpoint") && log.contains("step=4"),
+        log.contains("resuming training from checkpoint") && log.contains("step=6"),
         "{log}"
     );
+    // The selection kept the candidate measured before the crash, and measured the rest once.
+    let check: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            util::artifact(d, "tiny", "refiner", "refiner_check.json").unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(check["select"], "judge", "{check}");
+    let steps: Vec<u64> = check["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, vec![6, 8, 10], "{check}");
     let steps: Value = serde_json::from_str(&ok(simgan(d).args([
         "query",
         "runs/tiny/refiner",
@@ -459,6 +476,44 @@ fn a_killed_refiner_training_resumes_from_its_checkpoint() {
             .enumerate()
             .all(|(i, s)| s["step"] == i && s["n"] == 1),
         "{steps:?}"
+    );
+}
+
+#[test]
+fn a_refiner_with_too_few_images_for_its_judge_keeps_the_last_and_says_why() {
+    let dir = util::tempdir();
+    let d = dir.path();
+    // 21 real training images (the rest of 24 is the seeded test split): fewer than the 32 that
+    // `select = "judge"` (the default) needs.
+    let text = TINY.replace(
+        "rows = 96, rows_per_shard = 48, seed = 2",
+        "rows = 24, rows_per_shard = 24, seed = 2",
+    );
+    let p = util::write(&d.join("tiny.toml"), &text);
+    let p = p.to_str().unwrap();
+    ok(simgan(d).args([
+        "run",
+        p,
+        "--stage",
+        "synthetic",
+        "--stage",
+        "real",
+        "--stage",
+        "refiner",
+    ]));
+    let check: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            util::artifact(d, "tiny", "refiner", "refiner_check.json").unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(check["select"], "last", "{check}");
+    assert_eq!(check["chosen_step"], 10, "{check}");
+    let note = check["select_note"].as_str().unwrap();
+    assert!(
+        note.contains("needs at least 32") && note.contains("synthetic 96, real 21"),
+        "{note}"
     );
 }
 

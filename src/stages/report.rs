@@ -574,6 +574,9 @@ fn refiner_html(check: &serde_json::Value) -> String {
         check["chosen_step"],
         check["distance"].as_f64().unwrap_or(f64::NAN)
     );
+    if let Some(note) = check["select_note"].as_str() {
+        let _ = write!(h, "<p class=\"note\">{}</p>", esc(note));
+    }
     if check["select"] == "judge" {
         let cands = check["candidates"]
             .as_array()

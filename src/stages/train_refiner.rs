@@ -260,7 +260,7 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec::new(
         "select",
         ParamType::Choice(&["last", "stats", "judge"]),
-        "\"last\"",
+        "\"judge\"",
         "Output refiner: the last one (the paper); or, of those at the adversarial checkpoints and the end, the one whose refined images' statistics (intensity mean and spread, sharpness, noise) are closest to the real images' (stats), or whose held-out refined images a fresh classifier tells least well from held-out real ones (judge; see select_holdout). Label-free; every candidate is in refiner_check.json",
     ),
     ParamSpec::added(
@@ -423,6 +423,9 @@ fn pick(scores: &[f64], tie: f64) -> usize {
     let low = scores.iter().copied().fold(f64::INFINITY, f64::min);
     scores.iter().rposition(|s| *s <= low + tie).unwrap_or(0)
 }
+
+/// The fewest images of each input `select = "judge"` holds out (else it keeps the last refiner).
+const MIN_HOLDOUT: usize = 8;
 
 /// Images kept out of training for `select = "judge"`.
 #[derive(Default)]
@@ -837,21 +840,30 @@ impl StageKind for TrainRefiner {
             "judge" => Select::Judge,
             _ => Select::Last,
         };
+        // The judge needs a few held-out images of each input; with fewer than
+        // 4 · MIN_HOLDOUT training images in either, the last refiner is the output (noted).
+        let mut select_note = None;
+        let select = if select == Select::Judge && synthetic.len().min(real.len()) / 4 < MIN_HOLDOUT
+        {
+            let why = format!(
+                "select = \"judge\" needs at least {} training images per input to hold {MIN_HOLDOUT} out for the judge (synthetic {}, real {}); the output is the last refiner",
+                4 * MIN_HOLDOUT,
+                synthetic.len(),
+                real.len()
+            );
+            tracing::warn!(stage = ctx.stage, "{why}");
+            select_note = Some(why);
+            Select::Last
+        } else {
+            select
+        };
         let holdout = if select == Select::Judge {
             let n = ctx.params.usize("select_holdout")?;
-            let holdout = Holdout {
+            Holdout {
                 synthetic: hold_out(&mut synthetic, n),
                 real: hold_out(&mut real, n),
                 judge_steps: ctx.params.int("select_judge_steps")? as u64,
-            };
-            if holdout.synthetic.len() < 4 || holdout.real.len() < 4 {
-                return Err(ctx.err(format!(
-                    "select = \"judge\" needs at least 16 training images per input to hold 4 out (synthetic {}, real {})",
-                    synthetic.len() + holdout.synthetic.len(),
-                    real.len() + holdout.real.len()
-                )));
             }
-            holdout
         } else {
             Holdout::default()
         };
@@ -877,7 +889,7 @@ impl StageKind for TrainRefiner {
             holdout,
             precision: common::precision(ctx)?,
         };
-        let trained = nn::run_on(&device, job)??;
+        let mut trained = nn::run_on(&device, job)??;
         let rows: Vec<(StepMetrics, f64)> = trained
             .metrics
             .iter()
@@ -887,6 +899,9 @@ impl StageKind for TrainRefiner {
         out.artifact("refiner.safetensors", trained.refiner)?;
         out.artifact("discriminator.safetensors", trained.discriminator)?;
         out.artifact("train_config.json", config_json)?;
+        if let Some(note) = select_note {
+            trained.check["select_note"] = serde_json::Value::String(note);
+        }
         if let Some(why) = trained.check["collapse"].as_str() {
             tracing::warn!(stage = ctx.stage, "the refiner looks collapsed: {why}");
         }
