@@ -445,13 +445,7 @@ fn a_killed_refiner_training_resumes_from_its_checkpoint() {
         "{log}"
     );
     // The selection kept the candidate measured before the crash, and measured the rest once.
-    let check: Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            util::artifact(d, "tiny", "refiner", "refiner_check.json").unwrap(),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let check = util::artifact_json(d, "tiny", "refiner", "refiner_check.json");
     assert_eq!(check["select"], "judge", "{check}");
     let steps: Vec<u64> = check["candidates"]
         .as_array()
@@ -501,13 +495,7 @@ fn a_refiner_with_too_few_images_for_its_judge_keeps_the_last_and_says_why() {
         "--stage",
         "refiner",
     ]));
-    let check: Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            util::artifact(d, "tiny", "refiner", "refiner_check.json").unwrap(),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let check = util::artifact_json(d, "tiny", "refiner", "refiner_check.json");
     assert_eq!(check["select"], "last", "{check}");
     assert_eq!(check["chosen_step"], 10, "{check}");
     let note = check["select_note"].as_str().unwrap();

@@ -192,9 +192,7 @@ fn image_folders_through_every_sus_stage_to_a_classification_report() {
 #[test]
 fn the_refiner_is_picked_by_a_held_out_judge() {
     let d = shapes_run();
-    let path = util::artifact(d, "shapes-tiny", "refiner", "refiner_check.json")
-        .expect("refiner_check.json");
-    let check: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let check = util::artifact_json(d, "shapes-tiny", "refiner", "refiner_check.json");
     assert_eq!(check["select"], "judge", "{check}");
     // 8 of each input's train split were kept out of training for the judge.
     assert_eq!(check["holdout"], 8, "{check}");

@@ -179,6 +179,13 @@ pub fn artifact(dir: &Path, run: &str, stage: &str, name: &str) -> Option<PathBu
         .map(|p| dir.join("runs").join(run).join(p))
 }
 
+/// The JSON artifact `name` of the newest version of `stage` in `runs/<run>` under `dir`.
+pub fn artifact_json(dir: &Path, run: &str, stage: &str, name: &str) -> serde_json::Value {
+    let path =
+        artifact(dir, run, stage, name).unwrap_or_else(|| panic!("{stage} has no artifact {name}"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
 /// Run and require success, returning stdout.
 pub fn ok(cmd: &mut Command) -> String {
     let out = output(cmd);
