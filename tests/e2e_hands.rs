@@ -23,7 +23,7 @@ params = { domain = "real-like", rows = 60, size = 32, seed = 2, test_fraction =
 [stages.refiner]
 kind = "train-refiner"
 inputs = { synthetic = "synthetic", real = "real" }
-params = { width = 4, blocks = 1, d_divisor = 8, batch_size = 8, pretrain_r_steps = 2, pretrain_d_steps = 2, steps = 2, history_size = 32 }
+params = { width = 4, blocks = 1, d_divisor = 8, batch_size = 8, pretrain_r_steps = 2, pretrain_d_steps = 2, steps = 2, history_size = 32, select_judge_steps = 4 }
 [stages.refined]
 kind = "refine"
 inputs = { data = "synthetic", refiner = "refiner" }
