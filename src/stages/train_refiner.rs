@@ -418,6 +418,11 @@ impl Select {
     }
 }
 
+/// The last `PROBE` images of a bank (the statistics check's probe without a held-out set).
+fn probe(images: &[SampleImage]) -> &[SampleImage] {
+    &images[images.len().saturating_sub(PROBE)..]
+}
+
 /// The index of the latest score within `tie` of the lowest (0 for none).
 fn pick(scores: &[f64], tie: f64) -> usize {
     let low = scores.iter().copied().fold(f64::INFINITY, f64::min);
@@ -554,12 +559,11 @@ impl TrainJob<'_> {
         trainer: &RefinerTrainer<B>,
         step: u64,
     ) -> Result<Candidate> {
-        let tail = |v: &[SampleImage]| v[v.len().saturating_sub(PROBE)..].to_vec();
         let judged = self.select == Select::Judge;
         let (synth, real) = if judged {
-            (self.holdout.synthetic.clone(), self.holdout.real.clone())
+            (&self.holdout.synthetic[..], &self.holdout.real[..])
         } else {
-            (tail(&self.bank.synthetic), tail(&self.bank.real))
+            (probe(&self.bank.synthetic), probe(&self.bank.real))
         };
         let bits = synth.first().map(|i| i.format().bits).unwrap_or(8);
         let refiner = trainer.output_refiner();
@@ -582,7 +586,7 @@ impl TrainJob<'_> {
                 range: Some(self.bank.real_range),
                 ..JudgeConfig::default()
             };
-            let v = crate::judge::judge_on::<B>(trainer.device(), &refined, &real, &cfg)
+            let v = crate::judge::judge_on::<B>(trainer.device(), &refined, real, &cfg)
                 .map_err(|e| Error::stage(self.stage, format!("selection judge: {e}")))?;
             tracing::info!(
                 stage = self.stage,
@@ -594,7 +598,7 @@ impl TrainJob<'_> {
         } else {
             None
         };
-        let check = RefinerCheck::measure(step, &synth, &refined, &real);
+        let check = RefinerCheck::measure(step, synth, &refined, real);
         let distance = check.distance();
         Ok(Candidate {
             check,
@@ -673,12 +677,13 @@ impl TrainJob<'_> {
                 grids.push(self.grid(&trainer, done)?);
                 if self.select != Select::Last && done > adversarial_from {
                     let c = self.check(&trainer, done)?;
-                    let low = candidates
+                    // Keep its weights if it is the pick so far (the rule the end applies).
+                    let scores: Vec<f64> = candidates
                         .iter()
+                        .chain([&c])
                         .map(|c| c.score(self.select))
-                        .fold(c.score(self.select), f64::min);
-                    // The latest candidate within the tie margin of the lowest score so far.
-                    if c.score(self.select) <= low + self.select.tie() {
+                        .collect();
+                    if pick(&scores, self.select.tie()) == candidates.len() {
                         let w = nn::save_refiner(&trainer.output_refiner(), &self.cfg.refiner)
                             .map_err(err)?;
                         self.scratch.put("best_refiner.safetensors", w)?;
@@ -704,7 +709,8 @@ impl TrainJob<'_> {
             nn::save_refiner(&trainer.output_refiner(), &self.cfg.refiner).map_err(err)?;
         let last = self.check(&trainer, total)?;
         // The latest candidate within the tie margin of the lowest score: the end, or the
-        // checkpoint kept in `best_refiner.safetensors` (the loop above applies the same rule).
+        // checkpoint kept in `best_refiner.safetensors` (the pick at its time, and no later
+        // candidate displaced it).
         let scores: Vec<f64> = candidates
             .iter()
             .chain([&last])
