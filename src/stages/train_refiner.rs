@@ -156,6 +156,12 @@ const PARAMS: &[ParamSpec] = &[
         "Spectral normalisation of every discriminator convolution (Miyato et al. 2018: each weight divided by its largest singular value), so the refiner cannot fool D with a small pattern that moves its logits far",
     ),
     ParamSpec::added(
+        "d_r1",
+        ParamType::Float { min: 0.0, max: 1e6 },
+        "0",
+        "Weight γ of an R1 gradient penalty on real images for the discriminator (γ/2 · squared input gradient of its per-patch logit margin, estimated by a finite difference), which keeps D flat on real images so the refiner converges to them instead of circling them (0 = off, the paper)",
+    ),
+    ParamSpec::added(
         "d_highpass",
         ParamType::Float {
             min: 0.0,
@@ -323,6 +329,7 @@ fn train_config(ctx: &StageCtx, shape: [usize; 3]) -> Result<TrainConfig> {
         .with_lambda(p.float("lambda")?)
         .with_reg_blur(p.float("reg_blur")?)
         .with_d_input_noise(p.float("d_input_noise")?)
+        .with_d_r1(p.float("d_r1")?)
         .with_d_highpass(p.float("d_highpass")?)
         .with_d_highpass_gain(p.float("d_highpass_gain")?)
         .with_lr_r(p.float("lr_r")?)
