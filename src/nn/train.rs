@@ -51,8 +51,9 @@ use super::model::{
 use super::precision::{Precision, cast_module};
 
 /// σ of the random input step ([-1, 1] units) of the finite-difference R1 penalty
-/// ([`TrainConfig::d_r1`]): a fifth of the eye demo's real sensor noise, so the penalty measures
-/// D's slope at the real images, not its response to noise of the size D must see.
+/// ([`TrainConfig::d_r1`]): below the eye demo's real sensor noise (σ 0.02–0.07 in these units),
+/// so the penalty measures D's slope at the real images, not its response to noise of the size
+/// D must tell apart.
 pub const R1_SIGMA: f64 = 0.01;
 
 // ---------------------------------------------------------------------------------------------
@@ -103,9 +104,10 @@ pub struct TrainConfig {
     pub d_highpass_gain: f64,
     /// Weight γ of a gradient penalty on real images for the discriminator (R1, Mescheder et
     /// al. 2018: `γ/2 · ‖∇ₓ s(y)‖²`, s = D's refined-minus-real logit per patch, averaged over
-    /// patches and batch); 0 = off (the paper). R1 is what makes a GAN converge to the data
-    /// instead of circling it: a D that is flat on real images cannot keep rewarding a refiner
-    /// for patterns real images do not have. It needs no gradient of a gradient here: the
+    /// patches and batch); 0 = off (the paper). R1 is the standard remedy for a GAN that circles
+    /// the data instead of converging to it (a D that is flat on real images cannot keep
+    /// rewarding a refiner for patterns real images do not have); on the eye demo it did not make
+    /// the refined eyes more realistic (docs/eye-demo-tuning.md, *An R1 penalty*). It needs no gradient of a gradient here: the
     /// squared gradient along a random direction is estimated by a finite difference,
     /// `E_ε (s(y + ε) − s(y))² / σ² = ‖∇ₓ s‖²` for ε ~ N(0, σ²) with σ = [`R1_SIGMA`], so one
     /// more forward of D on each real batch buys it.
@@ -1430,9 +1432,9 @@ pub(crate) mod tests {
         assert!(tiny_config().with_reg_blur(100.0).validate().is_err());
     }
 
-    /// R1 by a finite difference: with `d_r1` on, D's loss carries a positive penalty, and after
-    /// the same discriminator steps its logit margin moves less under a small change of a real
-    /// image than without (D is flatter at the real images); negative weights are refused.
+    /// R1 by a finite difference: after the same discriminator steps with `d_r1` on, D's logit
+    /// margin moves less under a small change of a real image than without (D is flatter at the
+    /// real images) and its loss stays finite; negative weights are refused.
     #[test]
     fn the_r1_penalty_flattens_the_discriminator_at_real_images() {
         let device = Default::default();
