@@ -107,10 +107,10 @@ pub struct TrainConfig {
     /// patches and batch); 0 = off (the paper). R1 is the standard remedy for a GAN that circles
     /// the data instead of converging to it (a D that is flat on real images cannot keep
     /// rewarding a refiner for patterns real images do not have); on the eye demo it did not make
-    /// the refined eyes more realistic (docs/eye-demo-tuning.md, *An R1 penalty*). It needs no gradient of a gradient here: the
-    /// squared gradient along a random direction is estimated by a finite difference,
-    /// `E_ε (s(y + ε) − s(y))² / σ² = ‖∇ₓ s‖²` for ε ~ N(0, σ²) with σ = [`R1_SIGMA`], so one
-    /// more forward of D on each real batch buys it.
+    /// the refined eyes more realistic (docs/eye-demo-tuning.md, *An R1 penalty*). It needs no
+    /// gradient of a gradient here: the squared gradient along a random direction is estimated
+    /// by a finite difference, `E_ε (s(y + ε) − s(y))² / σ² = ‖∇ₓ s‖²` for ε ~ N(0, σ²) with
+    /// σ = [`R1_SIGMA`], so one more forward of D on each real batch buys it.
     #[config(default = 0.0)]
     pub d_r1: f64,
     /// Refiner learning rate (Adam).
