@@ -16,7 +16,8 @@
 //! - The refiner's convolutions pad with zeros (SAME) or, with
 //!   [`RefinerConfig::reflect_padding`], by mirroring; its optional sensor-noise branch
 //!   ([`RefinerConfig::noise_scale`]) adds learnt-amplitude noise to the output, white or
-//!   shaped by a learnt filter ([`RefinerConfig::noise_kernel`]).
+//!   shaped by a learnt filter ([`RefinerConfig::noise_kernel`]); per-image latent inputs
+//!   ([`RefinerConfig::latent_channels`]) let it draw an appearance per image.
 //! - The gaze CNN uses ReLU after every convolution and after the hidden fully-connected layer,
 //!   with VALID convolutions (so 35×55 flattens to 192×5×10 = 9600).
 
@@ -71,6 +72,14 @@ pub struct RefinerConfig {
     /// batch ([`super::train::refine_seeded`]).
     #[config(default = 0)]
     pub noise_channels: usize,
+    /// Per-image latent inputs (0 = none, the paper): `k` standard-normal values drawn once per
+    /// image, each fed beside the image as a constant map. Noise channels vary per pixel, so
+    /// they let R draw texture but not an appearance that varies per *image* — one shot's
+    /// blur, noise level or exposure — which a real sensor's images do; a constant map shifts
+    /// every unit of the first layer alike and so can switch the whole image's treatment.
+    /// Drawn like the noise channels (the value at pixel (0, 0) of their maps). Not in the paper.
+    #[config(default = 0)]
+    pub latent_channels: usize,
     /// Initial standard deviation of an explicit sensor-noise branch (0 = none): the output
     /// gains `σ(h) ⊙ z′`, where `z′` is one standard-normal map per image channel (drawn beside
     /// the input noise channels, independent of them) and `σ = softplus(conv_1×1(h) +
@@ -156,7 +165,7 @@ impl RefinerConfig {
         };
         Refiner {
             conv_in: same(
-                self.channels + self.noise_channels,
+                self.channels + self.noise_channels + self.latent_channels,
                 self.width,
                 self.first_kernel_size,
             ),
@@ -184,6 +193,7 @@ impl RefinerConfig {
             residual: self.residual,
             reflect_padding: self.reflect_padding,
             noise_channels: self.noise_channels,
+            latent_channels: self.latent_channels,
             // softplus⁻¹(s) = ln(eˢ − 1), so σ = softplus(0 + offset) = s at initialisation.
             noise_offset: self.noise_scale.exp_m1().max(f64::MIN_POSITIVE).ln(),
         }
@@ -296,6 +306,9 @@ pub struct Refiner<B: Backend> {
     /// Noise channels drawn and concatenated to the input (see [`RefinerConfig::noise_channels`]).
     #[module(skip)]
     pub noise_channels: usize,
+    /// Per-image latent maps fed to the first layer (see [`RefinerConfig::latent_channels`]).
+    #[module(skip)]
+    pub latent_channels: usize,
     /// softplus⁻¹ of the initial noise amplitude, added before the softplus.
     #[module(skip)]
     pub noise_offset: f64,
@@ -308,15 +321,21 @@ impl<B: Backend> Refiner<B> {
         self.forward_noise(x, None)
     }
 
-    /// Standard-normal maps one forward pass draws per image: the input noise channels, then
-    /// one per image channel for the sensor-noise branch (if any).
+    /// Standard-normal maps one forward pass draws per image: the input noise channels, the
+    /// latent channels (only pixel (0, 0) of each is used), then one per image channel for the
+    /// sensor-noise branch (if any).
     pub fn noise_maps(&self) -> usize {
         let branch = self
             .noise_out
             .as_ref()
             .map(|c| c.weight.dims()[0])
             .unwrap_or(0);
-        self.noise_channels + branch
+        self.inputs() + branch
+    }
+
+    /// Noise and latent maps concatenated to the image.
+    fn inputs(&self) -> usize {
+        self.noise_channels + self.latent_channels
     }
 
     /// [`Self::forward`] with the noise maps given (`[batch, noise_maps, h, w]`, see
@@ -343,9 +362,21 @@ impl<B: Backend> Refiner<B> {
             }
         });
         let input = match &z {
-            Some(z) if self.noise_channels > 0 => {
-                let zin = z.clone().narrow(1, 0, self.noise_channels); // [batch, noise, 35, 55]
-                Tensor::cat(vec![x.clone(), zin], 1) // [batch, 1 + noise, 35, 55]
+            Some(z) if self.inputs() > 0 => {
+                let [b, _, h, w] = x.dims();
+                let mut parts = vec![x.clone()];
+                if self.noise_channels > 0 {
+                    parts.push(z.clone().narrow(1, 0, self.noise_channels)); // [batch, noise, 35, 55]
+                }
+                if self.latent_channels > 0 {
+                    let latent = z
+                        .clone()
+                        .narrow(1, self.noise_channels, self.latent_channels)
+                        .narrow(2, 0, 1)
+                        .narrow(3, 0, 1); // [batch, latent, 1, 1]
+                    parts.push(latent.expand([b, self.latent_channels, h, w])); // [batch, latent, 35, 55]
+                }
+                Tensor::cat(parts, 1) // [batch, 1 + noise + latent, 35, 55]
             }
             _ => x.clone(),
         };
@@ -356,9 +387,9 @@ impl<B: Backend> Refiner<B> {
         }
         let mut out = conv2d(&self.conv_out, h.clone()); // [batch, 1, 35, 55]
         if let (Some(conv), Some(z)) = (&self.noise_out, z) {
-            let c = maps - self.noise_channels;
+            let c = maps - self.inputs();
             let sigma = softplus(conv2d(conv, h).add_scalar(self.noise_offset), 1.0); // [batch, 1, 35, 55]
-            let z = z.narrow(1, self.noise_channels, c); // [batch, 1, 35, 55]
+            let z = z.narrow(1, self.inputs(), c); // [batch, 1, 35, 55]
             let z = match &self.noise_filter {
                 Some(filter) => conv2d(filter, z), // [batch, 1, 35, 55]
                 None => z,
@@ -971,6 +1002,50 @@ mod tests {
         // Without input noise the branch draws its own maps only.
         let plain = cfg.with_noise_channels(0).init::<Ad>(&device);
         assert_eq!(plain.noise_maps(), 3);
+    }
+
+    /// Latent channels are one value per image and map: only pixel (0, 0) of their noise maps
+    /// counts, and changing an image's latent changes that image's whole output and no other.
+    #[test]
+    fn latent_channels_draw_one_value_per_image() {
+        let device = Default::default();
+        let cfg = RefinerConfig::narrow(4)
+            .with_blocks(1)
+            .with_noise_channels(1)
+            .with_latent_channels(2);
+        let r = init_seeded::<B, _>(&device, 3, || cfg.init::<B>(&device));
+        assert_eq!(r.noise_maps(), 3);
+        let (b, maps, h, w) = (2, 3, 6, 8);
+        let zs = crate::nn::seeded_noise(b, maps * h * w, 9);
+        let at = |i: usize, m: usize, y: usize, x: usize| ((i * maps + m) * h + y) * w + x;
+        let xs = crate::nn::seeded_noise(b, h * w, 8);
+        let run = |z: &[f32]| -> Vec<f32> {
+            let x = Tensor::<B, 4>::from_data(TensorData::new(xs.clone(), [b, 1, h, w]), &device);
+            let z =
+                Tensor::<B, 4>::from_data(TensorData::new(z.to_vec(), [b, maps, h, w]), &device);
+            r.forward_noise(x, Some(z)).into_data().to_vec().unwrap()
+        };
+        let base = run(&zs);
+        // Latent maps away from pixel (0, 0): ignored.
+        let mut off = zs.clone();
+        for m in 1..maps {
+            off[at(0, m, 3, 5)] += 2.0;
+            off[at(1, m, 0, 1)] -= 2.0;
+        }
+        assert_eq!(run(&off), base);
+        // Image 0's first latent at (0, 0): all of image 0 changes, image 1 does not.
+        let mut moved = zs.clone();
+        moved[at(0, 1, 0, 0)] += 2.0;
+        let out = run(&moved);
+        let per_image = h * w;
+        let changed = (0..per_image)
+            .filter(|&i| (out[i] - base[i]).abs() > 1e-6)
+            .count();
+        assert!(
+            changed > per_image * 9 / 10,
+            "{changed} of {per_image} changed"
+        );
+        assert_eq!(out[per_image..], base[per_image..]);
     }
 
     /// The noise branch's K×K filter starts as a delta (the output is the white branch's, map

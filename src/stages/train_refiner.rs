@@ -92,6 +92,12 @@ const PARAMS: &[ParamSpec] = &[
         "1",
         "Noise maps fed to the refiner beside the image (0 = the paper's deterministic R)",
     ),
+    ParamSpec::added(
+        "latent_channels",
+        ParamType::Int { min: 0, max: 16 },
+        "0",
+        "Per-image latent inputs: k standard-normal values drawn once per image, each fed beside the image as a constant map, so the refiner can draw an appearance that varies per image (one shot's blur, noise level or exposure) as well as per pixel (0 = none, the paper)",
+    ),
     ParamSpec::new(
         "noise_scale",
         ParamType::Float { min: 0.0, max: 1.0 },
@@ -317,6 +323,7 @@ fn train_config(ctx: &StageCtx, shape: [usize; 3]) -> Result<TrainConfig> {
                 .with_blocks(p.usize("blocks")?)
                 .with_residual(p.bool("residual")?)
                 .with_noise_channels(p.usize("noise_channels")?)
+                .with_latent_channels(p.usize("latent_channels")?)
                 .with_noise_scale(p.float("noise_scale")?)
                 .with_noise_kernel(p.usize("noise_kernel")?)
                 .with_reflect_padding(p.bool("reflect_padding")?),
