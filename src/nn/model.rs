@@ -353,7 +353,7 @@ impl<B: Backend> Refiner<B> {
                     burn::tensor::Distribution::Normal(0.0, 1.0),
                     &x.device(),
                 )
-            }); // [batch, noise + 1, 35, 55]
+            }); // [batch, noise + latent + 1, 35, 55]
             // In x's float type (bf16/f16 computation: `nn::precision`).
             if z.dtype() == x.dtype() {
                 z
