@@ -17,7 +17,8 @@
 //!   [`RefinerConfig::reflect_padding`], by mirroring; its optional sensor-noise branch
 //!   ([`RefinerConfig::noise_scale`]) adds learnt-amplitude noise to the output, white or
 //!   shaped by a learnt filter ([`RefinerConfig::noise_kernel`]); per-image latent inputs
-//!   ([`RefinerConfig::latent_channels`]) let it draw an appearance per image.
+//!   ([`RefinerConfig::latent_channels`]) let it draw an appearance per image, and a learnt
+//!   point-spread function ([`RefinerConfig::psf_kernel`]) blur it as a camera would.
 //! - The gaze CNN uses ReLU after every convolution and after the hidden fully-connected layer,
 //!   with VALID convolutions (so 35×55 flattens to 192×5×10 = 9600).
 
@@ -98,6 +99,15 @@ pub struct RefinerConfig {
     /// spectrum for any texture coarser than a pixel. Only with `noise_scale` > 0. Not in the paper.
     #[config(default = 1)]
     pub noise_kernel: usize,
+    /// Size K of a learnt K×K point-spread function on the residual refiner's image path (1 =
+    /// none): `R(x) = k ∗ x + Δ(x)` instead of `x + Δ(x)`, with `k` started as a centred delta
+    /// (so R still starts as the identity) and the image mirrored at the border for it. A
+    /// renderer's images are sharp where a camera's are blurred by its optics; the ResNet can
+    /// learn a blur only through its nonlinear residual, one direction among many, where this
+    /// filter makes the sensor's blur one linear map that D's gradient moves directly. Only
+    /// with `residual`. Not in the paper.
+    #[config(default = 1)]
+    pub psf_kernel: usize,
     /// Pad every convolution by mirroring the image (`reflect`) instead of with zeros (SAME).
     /// Zero padding tells every layer where the border is, and a refiner trained against a
     /// discriminator uses that: it draws frames parallel to the edges, which no real image has
@@ -140,6 +150,17 @@ impl RefinerConfig {
                 "refiner: noise_kernel must be odd and in [1, 31], got {}",
                 self.noise_kernel
             )));
+        }
+        if self.psf_kernel == 0 || self.psf_kernel.is_multiple_of(2) || self.psf_kernel > 31 {
+            return Err(NnError::InvalidConfig(format!(
+                "refiner: psf_kernel must be odd and in [1, 31], got {}",
+                self.psf_kernel
+            )));
+        }
+        if self.psf_kernel > 1 && !self.residual {
+            return Err(NnError::InvalidConfig(
+                "refiner: psf_kernel > 1 needs the residual output (residual = true)".into(),
+            ));
         }
         if self.kernel_size.is_multiple_of(2) || self.first_kernel_size.is_multiple_of(2) {
             return Err(NnError::InvalidConfig(format!(
@@ -187,8 +208,22 @@ impl RefinerConfig {
                     .with_initializer(burn::nn::Initializer::Zeros)
                     .init(device)
             }),
-            noise_filter: (self.noise_scale > 0.0 && self.noise_kernel > 1)
-                .then(|| delta_filter(self.channels, self.noise_kernel, device)),
+            noise_filter: (self.noise_scale > 0.0 && self.noise_kernel > 1).then(|| {
+                delta_filter(
+                    self.channels,
+                    self.noise_kernel,
+                    PaddingConfig2d::Same,
+                    device,
+                )
+            }),
+            psf: (self.residual && self.psf_kernel > 1).then(|| {
+                delta_filter(
+                    self.channels,
+                    self.psf_kernel,
+                    PaddingConfig2d::Valid,
+                    device,
+                )
+            }),
             tanh_output: self.tanh_output,
             residual: self.residual,
             reflect_padding: self.reflect_padding,
@@ -200,11 +235,17 @@ impl RefinerConfig {
     }
 }
 
-/// A `k×k` convolution over `channels` maps (SAME, no bias) that starts as the identity: a
-/// centred delta from each map to itself.
-fn delta_filter<B: Backend>(channels: usize, k: usize, device: &B::Device) -> Conv2d<B> {
+/// A `k×k` convolution over `channels` maps (no bias; `padding` Same, or Valid for a caller
+/// that mirrors the border itself) that starts as the identity: a centred delta from each map
+/// to itself.
+fn delta_filter<B: Backend>(
+    channels: usize,
+    k: usize,
+    padding: PaddingConfig2d,
+    device: &B::Device,
+) -> Conv2d<B> {
     let mut conv = Conv2dConfig::new([channels, channels], [k, k])
-        .with_padding(PaddingConfig2d::Same)
+        .with_padding(padding)
         .with_bias(false)
         .init(device);
     let mut w = vec![0f32; channels * channels * k * k];
@@ -294,6 +335,9 @@ pub struct Refiner<B: Backend> {
     /// The learnt filter on the sensor-noise maps (channels → channels, K×K), when
     /// [`RefinerConfig::noise_kernel`] > 1.
     pub noise_filter: Option<Conv2d<B>>,
+    /// The learnt point-spread function on the image path (channels → channels, K×K, VALID
+    /// after mirroring), when [`RefinerConfig::psf_kernel`] > 1.
+    pub psf: Option<Conv2d<B>>,
     /// Whether the output goes through tanh.
     #[module(skip)]
     pub tanh_output: bool,
@@ -401,7 +445,11 @@ impl<B: Backend> Refiner<B> {
             // gradient once saturated: a refiner that overshot to black (real-like eyes are
             // darker) stayed black for the rest of the run, with neither D nor the
             // self-regularisation able to pull it back. Outputs are clamped when stored.
-            let v = x + out; // [batch, 1, 35, 55]
+            let base = match &self.psf {
+                Some(psf) => conv_padded(psf, x, true), // [batch, 1, 35, 55]
+                None => x,
+            };
+            let v = base + out; // [batch, 1, 35, 55]
             let inside = v.clone().clamp(-1.0, 1.0);
             inside.clone() + (v - inside).mul_scalar(LEAK) // [batch, 1, 35, 55]
         } else if self.tanh_output {
@@ -1046,6 +1094,86 @@ mod tests {
             "{changed} of {per_image} changed"
         );
         assert_eq!(out[per_image..], base[per_image..]);
+    }
+
+    /// The point-spread function starts as a delta (the residual refiner is still the identity),
+    /// and Adam steps toward a blurred copy of the input lower the loss; an even size, or one
+    /// without the residual output, is refused.
+    #[test]
+    fn psf_starts_as_the_identity_and_learns_a_blur() {
+        use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+        type Ad = crate::nn::backend::CpuAutodiffBackend;
+        let device = Default::default();
+        let cfg = RefinerConfig::narrow(4)
+            .with_blocks(1)
+            .with_residual(true)
+            .with_psf_kernel(5);
+        cfg.validate().unwrap();
+        assert!(cfg.clone().with_psf_kernel(4).validate().is_err());
+        assert!(cfg.clone().with_residual(false).validate().is_err());
+        let mut r = init_seeded::<Ad, _>(&device, 3, || cfg.init::<Ad>(&device));
+        let (b, h, w) = (4, 12, 16);
+        let xs: Vec<f32> = crate::nn::seeded_noise(b, h * w, 5)
+            .iter()
+            .map(|v| (0.3 * v).clamp(-0.9, 0.9)) // inside the leaky clamp
+            .collect();
+        // The target: a 3×3 box blur of each image, mirrored at the border.
+        let mirror = |i: isize, n: usize| -> usize {
+            let n = n as isize;
+            (if i < 0 {
+                -i
+            } else if i >= n {
+                2 * n - 2 - i
+            } else {
+                i
+            }) as usize
+        };
+        let mut ts = vec![0f32; xs.len()];
+        for i in 0..b {
+            for y in 0..h {
+                for x in 0..w {
+                    let mut sum = 0.0;
+                    for dy in -1..=1 {
+                        for dx in -1..=1 {
+                            let (yy, xx) = (mirror(y as isize + dy, h), mirror(x as isize + dx, w));
+                            sum += xs[(i * h + yy) * w + xx];
+                        }
+                    }
+                    ts[(i * h + y) * w + x] = sum / 9.0;
+                }
+            }
+        }
+        let x = Tensor::<Ad, 4>::from_data(TensorData::new(xs.clone(), [b, 1, h, w]), &device);
+        let target = Tensor::<Ad, 4>::from_data(TensorData::new(ts, [b, 1, h, w]), &device);
+        let y: Vec<f32> = r.forward(x.clone()).inner().into_data().to_vec().unwrap();
+        for (g, want) in y.iter().zip(&xs) {
+            assert!((g - want).abs() < 1e-6, "{g} vs {want}");
+        }
+        let loss = |r: &Refiner<Ad>| {
+            (r.forward(x.clone()) - target.clone())
+                .powi_scalar(2)
+                .mean()
+        };
+        let before = loss(&r).into_scalar();
+        let mut optim = AdamConfig::new().init();
+        for _ in 0..30 {
+            let grads = GradientsParams::from_grads(loss(&r).backward(), &r);
+            r = optim.step(0.01, r, grads);
+        }
+        let after = loss(&r).into_scalar();
+        assert!(after < before * 0.5, "loss {before} -> {after}");
+        // The filter moved off the delta: it learnt a spread, not only the residual.
+        let k: Vec<f32> = r
+            .psf
+            .as_ref()
+            .unwrap()
+            .weight
+            .val()
+            .inner()
+            .into_data()
+            .to_vec()
+            .unwrap();
+        assert!(k[12] < 0.99 && k[7] > 0.01, "{k:?}");
     }
 
     /// The noise branch's K×K filter starts as a delta (the output is the white branch's, map

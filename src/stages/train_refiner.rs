@@ -110,6 +110,12 @@ const PARAMS: &[ParamSpec] = &[
         "1",
         "Odd size K of a learnt K×K filter on the sensor-noise branch's maps, started as a delta, so the branch can draw grain, blotches or clutter instead of white noise only (1 = white; needs noise_scale > 0)",
     ),
+    ParamSpec::added(
+        "psf_kernel",
+        ParamType::Int { min: 1, max: 31 },
+        "1",
+        "Odd size K of a learnt K×K point-spread function on the residual refiner's image path, R(x) = k∗x + Δ(x), started as a delta (1 = none, the paper): a camera's optical blur as one linear map D's gradient moves directly (needs residual = true)",
+    ),
     ParamSpec::new(
         "residual",
         ParamType::Bool,
@@ -324,6 +330,7 @@ fn train_config(ctx: &StageCtx, shape: [usize; 3]) -> Result<TrainConfig> {
                 .with_residual(p.bool("residual")?)
                 .with_noise_channels(p.usize("noise_channels")?)
                 .with_latent_channels(p.usize("latent_channels")?)
+                .with_psf_kernel(p.usize("psf_kernel")?)
                 .with_noise_scale(p.float("noise_scale")?)
                 .with_noise_kernel(p.usize("noise_kernel")?)
                 .with_reflect_padding(p.bool("reflect_padding")?),
