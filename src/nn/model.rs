@@ -387,6 +387,19 @@ impl<B: Backend> Refiner<B> {
     /// from its own seeded generator ([`super::train::refine_seeded`]), so the output does not
     /// depend on which lane, thread or device ran the batch.
     pub fn forward_noise(&self, x: Tensor<B, 4>, noise: Option<Tensor<B, 4>>) -> Tensor<B, 4> {
+        self.forward_split(x, noise, false).0
+    }
+
+    /// [`Self::forward_noise`], and with `clean` also the same output without the sensor-noise
+    /// branch's term (`None` when there is no branch or `clean` is false): what the
+    /// self-regularisation compares when sensor noise is to cost nothing
+    /// ([`super::train::TrainConfig::reg_noise`]).
+    pub fn forward_split(
+        &self,
+        x: Tensor<B, 4>,
+        noise: Option<Tensor<B, 4>>,
+        clean: bool,
+    ) -> (Tensor<B, 4>, Option<Tensor<B, 4>>) {
         // x: [batch, 1, 35, 55]
         let maps = self.noise_maps();
         let z = (maps > 0).then(|| {
@@ -429,7 +442,8 @@ impl<B: Backend> Refiner<B> {
         for block in &self.blocks {
             h = block.forward_padded(h, reflect); // [batch, 64, 35, 55]
         }
-        let mut out = conv2d(&self.conv_out, h.clone()); // [batch, 1, 35, 55]
+        let out = conv2d(&self.conv_out, h.clone()); // [batch, 1, 35, 55]
+        let mut sensor = None;
         if let (Some(conv), Some(z)) = (&self.noise_out, z) {
             let c = maps - self.inputs();
             let sigma = softplus(conv2d(conv, h).add_scalar(self.noise_offset), 1.0); // [batch, 1, 35, 55]
@@ -438,24 +452,32 @@ impl<B: Backend> Refiner<B> {
                 Some(filter) => conv2d(filter, z), // [batch, 1, 35, 55]
                 None => z,
             };
-            out = out + sigma * z; // [batch, 1, 35, 55]
+            sensor = Some(sigma * z); // [batch, 1, 35, 55]
         }
-        if self.residual {
+        let base = match (&self.psf, self.residual) {
+            (Some(psf), true) => Some(conv_padded(psf, x, true)), // [batch, 1, 35, 55]
+            (None, true) => Some(x),
+            (_, false) => None,
+        };
+        let finish = |out: Tensor<B, 4>| match &base {
             // A leaky clamp: identity inside [−1, 1], slope 1/100 outside. A hard clamp has no
             // gradient once saturated: a refiner that overshot to black (real-like eyes are
             // darker) stayed black for the rest of the run, with neither D nor the
             // self-regularisation able to pull it back. Outputs are clamped when stored.
-            let base = match &self.psf {
-                Some(psf) => conv_padded(psf, x, true), // [batch, 1, 35, 55]
-                None => x,
-            };
-            let v = base + out; // [batch, 1, 35, 55]
-            let inside = v.clone().clamp(-1.0, 1.0);
-            inside.clone() + (v - inside).mul_scalar(LEAK) // [batch, 1, 35, 55]
-        } else if self.tanh_output {
-            tanh(out) // [batch, 1, 35, 55]
-        } else {
-            out
+            Some(base) => {
+                let v = base.clone() + out; // [batch, 1, 35, 55]
+                let inside = v.clone().clamp(-1.0, 1.0);
+                inside.clone() + (v - inside).mul_scalar(LEAK) // [batch, 1, 35, 55]
+            }
+            None if self.tanh_output => tanh(out), // [batch, 1, 35, 55]
+            None => out,
+        };
+        match sensor {
+            Some(sensor) => {
+                let clean = clean.then(|| finish(out.clone())); // [batch, 1, 35, 55]
+                (finish(out + sensor), clean)
+            }
+            None => (finish(out), None),
         }
     }
 }

@@ -84,6 +84,14 @@ pub struct TrainConfig {
     /// [`super::loss::self_regularization_loss`].
     #[config(default = 0.0)]
     pub reg_blur: f64,
+    /// Whether the self-regularisation sees the refiner's sensor-noise branch (true, as it
+    /// always did). False: it compares R's output *without* that branch's term, so zero-mean
+    /// sensor noise costs nothing and D alone sets its amplitude. Why it matters: D is piecewise
+    /// linear (LeakyReLU), so the expected adversarial gradient on a noise amplitude σ,
+    /// `E[∇D · z] = σ · E[∂²D]` (Stein), comes only from D's curvature, while the L1's, `λ·E|z|`,
+    /// is first order: with it included, the L1 alone trains the noise down.
+    #[config(default = true)]
+    pub reg_noise: bool,
     /// Instance noise: σ of Gaussian noise added to every image the discriminator sees (real,
     /// refined, and the refined images of the refiner's step), in the networks' `[-1, 1]`
     /// units; 0 = off (the paper). It blurs the two distributions into each other, so D cannot
@@ -521,19 +529,28 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
         self.precision = precision;
     }
 
-    /// R(x) in the trainer's precision, differentiable w.r.t. R's f32 weights, as f32.
-    fn refine_tracked(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    /// R(x) in the trainer's precision, differentiable w.r.t. R's f32 weights, as f32, and
+    /// what the self-regularisation compares with x: R(x) itself, or with
+    /// [`TrainConfig::reg_noise`] off R's output without its sensor-noise term.
+    fn refine_tracked(&self, x: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
         let p = self.precision;
         let r = cast_module(self.refiner.clone(), p);
-        p.cast_back(r.forward(p.cast(x))) // [b, c, h, w]
+        let (y, clean) = r.forward_split(p.cast(x), None, !self.config.reg_noise);
+        let y = p.cast_back(y); // [b, c, h, w]
+        let regularised = clean.map(|c| p.cast_back(c)).unwrap_or_else(|| y.clone());
+        (y, regularised)
     }
 
     /// One refiner step with only the self-regularisation loss.
     pub fn pretrain_r_step(&mut self, synthetic: Tensor<B, 4>) -> Result<StepMetrics, NnError> {
         self.check_batch(&synthetic, "pretrain_r_step")?;
-        let refined = self.refine_tracked(synthetic.clone()); // [b, 1, 35, 55]
-        let reg =
-            self_regularization_loss(refined, synthetic, self.config.lambda, self.config.reg_blur);
+        let (_, regularised) = self.refine_tracked(synthetic.clone()); // [b, 1, 35, 55]
+        let reg = self_regularization_loss(
+            regularised,
+            synthetic,
+            self.config.lambda,
+            self.config.reg_blur,
+        );
         let grads = GradientsParams::from_grads(reg.backward(), &self.refiner);
         self.refiner = self
             .optim_r
@@ -555,9 +572,9 @@ impl<B: AutodiffBackend> RefinerTrainer<B> {
     pub fn r_step(&mut self, synthetic: Tensor<B, 4>) -> Result<StepMetrics, NnError> {
         self.check_batch(&synthetic, "r_step")?;
         let p = self.precision;
-        let refined = self.refine_tracked(synthetic.clone()); // [b, 1, 35, 55]
+        let (refined, regularised) = self.refine_tracked(synthetic.clone()); // [b, 1, 35, 55]
         let reg = self_regularization_loss(
-            refined.clone(),
+            regularised,
             synthetic,
             self.config.lambda,
             self.config.reg_blur,
@@ -1541,6 +1558,61 @@ pub(crate) mod tests {
     /// sensor-noise branch and a blurred self-regularisation — still train: pretraining lowers
     /// the (blurred) self-regularisation, R steps against a pretrained D lower R's adversarial
     /// loss, and a batch refined twice differs only by the drawn noise.
+    /// With the sensor noise in the self-regularisation (the default) pretraining — only that
+    /// loss — trains the noise amplitude down; with `reg_noise` off it leaves it where it
+    /// started, and the L1 sees an identity refiner's output as the input itself.
+    #[test]
+    fn reg_noise_off_leaves_the_noise_amplitude_to_the_discriminator() {
+        let device = Default::default();
+        let amplitude_bias = |reg_noise: bool| -> (f32, Vec<f32>) {
+            let cfg = tiny_config()
+                .with_refiner(
+                    RefinerConfig::narrow(8)
+                        .with_blocks(1)
+                        .with_residual(true)
+                        .with_noise_scale(0.1),
+                )
+                .with_pretrain_r_steps(20)
+                .with_pretrain_d_steps(0)
+                .with_steps(0)
+                .with_lambda(8.0)
+                .with_reg_noise(reg_noise);
+            let mut t = RefinerTrainer::<AB>::new(cfg.clone(), &device).unwrap();
+            let mut src = ToySource {
+                h: 16,
+                w: 24,
+                next: 0,
+            };
+            let reg: Vec<f32> = (0..cfg.pretrain_r_steps)
+                .filter_map(|i| t.step(i, &mut src).unwrap().reg_loss)
+                .collect();
+            let conv = t.refiner().noise_out.as_ref().unwrap();
+            let bias: Vec<f32> = conv
+                .bias
+                .as_ref()
+                .unwrap()
+                .val()
+                .inner()
+                .into_data()
+                .to_vec()
+                .unwrap();
+            (bias[0], reg)
+        };
+        let (with, reg_with) = amplitude_bias(true);
+        let (without, reg_without) = amplitude_bias(false);
+        assert!(
+            with < -0.005,
+            "the L1 trains the amplitude down: bias {with}"
+        );
+        assert_eq!(
+            without, 0.0,
+            "no force on the amplitude without the noise in the L1"
+        );
+        assert!(reg_with[0] > 0.1, "the noise costs: {reg_with:?}");
+        // The residual refiner starts as the identity, and without its noise the L1 sees none.
+        assert!(reg_without.iter().all(|r| *r < 1e-6), "{reg_without:?}");
+    }
+
     #[test]
     fn refiner_with_mirrored_padding_noise_branch_and_blurred_reg_learns() {
         let device = Default::default();

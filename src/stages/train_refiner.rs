@@ -155,6 +155,12 @@ const PARAMS: &[ParamSpec] = &[
         "0",
         "Self-regularisation through a Gaussian blur of σ px: λ · mean |blur(R(x) − x)| keeps the content labels depend on and leaves zero-mean fine texture (sensor noise, camera blur) nearly free; 0 = the paper's per-pixel L1",
     ),
+    ParamSpec::added(
+        "reg_noise",
+        ParamType::Bool,
+        "true",
+        "Whether the self-regularisation sees the sensor-noise branch's noise (true); false: λ·|R(x) − x| on R's output without it, so zero-mean noise costs nothing and D alone sets its amplitude (against a piecewise-linear D the L1 is the only first-order force on it and trains it down)",
+    ),
     ParamSpec::new(
         "d_input_noise",
         ParamType::Float { min: 0.0, max: 2.0 },
@@ -342,6 +348,7 @@ fn train_config(ctx: &StageCtx, shape: [usize; 3]) -> Result<TrainConfig> {
         .with_batch_size(p.usize("batch_size")?)
         .with_lambda(p.float("lambda")?)
         .with_reg_blur(p.float("reg_blur")?)
+        .with_reg_noise(p.bool("reg_noise")?)
         .with_d_input_noise(p.float("d_input_noise")?)
         .with_d_r1(p.float("d_r1")?)
         .with_d_highpass(p.float("d_highpass")?)
