@@ -105,7 +105,8 @@ pub struct RefinerConfig {
     /// renderer's images are sharp where a camera's are blurred by its optics; the ResNet can
     /// learn a blur only through its nonlinear residual, one direction among many, where this
     /// filter makes the sensor's blur one linear map that D's gradient moves directly. Only
-    /// with `residual`. Not in the paper.
+    /// with `residual`. Not in the paper. (On the eye demo D moved it the other way, to a
+    /// sharpening centre-surround filter: docs/eye-demo-tuning.md.)
     #[config(default = 1)]
     pub psf_kernel: usize,
     /// Pad every convolution by mirroring the image (`reflect`) instead of with zeros (SAME).

@@ -86,10 +86,11 @@ pub struct TrainConfig {
     pub reg_blur: f64,
     /// Whether the self-regularisation sees the refiner's sensor-noise branch (true, as it
     /// always did). False: it compares R's output *without* that branch's term, so zero-mean
-    /// sensor noise costs nothing and D alone sets its amplitude. Why it matters: D is piecewise
+    /// sensor noise costs nothing and D alone sets its amplitude. Why one would: D is piecewise
     /// linear (LeakyReLU), so the expected adversarial gradient on a noise amplitude σ,
     /// `E[∇D · z] = σ · E[∂²D]` (Stein), comes only from D's curvature, while the L1's, `λ·E|z|`,
-    /// is first order: with it included, the L1 alone trains the noise down.
+    /// is first order. On the eye demo the noise ended no larger without the L1 on it: D itself
+    /// trained it down (docs/eye-demo-tuning.md).
     #[config(default = true)]
     pub reg_noise: bool,
     /// Instance noise: σ of Gaussian noise added to every image the discriminator sees (real,

@@ -114,7 +114,7 @@ const PARAMS: &[ParamSpec] = &[
         "psf_kernel",
         ParamType::Int { min: 1, max: 31 },
         "1",
-        "Odd size K of a learnt K×K point-spread function on the residual refiner's image path, R(x) = k∗x + Δ(x), started as a delta (1 = none, the paper): a camera's optical blur as one linear map D's gradient moves directly (needs residual = true)",
+        "Odd size K of a learnt K×K point-spread function on the residual refiner's image path, R(x) = k∗x + Δ(x), started as a delta (1 = none, the paper): a camera's optical blur as one linear map D's gradient moves directly (needs residual = true; on the eye demo D made it a sharpening filter instead)",
     ),
     ParamSpec::new(
         "residual",
@@ -159,7 +159,7 @@ const PARAMS: &[ParamSpec] = &[
         "reg_noise",
         ParamType::Bool,
         "true",
-        "Whether the self-regularisation sees the sensor-noise branch's noise (true); false: λ·|R(x) − x| on R's output without it, so zero-mean noise costs nothing and D alone sets its amplitude (against a piecewise-linear D the L1 is the only first-order force on it and trains it down)",
+        "Whether the self-regularisation sees the sensor-noise branch's noise (true); false: λ·|R(x) − x| on R's output without it, so zero-mean noise costs nothing and D alone sets its amplitude (on the eye demo D trained the noise down just the same)",
     ),
     ParamSpec::new(
         "d_input_noise",
