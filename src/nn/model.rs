@@ -18,7 +18,8 @@
 //!   ([`RefinerConfig::noise_scale`]) adds learnt-amplitude noise to the output, white or
 //!   shaped by a learnt filter ([`RefinerConfig::noise_kernel`]); per-image latent inputs
 //!   ([`RefinerConfig::latent_channels`]) let it draw an appearance per image, and a learnt
-//!   point-spread function ([`RefinerConfig::psf_kernel`]) blur it as a camera would.
+//!   point-spread function ([`RefinerConfig::psf_kernel`]) filters the image as a camera's
+//!   optics would.
 //! - The gaze CNN uses ReLU after every convolution and after the hidden fully-connected layer,
 //!   with VALID convolutions (so 35×55 flattens to 192×5×10 = 9600).
 

@@ -1555,10 +1555,6 @@ pub(crate) mod tests {
         assert!(tiny_config().with_d_highpass(-1.0).validate().is_err());
     }
 
-    /// `train-refiner`'s defaults beyond the paper — mirrored padding, a noise input, the
-    /// sensor-noise branch and a blurred self-regularisation — still train: pretraining lowers
-    /// the (blurred) self-regularisation, R steps against a pretrained D lower R's adversarial
-    /// loss, and a batch refined twice differs only by the drawn noise.
     /// With the sensor noise in the self-regularisation (the default) pretraining — only that
     /// loss — trains the noise amplitude down; with `reg_noise` off it leaves it where it
     /// started, and the L1 sees an identity refiner's output as the input itself.
@@ -1614,6 +1610,10 @@ pub(crate) mod tests {
         assert!(reg_without.iter().all(|r| *r < 1e-6), "{reg_without:?}");
     }
 
+    /// `train-refiner`'s defaults beyond the paper — mirrored padding, a noise input, the
+    /// sensor-noise branch and a blurred self-regularisation — still train: pretraining lowers
+    /// the (blurred) self-regularisation, R steps against a pretrained D lower R's adversarial
+    /// loss, and a batch refined twice differs only by the drawn noise.
     #[test]
     fn refiner_with_mirrored_padding_noise_branch_and_blurred_reg_learns() {
         let device = Default::default();
