@@ -6,7 +6,7 @@ ROOT is a run root of an eye demo (the test split of its `real` stage is the ref
 is a sample stage's folder (its newest committed version, by manifest, is read) or one Parquet
 file. For each set it prints,
 per statistic, the AUC of that statistic alone against the real test images (0.5 = no help, 1.0 =
-separates them by itself) and the two means (set / real): intensity mean, std, percentiles,
+separates them by itself) and the two means ± their spread over the images (set / real): intensity mean, std, percentiles,
 border step (a frame along the edges), the median absolute Laplacian (fine noise), the
 log power in bands of the radially averaged spectrum (cycles per pixel), and the lag-1
 autocorrelation of the Laplacian (white vs correlated noise). Needs numpy, pyarrow and Pillow
@@ -75,4 +75,5 @@ for name in sys.argv[2:]:
     fx = feats(load(name))
     print(name)
     for k in fr:
-        print(f"  {k:12s} AUC {auc(fr[k], fx[k]):.2f}   mean {fx[k].mean():.3g} / real {fr[k].mean():.3g}")
+        print(f"  {k:12s} AUC {auc(fr[k], fx[k]):.2f}   mean {fx[k].mean():.3g} ± {fx[k].std():.2g}"
+              f" / real {fr[k].mean():.3g} ± {fr[k].std():.2g}")
